@@ -1,0 +1,275 @@
+"""Pytest fixtures that run a real `strand` broker process per test.
+
+The binary comes from $STRAND_BIN (absolute, or relative to the repo root),
+else target/release/strand, else target/debug/strand.
+
+    def test_x(broker):                 # default settings
+        broker.bootstrap                # "127.0.0.1:PORT"
+
+    def test_y(make_broker):
+        b = make_broker({"auto.create.topics.enable": "false"})
+
+    @pytest.mark.broker_settings(**{"num.partitions": "3"})
+    def test_z(broker): ...             # `broker` with extra --set options
+
+Each broker gets a free 127.0.0.1 port and a fresh data dir under the test's
+tmp_path; its stderr goes to a file there and is attached to the report of a
+failing test. Brokers are always killed at teardown (and die with pytest:
+PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 20.0
+STOP_TIMEOUT = 20.0
+
+
+def find_strand_bin() -> Path:
+    env = os.environ.get("STRAND_BIN")
+    if env:
+        p = Path(env)
+        if not p.is_absolute():
+            p = REPO / p
+        if not p.exists():
+            pytest.fail(f"STRAND_BIN={env} does not exist", pytrace=False)
+        return p
+    for rel in ("target/release/strand", "target/debug/strand"):
+        p = REPO / rel
+        if p.exists():
+            return p
+    pytest.fail(
+        "no strand binary: build it (cargo build --release) or set STRAND_BIN",
+        pytrace=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent():
+    # Make the broker die if pytest dies (e.g. pytest-timeout, Ctrl-C).
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
+class BrokerError(Exception):
+    pass
+
+
+class Broker:
+    """One strand process: start/stop/kill9/restart on a fixed port and data dir."""
+
+    def __init__(self, binary: Path, workdir: Path, settings: dict | None = None, name: str = "broker"):
+        self.binary = Path(binary)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.settings = {str(k): str(v) for k, v in (settings or {}).items()}
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        self.data_dir = self.workdir / "data"
+        self.data_dir.mkdir(exist_ok=True)
+        self.stderr_path = self.workdir / "stderr.log"
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.last_returncode: int | None = None
+
+    # -- properties --------------------------------------------------------
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return (self.host, self.port)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self) -> list[str]:
+        cmd = [
+            str(self.binary),
+            "serve",
+            "--listen",
+            self.bootstrap,
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        for k, v in self.settings.items():
+            cmd += ["--set", f"{k}={v}"]
+        return cmd
+
+    # -- lifecycle ---------------------------------------------------------
+    def start(self, timeout: float = START_TIMEOUT) -> "Broker":
+        if self.running():
+            raise BrokerError("broker already running")
+        self.starts += 1
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.setdefault("RUST_BACKTRACE", "1")
+        with open(self.stderr_path, "ab") as log:
+            log.write(f"\n===== start #{self.starts}: {' '.join(self.command())}\n".encode())
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.command(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                cwd=str(self.workdir),
+                preexec_fn=_die_with_parent,
+            )
+        self.wait_ready(timeout)
+        return self
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                self.last_returncode = rc
+                raise BrokerError(
+                    f"strand exited with code {rc} before listening on {self.bootstrap}\n"
+                    f"--- stderr tail ---\n{self.stderr_tail()}"
+                )
+            try:
+                with socket.create_connection(self.address, timeout=0.5):
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise BrokerError(
+                    f"strand did not listen on {self.bootstrap} within {timeout}s\n"
+                    f"--- stderr tail ---\n{self.stderr_tail()}"
+                )
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> int:
+        """Graceful stop: SIGTERM and wait. Raises if it does not exit in time."""
+        if self.proc is None:
+            return self.last_returncode
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                self.last_returncode = self.proc.returncode
+                self.proc = None
+                raise BrokerError(
+                    f"strand did not exit within {timeout}s of SIGTERM (killed)\n"
+                    f"--- stderr tail ---\n{self.stderr_tail()}"
+                )
+        self.last_returncode = self.proc.returncode
+        self.proc = None
+        return self.last_returncode
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.last_returncode = self.proc.returncode
+            self.proc = None
+
+    def restart(self, graceful: bool = True, timeout: float = START_TIMEOUT) -> "Broker":
+        """Stop (SIGTERM, or SIGKILL if graceful=False) and start on the same port and data dir."""
+        if graceful:
+            self.stop()
+        else:
+            self.kill9()
+        # The port may still be held briefly by the old process' socket.
+        return self.start(timeout)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    # -- diagnostics ---------------------------------------------------------
+    def stderr_tail(self, max_bytes: int = 6000) -> str:
+        try:
+            data = self.stderr_path.read_bytes()
+        except OSError:
+            return "<no stderr file>"
+        if len(data) > max_bytes:
+            data = b"...\n" + data[-max_bytes:]
+        return data.decode("utf-8", "replace")
+
+    def __repr__(self) -> str:
+        return f"<Broker {self.bootstrap} data={self.data_dir} running={self.running()}>"
+
+
+# -- fixtures ----------------------------------------------------------------
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "broker_settings(**kv): extra --set KEY=VALUE options for the `broker` fixture"
+    )
+
+
+@pytest.fixture(scope="session")
+def strand_bin() -> Path:
+    return find_strand_bin()
+
+
+@pytest.fixture
+def make_broker(request, strand_bin, tmp_path):
+    brokers: list[Broker] = []
+    request.node._strand_brokers = brokers
+
+    def make(settings: dict | None = None, start: bool = True) -> Broker:
+        b = Broker(strand_bin, tmp_path / f"broker{len(brokers)}", settings, name=f"broker{len(brokers)}")
+        brokers.append(b)
+        if start:
+            try:
+                b.start()
+            except BrokerError as e:
+                pytest.fail(str(e), pytrace=False)
+        return b
+
+    yield make
+    for b in brokers:
+        b.close()
+
+
+@pytest.fixture
+def broker(request, make_broker) -> Broker:
+    marker = request.node.get_closest_marker("broker_settings")
+    settings = dict(marker.kwargs) if marker else {}
+    return make_broker(settings)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.failed:
+        for b in getattr(item, "_strand_brokers", []):
+            rep.sections.append((f"strand {b.name} stderr ({b.stderr_path})", b.stderr_tail()))

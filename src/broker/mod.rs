@@ -1,0 +1,493 @@
+//! The broker's state: the metadata store, the metadata cache of topics, and the partition logs
+//! this broker leads. Handlers reach storage and metadata only through [`Broker`].
+//!
+//! Invariants:
+//! - A topic is written to the metadata store before its partition directories are created, and
+//!   removed from the store before its directories are renamed away. Start-up reconciles the
+//!   data dir with the store: missing partition directories are created, directories of deleted
+//!   or unknown topics (or of an older topic with the same name: `partition.metadata` holds the
+//!   topic id) are removed, and `*-delete` directories left by an interrupted deletion are finished.
+//! - The clean-shutdown marker `<data_dir>/.strand_cleanshutdown` exists only while the broker is
+//!   stopped after flushing every log. It is removed (and the removal fsynced) before the first
+//!   write, so a crash at any later point makes the next start recover the logs.
+//! - One broker per data dir: `<data_dir>/.lock` is held with an exclusive file lock.
+
+pub mod partition;
+pub mod topic_config;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use thiserror::Error;
+use tracing::{info, warn};
+use uuid::Uuid;
+
+use crate::cluster::local::LocalStore;
+use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
+use crate::config::Config;
+use crate::storage::StorageError;
+pub use partition::Partition;
+
+const CLEAN_SHUTDOWN: &str = ".strand_cleanshutdown";
+const LOCK_FILE: &str = ".lock";
+const DELETE_SUFFIX: &str = "-delete";
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Errors of topic administration (create, delete, auto-create).
+#[derive(Debug, Error)]
+pub enum TopicError {
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("Topic '{0}' already exists.")]
+    AlreadyExists(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
+    InvalidConfig(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("This server does not host this topic-partition.")]
+    UnknownTopic,
+    #[error("Topic deletion is disabled.")]
+    DeletionDisabled,
+    #[error("storage error: {0}")]
+    Storage(#[from] StorageError),
+    #[error("metadata error: {0}")]
+    Metadata(MetadataError),
+}
+
+impl From<MetadataError> for TopicError {
+    fn from(e: MetadataError) -> Self {
+        match e {
+            MetadataError::TopicAlreadyExists(t) => TopicError::AlreadyExists(t),
+            MetadataError::UnknownTopic(_) => TopicError::UnknownTopic,
+            other => TopicError::Metadata(other),
+        }
+    }
+}
+
+impl TopicError {
+    pub fn error_code(&self) -> kafka_protocol::ResponseError {
+        use kafka_protocol::ResponseError as E;
+        match self {
+            TopicError::InvalidTopic(_) => E::InvalidTopicException,
+            TopicError::AlreadyExists(_) => E::TopicAlreadyExists,
+            TopicError::InvalidPartitions(_) => E::InvalidPartitions,
+            TopicError::InvalidReplicationFactor(_) => E::InvalidReplicationFactor,
+            TopicError::InvalidReplicaAssignment(_) => E::InvalidReplicaAssignment,
+            TopicError::InvalidConfig(_) => E::InvalidConfig,
+            TopicError::InvalidRequest(_) => E::InvalidRequest,
+            TopicError::UnknownTopic => E::UnknownTopicOrPartition,
+            TopicError::DeletionDisabled => E::TopicDeletionDisabled,
+            TopicError::Storage(e) => e.error_code(),
+            TopicError::Metadata(e) => e.error_code(),
+        }
+    }
+
+    /// The message a client may see: internal details (I/O errors) stay in the broker log.
+    pub fn client_message(&self) -> String {
+        match self {
+            TopicError::Storage(_) | TopicError::Metadata(_) => {
+                self.error_code().to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A topic in the metadata cache with its open partitions.
+pub struct Topic {
+    pub record: TopicRecord,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+/// What a CreateTopics entry asks for, after defaults are applied by the caller.
+pub struct NewTopic {
+    pub name: String,
+    /// `-1` = `num.partitions`.
+    pub num_partitions: i32,
+    /// `-1` = `default.replication.factor`.
+    pub replication_factor: i16,
+    /// Explicit assignment `(partition, broker ids)`; empty = let the broker choose.
+    pub assignments: Vec<(i32, Vec<i32>)>,
+    pub configs: Vec<(String, Option<String>)>,
+}
+
+pub struct Broker {
+    pub config: Config,
+    store: Arc<dyn MetadataStore>,
+    cluster_id: String,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Serializes topic creation and deletion.
+    admin: tokio::sync::Mutex<()>,
+    _lock: fs::File,
+}
+
+impl Broker {
+    /// Opens the data dir: takes its lock, opens the metadata store, reconciles and opens every
+    /// partition log (recovering them if the last stop was not clean).
+    pub async fn open(config: Config) -> anyhow::Result<Arc<Broker>> {
+        let data_dir = config.data_dir.clone();
+        fs::create_dir_all(&data_dir)?;
+        let lock = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(data_dir.join(LOCK_FILE))?;
+        if lock.try_lock().is_err() {
+            anyhow::bail!(
+                "data dir {} is in use by another strand process",
+                data_dir.display()
+            );
+        }
+        let store: Arc<dyn MetadataStore> = Arc::new(LocalStore::open(&data_dir)?);
+        let marker = data_dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
+        let records = store.topics().await?;
+
+        let cfg = config.clone();
+        let dir = data_dir.clone();
+        let topics = tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, clean))
+            .await??;
+        if clean {
+            fs::remove_file(&marker)?;
+            fs::File::open(&data_dir)?.sync_all()?;
+        }
+        info!(
+            topics = topics.len(),
+            clean_start = clean,
+            "opened data dir {}",
+            data_dir.display()
+        );
+        Ok(Arc::new(Broker {
+            cluster_id: store.cluster_id(),
+            config,
+            store,
+            topics: RwLock::new(topics),
+            admin: tokio::sync::Mutex::new(()),
+            _lock: lock,
+        }))
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.config.node_id
+    }
+
+    pub fn cluster_id(&self) -> &str {
+        &self.cluster_id
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.read_topics().get(name).cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.read_topics()
+            .values()
+            .find(|t| t.record.id == id)
+            .cloned()
+    }
+
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let t = self.topic(topic)?;
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self.read_topics().values().cloned().collect();
+        v.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+        v
+    }
+
+    fn read_topics(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
+        self.topics.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Validates a topic request and returns the record it would create.
+    pub fn plan_topic(&self, req: &NewTopic) -> Result<TopicRecord, TopicError> {
+        topic_config::validate_topic_name(&req.name).map_err(TopicError::InvalidTopic)?;
+        let node = self.node_id();
+        let assignments: Vec<Vec<i32>> = if !req.assignments.is_empty() {
+            if req.num_partitions != -1 || req.replication_factor != -1 {
+                return Err(TopicError::InvalidRequest(
+                    "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
+                ));
+            }
+            let mut sorted = req.assignments.clone();
+            sorted.sort_by_key(|(p, _)| *p);
+            let mut out = Vec::with_capacity(sorted.len());
+            for (i, (p, brokers)) in sorted.into_iter().enumerate() {
+                if p != i as i32 {
+                    return Err(TopicError::InvalidReplicaAssignment(
+                        "Partitions should be a consecutive 0-based integer sequence".into(),
+                    ));
+                }
+                if brokers.is_empty() {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "Partition {p} has no replicas"
+                    )));
+                }
+                let mut seen = brokers.clone();
+                seen.sort_unstable();
+                seen.dedup();
+                if seen.len() != brokers.len() {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "Duplicate brokers not allowed in replica assignment: {brokers:?} for partition id {p}."
+                    )));
+                }
+                if let Some(b) = brokers.iter().find(|b| **b != node) {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "Unknown broker id {b} in replica assignment for partition {p}"
+                    )));
+                }
+                out.push(brokers);
+            }
+            out
+        } else {
+            let partitions = match req.num_partitions {
+                -1 => self.config.num_partitions,
+                n if n <= 0 => {
+                    return Err(TopicError::InvalidPartitions(
+                        "Number of partitions was set to an invalid non-positive value.".into(),
+                    ))
+                }
+                n => n,
+            };
+            let rf = match req.replication_factor {
+                -1 => self.config.default_replication_factor,
+                n if n <= 0 => {
+                    return Err(TopicError::InvalidReplicationFactor(
+                        "Replication factor must be larger than 0, or -1 to use the default value."
+                            .into(),
+                    ))
+                }
+                n => n,
+            };
+            if rf > 1 {
+                return Err(TopicError::InvalidReplicationFactor(format!(
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+                )));
+            }
+            vec![vec![node]; partitions as usize]
+        };
+        let mut configs = BTreeMap::new();
+        for (name, value) in &req.configs {
+            topic_config::validate(name, value.as_deref()).map_err(TopicError::InvalidConfig)?;
+            configs.insert(name.clone(), value.clone().unwrap_or_default());
+        }
+        if self.topic(&req.name).is_some() {
+            return Err(TopicError::AlreadyExists(req.name.clone()));
+        }
+        if let Some(other) = self
+            .read_topics()
+            .keys()
+            .find(|t| *t != &req.name && t.replace('.', "_") == req.name.replace('.', "_"))
+        {
+            return Err(TopicError::InvalidTopic(format!(
+                "Topic '{}' collides with existing topic: {other}",
+                req.name
+            )));
+        }
+        Ok(TopicRecord {
+            name: req.name.clone(),
+            id: Uuid::new_v4(),
+            assignments,
+            configs,
+        })
+    }
+
+    /// Creates a topic: metadata store first, then the partition logs.
+    pub async fn create_topic(&self, req: &NewTopic) -> Result<Arc<Topic>, TopicError> {
+        let _admin = self.admin.lock().await;
+        let record = self.plan_topic(req)?;
+        self.store.create_topic(record.clone()).await?;
+        let config = self.config.clone();
+        let data_dir = config.data_dir.clone();
+        let topic = tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, true))
+            .await
+            .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
+        let topic = Arc::new(topic);
+        self.write_topics()
+            .insert(topic.record.name.clone(), topic.clone());
+        info!(topic = %topic.record.name, partitions = topic.partitions.len(), "created topic");
+        Ok(topic)
+    }
+
+    /// Creates `name` with the broker defaults if auto-creation is on.
+    pub async fn auto_create_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        let req = NewTopic {
+            name: name.to_string(),
+            num_partitions: -1,
+            replication_factor: -1,
+            assignments: vec![],
+            configs: vec![],
+        };
+        match self.create_topic(&req).await {
+            Err(TopicError::AlreadyExists(_)) => self.topic(name).ok_or(TopicError::UnknownTopic),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic: metadata store first, then its directories are renamed to
+    /// `<dir>.<topic id>-delete` (atomic, fsynced) and removed in the background.
+    pub async fn delete_topic(&self, name: &str) -> Result<TopicRecord, TopicError> {
+        if !self.config.delete_topic_enable {
+            return Err(TopicError::DeletionDisabled);
+        }
+        let _admin = self.admin.lock().await;
+        if self.topic(name).is_none() {
+            return Err(TopicError::UnknownTopic);
+        }
+        let record = self.store.delete_topic(name).await?;
+        let removed = self.write_topics().remove(name);
+        if let Some(topic) = removed {
+            let data_dir = self.config.data_dir.clone();
+            let id = record.id;
+            tokio::task::spawn_blocking(move || {
+                for p in &topic.partitions {
+                    let target = data_dir.join(format!(
+                        "{}.{}{DELETE_SUFFIX}",
+                        p.dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
+                        id.simple()
+                    ));
+                    if let Err(e) = fs::rename(&p.dir, &target) {
+                        warn!("cannot rename {} for deletion: {e}", p.dir.display());
+                        continue;
+                    }
+                    let _ = fs::File::open(&data_dir).and_then(|d| d.sync_all());
+                    if let Err(e) = fs::remove_dir_all(&target) {
+                        warn!("cannot remove {}: {e}", target.display());
+                    }
+                }
+            })
+            .await
+            .ok();
+        }
+        info!(topic = %name, "deleted topic");
+        Ok(record)
+    }
+
+    /// Applies retention and time-based rolling to every partition. Runs on a blocking thread.
+    pub fn enforce_retention(&self) {
+        let now = now_ms();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log.enforce_retention(now) {
+                    warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every log, then writes the clean-shutdown marker.
+    pub fn close(&self) -> std::io::Result<()> {
+        let mut ok = true;
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log.close() {
+                    warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
+                    ok = false;
+                }
+            }
+        }
+        if ok {
+            let dir = &self.config.data_dir;
+            fs::File::create(dir.join(CLEAN_SHUTDOWN))?.sync_all()?;
+            fs::File::open(dir)?.sync_all()?;
+            info!("logs flushed, clean shutdown marker written");
+        }
+        Ok(())
+    }
+}
+
+fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
+    data_dir.join(format!("{topic}-{index}"))
+}
+
+fn open_topic(
+    config: &Config,
+    data_dir: &Path,
+    record: TopicRecord,
+    clean: bool,
+) -> Result<Topic, StorageError> {
+    let log_config = topic_config::log_config(config, &record.configs);
+    let mut partitions = Vec::with_capacity(record.assignments.len());
+    for index in 0..record.partition_count() {
+        let dir = partition_dir(data_dir, &record.name, index);
+        partitions.push(Arc::new(Partition::open(
+            &record.name,
+            index,
+            record.id,
+            dir,
+            log_config.clone(),
+            clean,
+        )?));
+    }
+    Ok(Topic { record, partitions })
+}
+
+/// Reconciles the data dir with the metadata store and opens every partition.
+fn open_all(
+    config: &Config,
+    data_dir: &Path,
+    records: BTreeMap<String, TopicRecord>,
+    clean: bool,
+) -> anyhow::Result<HashMap<String, Arc<Topic>>> {
+    for entry in fs::read_dir(data_dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_dir() {
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().to_string();
+        let path = entry.path();
+        if name.ends_with(DELETE_SUFFIX) {
+            info!("finishing deletion of {}", path.display());
+            fs::remove_dir_all(&path)?;
+            continue;
+        }
+        let Some((topic, index)) = name.rsplit_once('-') else {
+            continue;
+        };
+        let Ok(index) = index.parse::<i32>() else {
+            continue;
+        };
+        let live = records.get(topic).is_some_and(|r| {
+            index >= 0
+                && index < r.partition_count()
+                && partition::read_partition_topic_id(&path).is_none_or(|id| id == r.id)
+        });
+        if !live {
+            warn!("removing {}: not a partition of any current topic", path.display());
+            fs::remove_dir_all(&path)?;
+        }
+    }
+    fs::File::open(data_dir)?.sync_all()?;
+    let mut topics = HashMap::new();
+    for (name, record) in records {
+        let topic = open_topic(config, data_dir, record, clean)?;
+        topics.insert(name, Arc::new(topic));
+    }
+    Ok(topics)
+}

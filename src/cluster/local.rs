@@ -1,0 +1,275 @@
+//! The embedded metadata store: one file in the data dir.
+//!
+//! On-disk format: `<data_dir>/meta/metadata.json` holds one line `crc32c:<8 hex digits>` followed
+//! by a JSON document `{"version":1,"cluster_id":…,"topics":{name: TopicRecord}}`; the checksum
+//! covers the JSON bytes. Every change rewrites the whole file: write `metadata.json.tmp`,
+//! `fsync` it, rename it over `metadata.json`, `fsync` the directory. A crash therefore leaves
+//! either the old or the new file, never a torn one; a leftover `.tmp` is removed at open. A file
+//! whose checksum does not match is refused (the broker will not start on corrupt metadata).
+//!
+//! Metadata is small (topics and configs, not offsets), so rewriting it whole is cheap.
+//! Writers are serialized by a mutex; readers see the last committed state.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::{MetadataError, MetadataStore, Result, TopicRecord};
+
+const FILE: &str = "metadata.json";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Document {
+    version: u32,
+    cluster_id: String,
+    topics: BTreeMap<String, TopicRecord>,
+}
+
+pub struct LocalStore {
+    dir: PathBuf,
+    state: std::sync::Mutex<Document>,
+    /// Serializes writers across awaits (the file write runs on a blocking thread).
+    write_lock: tokio::sync::Mutex<()>,
+}
+
+impl LocalStore {
+    /// Opens the store under `<data_dir>/meta`, creating it (with a new cluster id) if absent.
+    pub fn open(data_dir: &Path) -> Result<LocalStore> {
+        let dir = data_dir.join("meta");
+        fs::create_dir_all(&dir)?;
+        let _ = fs::remove_file(dir.join(format!("{FILE}.tmp")));
+        let path = dir.join(FILE);
+        let doc = match fs::read(&path) {
+            Ok(bytes) => decode(&bytes)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let doc = Document {
+                    version: 1,
+                    cluster_id: new_cluster_id(),
+                    topics: BTreeMap::new(),
+                };
+                write_atomically(&dir, &doc)?;
+                doc
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(LocalStore {
+            dir,
+            state: std::sync::Mutex::new(doc),
+            write_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn snapshot(&self) -> Document {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Applies `change` to a copy of the document, persists it, then publishes it.
+    async fn modify<T: Send + 'static>(
+        &self,
+        change: impl FnOnce(&mut Document) -> Result<T> + Send,
+    ) -> Result<T> {
+        let _guard = self.write_lock.lock().await;
+        let mut doc = self.snapshot();
+        let out = change(&mut doc)?;
+        let dir = self.dir.clone();
+        let to_write = doc.clone();
+        tokio::task::spawn_blocking(move || write_atomically(&dir, &to_write))
+            .await
+            .map_err(|e| MetadataError::Io(std::io::Error::other(e)))??;
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = doc;
+        Ok(out)
+    }
+}
+
+fn new_cluster_id() -> String {
+    // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let id = uuid::Uuid::new_v4();
+    let bytes = id.as_bytes();
+    let mut out = String::with_capacity(22);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for &b in bytes {
+        acc = (acc << 8) | b as u32;
+        bits += 8;
+        while bits >= 6 {
+            bits -= 6;
+            out.push(ALPHABET[((acc >> bits) & 63) as usize] as char);
+        }
+    }
+    if bits > 0 {
+        out.push(ALPHABET[((acc << (6 - bits)) & 63) as usize] as char);
+    }
+    out
+}
+
+fn encode(doc: &Document) -> Result<Vec<u8>> {
+    let json = serde_json::to_vec_pretty(doc)
+        .map_err(|e| MetadataError::Corrupt(format!("cannot encode: {e}")))?;
+    let mut out = format!("crc32c:{:08x}\n", crc32c::crc32c(&json)).into_bytes();
+    out.extend_from_slice(&json);
+    Ok(out)
+}
+
+fn decode(bytes: &[u8]) -> Result<Document> {
+    let nl = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(|| MetadataError::Corrupt("missing checksum line".into()))?;
+    let header = std::str::from_utf8(&bytes[..nl])
+        .map_err(|_| MetadataError::Corrupt("bad checksum line".into()))?;
+    let want = header
+        .strip_prefix("crc32c:")
+        .and_then(|h| u32::from_str_radix(h, 16).ok())
+        .ok_or_else(|| MetadataError::Corrupt("bad checksum line".into()))?;
+    let json = &bytes[nl + 1..];
+    if crc32c::crc32c(json) != want {
+        return Err(MetadataError::Corrupt("checksum mismatch".into()));
+    }
+    let doc: Document =
+        serde_json::from_slice(json).map_err(|e| MetadataError::Corrupt(e.to_string()))?;
+    if doc.version != 1 {
+        return Err(MetadataError::Corrupt(format!(
+            "unsupported version {}",
+            doc.version
+        )));
+    }
+    Ok(doc)
+}
+
+fn write_atomically(dir: &Path, doc: &Document) -> Result<()> {
+    let bytes = encode(doc)?;
+    let tmp = dir.join(format!("{FILE}.tmp"));
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, dir.join(FILE))?;
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
+#[async_trait]
+impl MetadataStore for LocalStore {
+    fn cluster_id(&self) -> String {
+        self.snapshot().cluster_id
+    }
+
+    async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>> {
+        Ok(self.snapshot().topics)
+    }
+
+    async fn create_topic(&self, topic: TopicRecord) -> Result<()> {
+        self.modify(move |doc| {
+            if doc.topics.contains_key(&topic.name) {
+                return Err(MetadataError::TopicAlreadyExists(topic.name));
+            }
+            doc.topics.insert(topic.name.clone(), topic);
+            Ok(())
+        })
+        .await
+    }
+
+    async fn update_topic(&self, topic: TopicRecord) -> Result<()> {
+        self.modify(move |doc| match doc.topics.get_mut(&topic.name) {
+            Some(t) => {
+                *t = topic;
+                Ok(())
+            }
+            None => Err(MetadataError::UnknownTopic(topic.name)),
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<TopicRecord> {
+        let name = name.to_string();
+        self.modify(move |doc| {
+            doc.topics
+                .remove(&name)
+                .ok_or(MetadataError::UnknownTopic(name))
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str) -> TopicRecord {
+        TopicRecord {
+            name: name.into(),
+            id: uuid::Uuid::new_v4(),
+            assignments: vec![vec![0]; 3],
+            configs: [("retention.ms".to_string(), "1000".to_string())].into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn survives_reopen_and_keeps_cluster_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        let id = store.cluster_id();
+        assert_eq!(id.len(), 22);
+        let t = topic("a");
+        store.create_topic(t.clone()).await.unwrap();
+        store.create_topic(topic("b")).await.unwrap();
+        store.delete_topic("b").await.unwrap();
+        drop(store);
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert_eq!(store.cluster_id(), id);
+        let topics = store.topics().await.unwrap();
+        assert_eq!(topics.len(), 1);
+        assert_eq!(topics["a"], t);
+    }
+
+    #[tokio::test]
+    async fn duplicate_and_missing_topics_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_topic(topic("a")).await.unwrap();
+        assert!(matches!(
+            store.create_topic(topic("a")).await,
+            Err(MetadataError::TopicAlreadyExists(_))
+        ));
+        assert!(matches!(
+            store.delete_topic("zz").await,
+            Err(MetadataError::UnknownTopic(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn crash_before_rename_keeps_old_state() {
+        // A crash after writing the temp file but before the rename leaves the old file and a
+        // stray .tmp: reopening must ignore (and remove) the .tmp and see the old state.
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        store.create_topic(topic("a")).await.unwrap();
+        drop(store);
+        let tmp = dir.path().join("meta").join("metadata.json.tmp");
+        std::fs::write(&tmp, b"crc32c:00000000\n{\"torn").unwrap();
+        let store = LocalStore::open(dir.path()).unwrap();
+        assert!(!tmp.exists());
+        assert_eq!(store.topics().await.unwrap().len(), 1);
+    }
+
+    #[test]
+    fn corrupt_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(LocalStore::open(dir.path()).unwrap());
+        let path = dir.path().join("meta").join(FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x20;
+        std::fs::write(&path, bytes).unwrap();
+        assert!(matches!(
+            LocalStore::open(dir.path()),
+            Err(MetadataError::Corrupt(_))
+        ));
+    }
+}

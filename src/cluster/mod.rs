@@ -1,0 +1,78 @@
+//! Cluster metadata: what topics exist, their ids, partition counts, replica assignments and
+//! topic-level configs.
+//!
+//! The broker reaches metadata only through [`MetadataStore`]. Its first implementation is
+//! [`local::LocalStore`], kept in the broker's data dir (the embedded default); an etcd-backed
+//! one follows for cluster mode, behind the same trait, so single-node is a cluster of one.
+//!
+//! Invariant: a change is durable in the store before the broker acts on it (creates partition
+//! directories, answers the client). At start-up the broker reconciles its directories with the
+//! store, so a crash between the two steps is repaired.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use uuid::Uuid;
+
+/// One topic as the metadata store keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TopicRecord {
+    pub name: String,
+    pub id: Uuid,
+    /// `assignments[p]` = the broker ids holding a replica of partition `p`, leader first.
+    pub assignments: Vec<Vec<i32>>,
+    /// Topic-level config overrides (Kafka names), only the ones set explicitly.
+    pub configs: BTreeMap<String, String>,
+}
+
+impl TopicRecord {
+    pub fn partition_count(&self) -> i32 {
+        self.assignments.len() as i32
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("topic {0} already exists")]
+    TopicAlreadyExists(String),
+    #[error("topic {0} does not exist")]
+    UnknownTopic(String),
+    #[error("metadata store I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("metadata store is corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T> = std::result::Result<T, MetadataError>;
+
+impl MetadataError {
+    /// The Kafka error code a client sees for this failure.
+    pub fn error_code(&self) -> kafka_protocol::ResponseError {
+        use kafka_protocol::ResponseError as E;
+        match self {
+            MetadataError::TopicAlreadyExists(_) => E::TopicAlreadyExists,
+            MetadataError::UnknownTopic(_) => E::UnknownTopicOrPartition,
+            MetadataError::Io(_) => E::KafkaStorageError,
+            MetadataError::Corrupt(_) => E::KafkaStorageError,
+        }
+    }
+}
+
+/// Where the cluster's metadata lives.
+#[async_trait]
+pub trait MetadataStore: Send + Sync {
+    /// The cluster id, fixed when the store was first created.
+    fn cluster_id(&self) -> String;
+    /// Every topic, by name.
+    async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>>;
+    /// Adds a topic; `TopicAlreadyExists` if the name is taken.
+    async fn create_topic(&self, topic: TopicRecord) -> Result<()>;
+    /// Replaces an existing topic's record (configs, added partitions).
+    async fn update_topic(&self, topic: TopicRecord) -> Result<()>;
+    /// Removes a topic and returns what it was.
+    async fn delete_topic(&self, name: &str) -> Result<TopicRecord>;
+}

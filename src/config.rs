@@ -1,0 +1,511 @@
+//! Broker configuration.
+//!
+//! Settings use Kafka's names (`num.partitions`, `log.retention.ms`, …). They come from four
+//! layers, later ones winning: built-in defaults (Kafka's), `config.toml`, environment variables
+//! `STRAND_<KEY>` (the key upper-cased with `.` replaced by `_`, e.g. `STRAND_NUM_PARTITIONS`),
+//! and command-line flags (`--listen`, `--data-dir`, `--set key=value`, …).
+//!
+//! In `config.toml` a key may be written quoted (`"num.partitions" = 3`) or as TOML dotted keys
+//! (`num.partitions = 3`, which TOML reads as nested tables); both are flattened back to the
+//! dotted name. Every layer is reduced to `key → string` and parsed by one function, so a value
+//! is validated the same way wherever it came from. Unknown keys and invalid values are errors
+//! naming the key: the broker refuses to start rather than run with a setting it ignored.
+//!
+//! Invariant: a `Config` that exists has passed validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Toml { path: String, message: String },
+    #[error("unknown config key `{0}`")]
+    UnknownKey(String),
+    #[error("invalid value `{value}` for `{key}`: {reason}")]
+    Invalid {
+        key: String,
+        value: String,
+        reason: String,
+    },
+}
+
+/// `message.timestamp.type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimestampType {
+    CreateTime,
+    LogAppendTime,
+}
+
+/// Validated broker configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `node.id`
+    pub node_id: i32,
+    /// `listeners`: the address the Kafka listener binds.
+    pub listen: SocketAddr,
+    /// `advertised.listeners`: host and port given to clients in Metadata.
+    pub advertised_host: String,
+    pub advertised_port: u16,
+    /// `log.dirs`: the data directory (one directory for now).
+    pub data_dir: PathBuf,
+    /// `num.partitions`
+    pub num_partitions: i32,
+    /// `default.replication.factor`
+    pub default_replication_factor: i16,
+    /// `auto.create.topics.enable`
+    pub auto_create_topics_enable: bool,
+    /// `delete.topic.enable`
+    pub delete_topic_enable: bool,
+    /// `socket.request.max.bytes`
+    pub socket_request_max_bytes: usize,
+    /// `max.connections`
+    pub max_connections: usize,
+    /// `queued.max.requests`: pipelined requests in flight per connection.
+    pub queued_max_requests: usize,
+    /// `message.max.bytes`: default of the topic config `max.message.bytes`.
+    pub message_max_bytes: i32,
+    /// `log.segment.bytes`
+    pub log_segment_bytes: u64,
+    /// `log.roll.ms` (or `log.roll.hours`)
+    pub log_roll_ms: i64,
+    /// `log.retention.ms` (or `log.retention.minutes` / `log.retention.hours`)
+    pub log_retention_ms: i64,
+    /// `log.retention.bytes`
+    pub log_retention_bytes: i64,
+    /// `log.retention.check.interval.ms`
+    pub log_retention_check_interval_ms: u64,
+    /// `log.index.interval.bytes`
+    pub log_index_interval_bytes: u32,
+    /// `log.message.timestamp.type`
+    pub log_message_timestamp_type: TimestampType,
+    /// `min.insync.replicas`
+    pub min_insync_replicas: i32,
+    /// `log.cleanup.policy`
+    pub log_cleanup_policy: String,
+    /// `controlled.shutdown.timeout.ms`-like bound on draining connections at shutdown.
+    pub shutdown_timeout_ms: u64,
+}
+
+/// Every key the broker understands, with its default as Kafka writes it.
+/// The order is the order `config.toml` documents them in.
+pub const KEYS: &[(&str, &str)] = &[
+    ("node.id", "0"),
+    ("listeners", "127.0.0.1:9092"),
+    ("advertised.listeners", ""),
+    ("log.dirs", "./data"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("delete.topic.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("max.connections", "65536"),
+    ("queued.max.requests", "500"),
+    ("message.max.bytes", "1048588"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", ""),
+    ("log.roll.hours", "168"),
+    ("log.retention.ms", ""),
+    ("log.retention.minutes", ""),
+    ("log.retention.hours", "168"),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("min.insync.replicas", "1"),
+    ("log.cleanup.policy", "delete"),
+    ("shutdown.timeout.ms", "30000"),
+];
+
+impl Default for Config {
+    fn default() -> Self {
+        Config::from_overrides(&BTreeMap::new()).expect("built-in defaults are valid")
+    }
+}
+
+impl Config {
+    /// Builds a config from `key → value` overrides on top of the defaults.
+    pub fn from_overrides(overrides: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
+        for key in overrides.keys() {
+            if !KEYS.iter().any(|(k, _)| k == key) {
+                return Err(ConfigError::UnknownKey(key.clone()));
+            }
+        }
+        let get = |key: &str| -> Option<&str> {
+            match overrides.get(key) {
+                Some(v) => Some(v.as_str()),
+                None => KEYS
+                    .iter()
+                    .find(|(k, _)| *k == key)
+                    .map(|(_, d)| *d)
+                    .filter(|d| !d.is_empty()),
+            }
+        };
+        let req = |key: &str| get(key).unwrap_or_default().to_string();
+
+        let listen_str = strip_scheme(&req("listeners"));
+        let listen: SocketAddr = listen_str
+            .parse()
+            .map_err(|e| invalid("listeners", &listen_str, e))?;
+        let advertised = get("advertised.listeners")
+            .filter(|s| !s.is_empty())
+            .map(strip_scheme);
+        let (advertised_host, advertised_port) = match advertised {
+            Some(a) => split_host_port(&a).ok_or_else(|| {
+                invalid("advertised.listeners", &a, "expected HOST:PORT".to_string())
+            })?,
+            None => {
+                let host = if listen.ip().is_unspecified() {
+                    "127.0.0.1".to_string()
+                } else {
+                    listen.ip().to_string()
+                };
+                (host, listen.port())
+            }
+        };
+
+        let hours_ms = |h: i64| h.saturating_mul(3_600_000);
+        let log_roll_ms = match overrides.get("log.roll.ms") {
+            Some(v) => parse_num::<i64>("log.roll.ms", v, 1, i64::MAX)?,
+            None => hours_ms(parse_num::<i64>(
+                "log.roll.hours",
+                &req("log.roll.hours"),
+                1,
+                i64::MAX,
+            )?),
+        };
+        let log_retention_ms = if let Some(v) = overrides.get("log.retention.ms") {
+            parse_num::<i64>("log.retention.ms", v, -1, i64::MAX)?
+        } else if let Some(v) = overrides.get("log.retention.minutes") {
+            parse_num::<i64>("log.retention.minutes", v, -1, i64::MAX)?.saturating_mul(60_000)
+        } else {
+            let h = parse_num::<i64>("log.retention.hours", &req("log.retention.hours"), -1, i64::MAX)?;
+            if h < 0 {
+                -1
+            } else {
+                hours_ms(h)
+            }
+        };
+
+        let ts_type = match req("log.message.timestamp.type").as_str() {
+            "CreateTime" => TimestampType::CreateTime,
+            "LogAppendTime" => TimestampType::LogAppendTime,
+            other => {
+                return Err(invalid(
+                    "log.message.timestamp.type",
+                    other,
+                    "expected CreateTime or LogAppendTime",
+                ))
+            }
+        };
+        let cleanup = req("log.cleanup.policy");
+        crate::broker::topic_config::validate_cleanup_policy(&cleanup)
+            .map_err(|reason| invalid("log.cleanup.policy", &cleanup, reason))?;
+
+        Ok(Config {
+            node_id: parse_num("node.id", &req("node.id"), 0, i32::MAX)?,
+            listen,
+            advertised_host,
+            advertised_port,
+            data_dir: PathBuf::from(req("log.dirs")),
+            num_partitions: parse_num("num.partitions", &req("num.partitions"), 1, 1_000_000)?,
+            default_replication_factor: parse_num(
+                "default.replication.factor",
+                &req("default.replication.factor"),
+                1,
+                i16::MAX,
+            )?,
+            auto_create_topics_enable: parse_bool(
+                "auto.create.topics.enable",
+                &req("auto.create.topics.enable"),
+            )?,
+            delete_topic_enable: parse_bool("delete.topic.enable", &req("delete.topic.enable"))?,
+            socket_request_max_bytes: parse_num(
+                "socket.request.max.bytes",
+                &req("socket.request.max.bytes"),
+                1024,
+                i32::MAX as usize,
+            )?,
+            max_connections: parse_num("max.connections", &req("max.connections"), 1, 1 << 24)?,
+            queued_max_requests: parse_num(
+                "queued.max.requests",
+                &req("queued.max.requests"),
+                1,
+                1 << 20,
+            )?,
+            message_max_bytes: parse_num(
+                "message.max.bytes",
+                &req("message.max.bytes"),
+                0,
+                i32::MAX,
+            )?,
+            log_segment_bytes: parse_num(
+                "log.segment.bytes",
+                &req("log.segment.bytes"),
+                14,
+                i32::MAX as u64,
+            )?,
+            log_roll_ms,
+            log_retention_ms,
+            log_retention_bytes: parse_num(
+                "log.retention.bytes",
+                &req("log.retention.bytes"),
+                -1,
+                i64::MAX,
+            )?,
+            log_retention_check_interval_ms: parse_num(
+                "log.retention.check.interval.ms",
+                &req("log.retention.check.interval.ms"),
+                1,
+                u64::MAX,
+            )?,
+            log_index_interval_bytes: parse_num(
+                "log.index.interval.bytes",
+                &req("log.index.interval.bytes"),
+                0,
+                i32::MAX as u32,
+            )?,
+            log_message_timestamp_type: ts_type,
+            min_insync_replicas: parse_num(
+                "min.insync.replicas",
+                &req("min.insync.replicas"),
+                1,
+                i32::MAX,
+            )?,
+            log_cleanup_policy: cleanup,
+            shutdown_timeout_ms: parse_num(
+                "shutdown.timeout.ms",
+                &req("shutdown.timeout.ms"),
+                0,
+                u64::MAX,
+            )?,
+        })
+    }
+
+    /// Reads `path` (TOML) into `key → value` overrides.
+    pub fn read_file(path: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_string(),
+            source,
+        })?;
+        Self::parse_toml(path, &text)
+    }
+
+    /// Parses TOML text into flattened `key → value` overrides.
+    pub fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
+            path: path.to_string(),
+            message: e.to_string(),
+        })?;
+        let mut out = BTreeMap::new();
+        flatten("", &toml::Value::Table(table), &mut out)?;
+        Ok(out)
+    }
+
+    /// Collects `STRAND_<KEY>` environment variables into overrides.
+    pub fn from_env<I: IntoIterator<Item = (String, String)>>(
+        vars: I,
+    ) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut out = BTreeMap::new();
+        for (name, value) in vars {
+            let Some(rest) = name.strip_prefix("STRAND_") else {
+                continue;
+            };
+            // STRAND_CONFIG names the config file (a flag's env form), not a setting.
+            if rest == "CONFIG" {
+                continue;
+            }
+            let key = KEYS
+                .iter()
+                .find(|(k, _)| k.replace('.', "_").to_ascii_uppercase() == rest)
+                .map(|(k, _)| k.to_string())
+                .ok_or_else(|| ConfigError::UnknownKey(format!("{name} (environment)")))?;
+            out.insert(key, value);
+        }
+        Ok(out)
+    }
+}
+
+fn flatten(
+    prefix: &str,
+    value: &toml::Value,
+    out: &mut BTreeMap<String, String>,
+) -> Result<(), ConfigError> {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out)?;
+            }
+        }
+        toml::Value::String(s) => {
+            out.insert(prefix.to_string(), s.clone());
+        }
+        toml::Value::Integer(i) => {
+            out.insert(prefix.to_string(), i.to_string());
+        }
+        toml::Value::Boolean(b) => {
+            out.insert(prefix.to_string(), b.to_string());
+        }
+        toml::Value::Float(f) => {
+            out.insert(prefix.to_string(), f.to_string());
+        }
+        toml::Value::Array(a) => {
+            let items: Vec<String> = a
+                .iter()
+                .map(|v| match v {
+                    toml::Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                })
+                .collect();
+            out.insert(prefix.to_string(), items.join(","));
+        }
+        toml::Value::Datetime(d) => {
+            out.insert(prefix.to_string(), d.to_string());
+        }
+    }
+    Ok(())
+}
+
+fn strip_scheme(s: &str) -> String {
+    // Accept Kafka's `PLAINTEXT://host:port` as well as plain `host:port`.
+    let first = s.split(',').next().unwrap_or("").trim();
+    match first.split_once("://") {
+        Some((_, rest)) => rest.to_string(),
+        None => first.to_string(),
+    }
+}
+
+fn split_host_port(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+fn invalid(key: &str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Parses an integer config value within `[min, max]`.
+pub fn parse_num<T>(key: &str, value: &str, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let v: T = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid(key, value, "not a valid number"))?;
+    if v < min || v > max {
+        return Err(invalid(key, value, format!("must be between {min} and {max}")));
+    }
+    Ok(v)
+}
+
+/// Parses a boolean config value (`true`/`false`, any case).
+pub fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(invalid(key, value, "expected true or false")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = Config::default();
+        assert_eq!(c.num_partitions, 1);
+        assert!(c.auto_create_topics_enable);
+        assert_eq!(c.message_max_bytes, 1048588);
+        assert_eq!(c.log_retention_ms, 168 * 3_600_000);
+        assert_eq!(c.log_segment_bytes, 1 << 30);
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(c.advertised_port, 9092);
+    }
+
+    #[test]
+    fn toml_dotted_and_quoted_keys_flatten() {
+        let m = Config::parse_toml(
+            "t",
+            "num.partitions = 3\n\"log.retention.ms\" = 1000\n[log]\nsegment.bytes = 2048\n",
+        )
+        .unwrap();
+        let c = Config::from_overrides(&m).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log_retention_ms, 1000);
+        assert_eq!(c.log_segment_bytes, 2048);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_name_the_key() {
+        let e = Config::from_overrides(&map(&[("num.partition", "3")])).unwrap_err();
+        assert!(e.to_string().contains("num.partition"), "{e}");
+        let e = Config::from_overrides(&map(&[("num.partitions", "-1")])).unwrap_err();
+        assert!(e.to_string().contains("num.partitions"), "{e}");
+        let e = Config::from_overrides(&map(&[("auto.create.topics.enable", "yes")])).unwrap_err();
+        assert!(e.to_string().contains("auto.create.topics.enable"), "{e}");
+        let e = Config::from_overrides(&map(&[("listeners", "nonsense")])).unwrap_err();
+        assert!(e.to_string().contains("listeners"), "{e}");
+    }
+
+    #[test]
+    fn env_vars_map_to_keys() {
+        let m = Config::from_env(vec![
+            ("STRAND_NUM_PARTITIONS".to_string(), "4".to_string()),
+            ("PATH".to_string(), "/bin".to_string()),
+        ])
+        .unwrap();
+        assert_eq!(m.get("num.partitions").map(String::as_str), Some("4"));
+        assert!(Config::from_env(vec![("STRAND_NOPE".to_string(), "1".to_string())]).is_err());
+    }
+
+    #[test]
+    fn listener_scheme_and_advertised() {
+        let c = Config::from_overrides(&map(&[
+            ("listeners", "PLAINTEXT://0.0.0.0:19092"),
+            ("advertised.listeners", "PLAINTEXT://broker1:29092"),
+        ]))
+        .unwrap();
+        assert_eq!(c.listen.port(), 19092);
+        assert_eq!(c.advertised_host, "broker1");
+        assert_eq!(c.advertised_port, 29092);
+    }
+
+    #[test]
+    fn retention_units() {
+        let c = Config::from_overrides(&map(&[("log.retention.minutes", "2")])).unwrap();
+        assert_eq!(c.log_retention_ms, 120_000);
+        let c = Config::from_overrides(&map(&[("log.retention.hours", "-1")])).unwrap();
+        assert_eq!(c.log_retention_ms, -1);
+    }
+}

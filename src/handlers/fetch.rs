@@ -1,0 +1,145 @@
+//! Fetch: read record batches, long-polling until `min_bytes` are available or `max_wait_ms`
+//! has passed.
+//!
+//! Limits follow KIP-74: each partition returns at most `partition_max_bytes` and the response
+//! at most `max_bytes`, except that the first partition with data always returns at least one
+//! whole batch, so a batch larger than the limits can never stall a consumer. Batches go from
+//! the page cache into the response as bytes; nothing is decoded.
+//!
+//! Fetch sessions (KIP-227) are declined by answering session id 0, which clients treat as
+//! "send full fetch requests"; that is always allowed by the protocol.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::select_all;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{HandlerResult, RequestContext};
+
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<FetchResponse> {
+    let v = ctx.api_version;
+    if v >= 7 && req.session_id != 0 {
+        let mut resp = FetchResponse::default();
+        resp.error_code = ResponseError::FetchSessionIdNotFound.code();
+        return Ok(Some(resp));
+    }
+    let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    loop {
+        // Subscribe before reading so that an append between the read and the wait wakes us.
+        let mut watches = subscribe(&ctx, &req);
+        let (resp, bytes, errors) = read_all(&ctx, &req);
+        let done = bytes >= req.min_bytes.max(0) as usize
+            || errors
+            || req.max_wait_ms <= 0
+            || watches.is_empty()
+            || Instant::now() >= deadline;
+        if done {
+            return Ok(Some(resp));
+        }
+        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+            let (resp, _, _) = read_all(&ctx, &req);
+            return Ok(Some(resp));
+        }
+    }
+}
+
+fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i64>> {
+    req.topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .filter_map(|p| ctx.broker.partition(&t.topic.0, p.partition))
+        })
+        .map(|p| p.subscribe())
+        .collect()
+}
+
+/// Reads every requested partition once. Returns the response, the record bytes in it, and
+/// whether any partition had an error (errors are answered at once, without waiting).
+fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let v = ctx.api_version;
+    let mut resp = FetchResponse::default();
+    let mut remaining = req.max_bytes.max(0) as usize;
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut min_one = true;
+    for topic in &req.topics {
+        let mut out = FetchableTopicResponse::default();
+        out.topic = topic.topic.clone();
+        for fp in &topic.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.records = Some(Bytes::new());
+            match ctx.broker.partition(&topic.topic.0, fp.partition) {
+                None => {
+                    pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    any_error = true;
+                }
+                Some(p) => {
+                    let hw = p.high_watermark();
+                    let lso = p.last_stable_offset();
+                    pd.high_watermark = hw;
+                    pd.last_stable_offset = lso;
+                    pd.log_start_offset = p.log.log_start_offset();
+                    let upper = if req.isolation_level == READ_COMMITTED {
+                        lso
+                    } else {
+                        hw
+                    };
+                    if req.isolation_level == READ_COMMITTED {
+                        pd.aborted_transactions = Some(vec![]);
+                    }
+                    let current = p.leader_epoch();
+                    if v >= 9 && fp.current_leader_epoch >= 0 && fp.current_leader_epoch != current
+                    {
+                        pd.error_code = if fp.current_leader_epoch < current {
+                            ResponseError::FencedLeaderEpoch.code()
+                        } else {
+                            ResponseError::UnknownLeaderEpoch.code()
+                        };
+                        any_error = true;
+                    } else {
+                        let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
+                        match p.log.read(fp.fetch_offset, limit, upper, min_one) {
+                            Ok(r) => {
+                                pd.log_start_offset = r.log_start_offset;
+                                let n = r.records.len();
+                                if n > 0 {
+                                    min_one = false;
+                                }
+                                remaining = remaining.saturating_sub(n);
+                                total += n;
+                                pd.records = Some(r.records);
+                            }
+                            Err(e) => {
+                                if e.error_code() != ResponseError::OffsetOutOfRange {
+                                    tracing::error!(topic = %p.topic, partition = p.index, "read failed: {e}");
+                                }
+                                pd.error_code = e.error_code().code();
+                                any_error = true;
+                            }
+                        }
+                    }
+                }
+            }
+            if v < 5 {
+                pd.log_start_offset = -1;
+            }
+            out.partitions.push(pd);
+        }
+        resp.responses.push(out);
+    }
+    (resp, total, any_error)
+}

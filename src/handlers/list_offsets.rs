@@ -1,0 +1,93 @@
+//! ListOffsets: offsets by time. `-1` latest (the high watermark, or the last stable offset for
+//! read_committed), `-2` earliest (the log start offset), `-3` the record with the largest
+//! timestamp (KIP-734, v7+), and a timestamp `t >= 0` → the first record whose timestamp is
+//! `>= t`, or offset -1 when there is none.
+
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use kafka_protocol::ResponseError;
+
+use super::{HandlerResult, RequestContext};
+use crate::broker::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const READ_COMMITTED: i8 = 1;
+
+pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> HandlerResult<ListOffsetsResponse> {
+    let v = ctx.api_version;
+    let mut resp = ListOffsetsResponse::default();
+    for topic in req.topics {
+        let mut out = ListOffsetsTopicResponse::default();
+        out.name = topic.name.clone();
+        for lp in topic.partitions {
+            let mut r = ListOffsetsPartitionResponse::default();
+            r.partition_index = lp.partition_index;
+            r.timestamp = -1;
+            r.offset = -1;
+            match ctx.broker.partition(&topic.name.0, lp.partition_index) {
+                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                Some(p) => {
+                    let current = p.leader_epoch();
+                    if v >= 4 && lp.current_leader_epoch >= 0 && lp.current_leader_epoch != current {
+                        r.error_code = if lp.current_leader_epoch < current {
+                            ResponseError::FencedLeaderEpoch.code()
+                        } else {
+                            ResponseError::UnknownLeaderEpoch.code()
+                        };
+                    } else {
+                        match lookup(&p, lp.timestamp, req.isolation_level, v) {
+                            Ok((ts, off)) => {
+                                r.timestamp = ts;
+                                r.offset = off;
+                                if v >= 4 && off >= 0 {
+                                    r.leader_epoch = current;
+                                }
+                            }
+                            Err(e) => r.error_code = e.code(),
+                        }
+                    }
+                }
+            }
+            if v < 4 {
+                r.leader_epoch = -1;
+            }
+            out.partitions.push(r);
+        }
+        resp.topics.push(out);
+    }
+    Ok(Some(resp))
+}
+
+/// Returns `(timestamp, offset)` for one partition.
+fn lookup(p: &Partition, ts: i64, isolation: i8, v: i16) -> Result<(i64, i64), ResponseError> {
+    let map = |e: crate::storage::StorageError| e.error_code();
+    match ts {
+        LATEST => Ok((
+            -1,
+            if isolation == READ_COMMITTED {
+                p.last_stable_offset()
+            } else {
+                p.high_watermark()
+            },
+        )),
+        EARLIEST => Ok((-1, p.log.log_start_offset())),
+        MAX_TIMESTAMP if v >= 7 => Ok(p
+            .log
+            .max_timestamp()
+            .map_err(map)?
+            .map_or((-1, -1), |t| (t.timestamp, t.offset))),
+        t if t >= 0 => {
+            let found = p.log.offset_for_timestamp(t).map_err(map)?;
+            // Never point past what readers may see.
+            let visible = p.high_watermark();
+            Ok(found
+                .filter(|f| f.offset < visible)
+                .map_or((-1, -1), |f| (f.timestamp, f.offset)))
+        }
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}

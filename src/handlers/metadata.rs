@@ -1,0 +1,133 @@
+//! Metadata: brokers, controller, and topics with their partitions' leaders.
+//!
+//! Auto-creates requested topics that do not exist when the request allows it (always before
+//! v4) and `auto.create.topics.enable` is on, with `num.partitions`, as Kafka does. Creation is
+//! synchronous here, so a just-created topic is returned with its leader, without the
+//! LEADER_NOT_AVAILABLE round trip Kafka makes clients take.
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{HandlerResult, RequestContext};
+use crate::broker::{Topic, TopicError};
+
+/// Kafka's ACL operation codes (AclOperation) a principal may hold on a topic; with no
+/// authorizer every one of them is allowed.
+const TOPIC_OPERATIONS: &[i32] = &[2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
+const CLUSTER_OPERATIONS: &[i32] = &[2, 4, 7, 8, 9, 10, 11, 12, 13];
+
+fn bits(ops: &[i32]) -> i32 {
+    ops.iter().fold(0, |acc, op| acc | (1 << op))
+}
+
+pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<MetadataResponse> {
+    let v = ctx.api_version;
+    let broker = &ctx.broker;
+    let node = broker.node_id();
+
+    let mut resp = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = BrokerId(node);
+    b.host = StrBytes::from_string(broker.config.advertised_host.clone());
+    b.port = broker.config.advertised_port as i32;
+    resp.brokers = vec![b];
+    if v >= 2 {
+        resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id().to_string()));
+    }
+    if v >= 1 {
+        resp.controller_id = BrokerId(node);
+    }
+    if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
+        resp.cluster_authorized_operations = bits(CLUSTER_OPERATIONS);
+    }
+    let include_ops = v >= 8 && req.include_topic_authorized_operations;
+    // v0: an empty list means all topics; v1+: null means all, empty means none.
+    let requested = match req.topics {
+        None => None,
+        Some(t) if t.is_empty() && v == 0 => None,
+        Some(t) => Some(t),
+    };
+    let allow_auto_create = (v < 4 || req.allow_auto_topic_creation)
+        && broker.config.auto_create_topics_enable;
+
+    match requested {
+        None => {
+            for topic in broker.topics() {
+                resp.topics.push(describe(&ctx, &topic, include_ops));
+            }
+        }
+        Some(list) => {
+            for t in list {
+                let entry = match t.name {
+                    Some(name) => {
+                        let name = name.0.to_string();
+                        match broker.topic(&name) {
+                            Some(topic) => describe(&ctx, &topic, include_ops),
+                            None if allow_auto_create => {
+                                match broker.auto_create_topic(&name).await {
+                                    Ok(topic) => describe(&ctx, &topic, include_ops),
+                                    Err(e) => error_topic(Some(name), auto_create_error(&e)),
+                                }
+                            }
+                            None => {
+                                error_topic(Some(name), ResponseError::UnknownTopicOrPartition)
+                            }
+                        }
+                    }
+                    None => match broker.topic_by_id(t.topic_id) {
+                        Some(topic) => describe(&ctx, &topic, include_ops),
+                        None => {
+                            let mut e = error_topic(None, ResponseError::UnknownTopicId);
+                            e.topic_id = t.topic_id;
+                            e
+                        }
+                    },
+                };
+                resp.topics.push(entry);
+            }
+        }
+    }
+    Ok(Some(resp))
+}
+
+fn auto_create_error(e: &TopicError) -> ResponseError {
+    match e {
+        TopicError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        other => other.error_code(),
+    }
+}
+
+fn error_topic(name: Option<String>, error: ResponseError) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = error.code();
+    t.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+    t
+}
+
+fn describe(ctx: &RequestContext, topic: &Topic, include_ops: bool) -> MetadataResponseTopic {
+    let v = ctx.api_version;
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.record.name.clone())));
+    if v >= 10 {
+        t.topic_id = topic.record.id;
+    }
+    if include_ops {
+        t.topic_authorized_operations = bits(TOPIC_OPERATIONS);
+    }
+    for (p, replicas) in topic.partitions.iter().zip(&topic.record.assignments) {
+        let mut mp = MetadataResponsePartition::default();
+        mp.partition_index = p.index;
+        mp.leader_id = BrokerId(ctx.broker.node_id());
+        if v >= 7 {
+            mp.leader_epoch = p.leader_epoch();
+        }
+        mp.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
+        mp.isr_nodes = mp.replica_nodes.clone();
+        t.partitions.push(mp);
+    }
+    t
+}

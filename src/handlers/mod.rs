@@ -1,0 +1,146 @@
+//! The handler registry and the request/response plumbing around handlers.
+//!
+//! [`APIS`] is the one table of `(api key, min version, max version, handler)`. It drives both
+//! dispatch and the ApiVersions response, so the broker never advertises an API or version it
+//! cannot serve. Adding an API = one file under `handlers/` and one line here.
+//!
+//! A handler is `async fn handle(ctx, request) -> HandlerResult<Response>`, decoded and encoded
+//! for it by [`run`] at the version the client asked for. Handlers stay thin: check input, call
+//! the broker, map subsystem errors to Kafka error codes in the response body. Returning
+//! `Ok(None)` sends no response (Produce with acks=0); `Err` closes the connection after the
+//! responses already owed are written.
+
+pub mod admin;
+pub mod api_versions;
+pub mod fetch;
+pub mod list_offsets;
+pub mod metadata;
+pub mod offset_for_leader_epoch;
+pub mod produce;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use thiserror::Error;
+
+use crate::broker::Broker;
+use crate::server::connection::decode_guarded;
+use crate::server::sequencer::Ticket;
+
+/// Why a request ends the connection instead of getting a response.
+#[derive(Debug, Error)]
+pub enum HandlerError {
+    #[error("undecodable {0}")]
+    Decode(String),
+    #[error("cannot encode response: {0}")]
+    Encode(String),
+    /// Kafka closes the connection where it cannot answer (e.g. a failed acks=0 produce).
+    #[error("{0}")]
+    Close(String),
+}
+
+pub type HandlerResult<T> = Result<Option<T>, HandlerError>;
+
+/// What a handler knows about the request besides its body.
+pub struct RequestContext {
+    pub broker: Arc<Broker>,
+    pub api_key: ApiKey,
+    pub api_version: i16,
+    pub correlation_id: i32,
+    pub client_id: Option<String>,
+    pub peer: SocketAddr,
+    /// This request's place in its connection's order (see `server::sequencer`); only for
+    /// APIs registered as `ordered`.
+    pub ticket: Option<Ticket>,
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerError>> + Send>>;
+
+/// One registry entry.
+pub struct Api {
+    pub key: ApiKey,
+    pub min: i16,
+    pub max: i16,
+    /// Whether the handler takes effect in request order on its connection (gets a ticket).
+    pub ordered: bool,
+    pub handle: fn(RequestContext, Bytes) -> HandlerFuture,
+}
+
+macro_rules! api {
+    ($key:ident, $min:expr, $max:expr, $($handler:ident)::+) => {
+        api!($key, $min, $max, $($handler)::+, ordered = false)
+    };
+    ($key:ident, $min:expr, $max:expr, $($handler:ident)::+, ordered = $ordered:expr) => {
+        Api {
+            key: ApiKey::$key,
+            min: $min,
+            max: $max,
+            ordered: $ordered,
+            handle: |ctx, body| Box::pin(run(ctx, body, $($handler)::+)),
+        }
+    };
+}
+
+/// Every API this broker serves, with the versions it advertises (see docs/compatibility.md for
+/// why each range is what it is).
+pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
+    vec![
+        // Produce v0-2 are advertised only because librdkafka < 2.11 decides whether it may
+        // compress by looking for v0; requests below v3 are refused (closed), as in Kafka 4.
+        api!(Produce, 0, 11, produce::handle, ordered = true),
+        api!(Fetch, 4, 12, fetch::handle),
+        api!(ListOffsets, 1, 7, list_offsets::handle),
+        api!(Metadata, 0, 12, metadata::handle),
+        api!(ApiVersions, 0, 3, api_versions::handle),
+        api!(CreateTopics, 2, 7, admin::create_topics::handle),
+        api!(DeleteTopics, 1, 6, admin::delete_topics::handle),
+        api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch::handle),
+    ]
+});
+
+pub fn lookup(key: ApiKey) -> Option<&'static Api> {
+    APIS.iter().find(|a| a.key == key)
+}
+
+/// Decodes the body, runs the handler and encodes its response into a whole frame
+/// (length prefix, response header, body).
+async fn run<Req, Resp, F, Fut>(
+    ctx: RequestContext,
+    mut body: Bytes,
+    handler: F,
+) -> Result<Option<Bytes>, HandlerError>
+where
+    Req: Decodable,
+    Resp: Encodable,
+    F: FnOnce(RequestContext, Req) -> Fut,
+    Fut: Future<Output = HandlerResult<Resp>>,
+{
+    let version = ctx.api_version;
+    let api_key = ctx.api_key;
+    let correlation_id = ctx.correlation_id;
+    let req = decode_guarded(|| Req::decode(&mut body, version))
+        .ok_or_else(|| HandlerError::Decode(format!("{api_key:?} v{version} request")))?;
+    let Some(resp) = handler(ctx, req).await? else {
+        return Ok(None);
+    };
+    let size = resp
+        .compute_size(version)
+        .map_err(|e| HandlerError::Encode(format!("{api_key:?} v{version}: {e}")))?;
+    let mut out = BytesMut::with_capacity(size + 16);
+    out.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut out, api_key.response_header_version(version))
+        .map_err(|e| HandlerError::Encode(e.to_string()))?;
+    resp.encode(&mut out, version)
+        .map_err(|e| HandlerError::Encode(format!("{api_key:?} v{version}: {e}")))?;
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    Ok(Some(out.freeze()))
+}

@@ -1,0 +1,182 @@
+//! Produce: append record batches to partition logs.
+//!
+//! Order of work: validate acks → for every partition, in this connection's request order
+//! (the sequencer turn), validate and append its batches → release the turn → for acks=all, wait
+//! until the appended offsets are fsynced (group commit shares one fdatasync between every
+//! request waiting on a partition) → respond. Errors are per partition. With acks=0 no response
+//! is sent, and any error closes the connection, as Kafka does, so the client learns of it.
+//!
+//! Records stay bytes from the socket to the disk: the request body is sliced, never decoded
+//! record by record.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::{HandlerError, HandlerResult, RequestContext};
+use crate::broker::{now_ms, Partition};
+
+struct Outcome {
+    error: Option<ResponseError>,
+    base_offset: i64,
+    log_append_time: i64,
+    log_start_offset: i64,
+    /// Exclusive end offset to wait for with acks=all.
+    durable_until: Option<i64>,
+}
+
+impl Outcome {
+    fn error(error: ResponseError) -> Outcome {
+        Outcome {
+            error: Some(error),
+            base_offset: -1,
+            log_append_time: -1,
+            log_start_offset: -1,
+            durable_until: None,
+        }
+    }
+}
+
+pub async fn handle(mut ctx: RequestContext, req: ProduceRequest) -> HandlerResult<ProduceResponse> {
+    if ctx.api_version < 3 {
+        return Err(HandlerError::Close(
+            "Produce below v3 (message format v0/v1) is not supported".into(),
+        ));
+    }
+    let acks = req.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    if req.transactional_id.is_some() {
+        // Transactions are not served yet (InitProducerId is not advertised), so a
+        // transactional produce cannot be legitimate.
+        return respond_all(&ctx, req, ResponseError::TransactionalIdAuthorizationFailed, acks);
+    }
+    if !valid_acks {
+        return respond_all(&ctx, req, ResponseError::InvalidRequiredAcks, acks);
+    }
+
+    // The ordered part: appends happen in request order on this connection.
+    let turn = match ctx.ticket.take() {
+        Some(t) => Some(t.enter().await),
+        None => None,
+    };
+    let now = now_ms();
+    let mut results: Vec<(String, Vec<(i32, Option<std::sync::Arc<Partition>>, Outcome)>)> =
+        Vec::with_capacity(req.topic_data.len());
+    for topic in &req.topic_data {
+        let name = topic.name.0.to_string();
+        let mut parts = Vec::with_capacity(topic.partition_data.len());
+        for pd in &topic.partition_data {
+            let partition = ctx.broker.partition(&name, pd.index);
+            let outcome = match (&partition, &pd.records) {
+                (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition),
+                (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
+                (Some(p), Some(records)) => append(p, records, now, acks),
+            };
+            parts.push((pd.index, partition, outcome));
+        }
+        results.push((name, parts));
+    }
+    drop(turn);
+
+    if acks == -1 {
+        let waits = results.iter_mut().flat_map(|(_, parts)| {
+            parts.iter_mut().filter_map(|(_, p, o)| {
+                let end = o.durable_until?;
+                let p = p.clone()?;
+                Some(async move {
+                    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
+                    match tokio::time::timeout(timeout, p.log.flush_until(end)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
+                            o.error = Some(e.error_code());
+                        }
+                        Err(_) => o.error = Some(ResponseError::RequestTimedOut),
+                    }
+                })
+            })
+        });
+        join_all(waits).await;
+    }
+
+    if acks == 0 {
+        let failed = results
+            .iter()
+            .flat_map(|(_, parts)| parts.iter())
+            .find_map(|(index, _, o)| o.error.map(|e| (index, e)));
+        if let Some((index, e)) = failed {
+            return Err(HandlerError::Close(format!(
+                "acks=0 produce to partition {index} failed: {e}"
+            )));
+        }
+        return Ok(None);
+    }
+
+    let mut resp = ProduceResponse::default();
+    for (name, parts) in results {
+        let mut t = TopicProduceResponse::default();
+        t.name = kafka_protocol::messages::TopicName(name.into());
+        for (index, _, o) in parts {
+            t.partition_responses.push(partition_response(&ctx, index, &o));
+        }
+        resp.responses.push(t);
+    }
+    Ok(Some(resp))
+}
+
+fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
+    match p.append(records, now) {
+        Ok(info) => Outcome {
+            error: None,
+            base_offset: info.base_offset,
+            log_append_time: info.log_append_time,
+            log_start_offset: info.log_start_offset,
+            durable_until: (acks == -1).then_some(info.last_offset + 1),
+        },
+        Err(e) => {
+            tracing::debug!(topic = %p.topic, partition = p.index, "produce rejected: {e}");
+            Outcome::error(e.error_code())
+        }
+    }
+}
+
+fn partition_response(ctx: &RequestContext, index: i32, o: &Outcome) -> PartitionProduceResponse {
+    let mut r = PartitionProduceResponse::default();
+    r.index = index;
+    r.error_code = o.error.map_or(0, |e| e.code());
+    r.base_offset = o.base_offset;
+    if ctx.api_version >= 2 {
+        r.log_append_time_ms = o.log_append_time;
+    }
+    if ctx.api_version >= 5 {
+        r.log_start_offset = o.log_start_offset;
+    }
+    r
+}
+
+/// Answers every partition of the request with one error.
+fn respond_all(
+    ctx: &RequestContext,
+    req: ProduceRequest,
+    error: ResponseError,
+    acks: i16,
+) -> HandlerResult<ProduceResponse> {
+    if acks == 0 {
+        return Err(HandlerError::Close(format!("acks=0 produce failed: {error}")));
+    }
+    let mut resp = ProduceResponse::default();
+    for topic in req.topic_data {
+        let mut t = TopicProduceResponse::default();
+        t.name = topic.name;
+        for pd in topic.partition_data {
+            t.partition_responses
+                .push(partition_response(ctx, pd.index, &Outcome::error(error)));
+        }
+        resp.responses.push(t);
+    }
+    Ok(Some(resp))
+}

@@ -1,0 +1,57 @@
+//! Strand: a Kafka-wire-compatible streaming broker.
+//!
+//! Layers, outermost first: [`server`] (listener, connections, framing, pipelining) →
+//! [`handlers`] (one file per Kafka API, a registry that drives dispatch and ApiVersions) →
+//! [`broker`] (topics, partitions, the metadata cache) → [`storage`] (the segment store) and
+//! [`cluster`] (the metadata store). [`config`] holds the validated settings.
+
+pub mod broker;
+pub mod cluster;
+pub mod config;
+pub mod handlers;
+pub mod server;
+pub mod storage;
+
+use std::sync::Arc;
+
+/// A broker bound to its listener, for tests and `main`.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub broker: Arc<broker::Broker>,
+    shutdown: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    /// Opens the data dir, binds the listener and starts serving in the background.
+    pub async fn start(config: config::Config) -> anyhow::Result<Running> {
+        let broker = broker::Broker::open(config).await?;
+        let server = server::Server::bind(broker.clone()).await?;
+        let addr = server.local_addr()?;
+        let (shutdown, rx) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(server.run(rx));
+        Ok(Running {
+            addr,
+            broker,
+            shutdown,
+            task,
+        })
+    }
+
+    /// Graceful stop: stop accepting, drain connections, flush, mark the logs clean.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await??;
+        Ok(())
+    }
+
+    /// Waits until the server stops by itself (it only does on error).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await??;
+        Ok(())
+    }
+
+    pub fn shutdown_sender(&self) -> tokio::sync::watch::Sender<bool> {
+        self.shutdown.clone()
+    }
+}

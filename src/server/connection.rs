@@ -1,0 +1,247 @@
+//! One client connection.
+//!
+//! Wire format: every request and response is a frame, an `i32` big-endian length followed by
+//! that many bytes. The length is checked against `socket.request.max.bytes` before anything is
+//! allocated; a frame too short to hold a request header, an unknown API key, an unsupported
+//! version (except ApiVersions, see KIP-511) or a body that does not decode closes the connection,
+//! as Kafka does.
+//!
+//! Pipelining: the reader decodes frames as they arrive and spawns one task per request, up to
+//! `queued.max.requests` in flight; the writer awaits those tasks in arrival order, so responses
+//! leave strictly in request order even when later requests finish first. Requests that must also
+//! *take effect* in order (Produce) use the connection's [`Sequencer`]. A request that gets no
+//! response (Produce with acks=0) still holds its place in the queue.
+//!
+//! Shutdown: on the broker's shutdown signal the reader stops reading; the writer sends every
+//! response already owed, then the socket is closed.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use kafka_protocol::protocol::{Decodable, Encodable};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use super::sequencer::Sequencer;
+use crate::broker::Broker;
+use crate::handlers::{self, HandlerError, RequestContext};
+
+/// Why the reader stopped.
+#[derive(Debug)]
+enum Close {
+    Eof,
+    Io(std::io::Error),
+    Protocol(String),
+    Shutdown,
+    WriterGone,
+}
+
+/// A response owed to the client, in request order.
+type Pending = JoinHandle<Result<Option<Bytes>, HandlerError>>;
+
+pub async fn serve(
+    broker: Arc<Broker>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    info!(%peer, "connection opened");
+    let (mut rd, wr) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests);
+    let mut writer = tokio::spawn(write_responses(wr, rx));
+    let seq = Sequencer::new();
+    let max = broker.config.socket_request_max_bytes;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut writer_done = false;
+
+    let reason = loop {
+        // Split off every whole frame already buffered.
+        let frame = match next_frame(&mut buf, max) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => {
+                let read = tokio::select! {
+                    r = rd.read_buf(&mut buf) => r,
+                    _ = shutdown.changed() => break Close::Shutdown,
+                    _ = &mut writer => {
+                        writer_done = true;
+                        break Close::WriterGone;
+                    }
+                };
+                match read {
+                    Ok(0) if buf.is_empty() => break Close::Eof,
+                    Ok(0) => break Close::Protocol("connection closed mid-frame".into()),
+                    Ok(_) => continue,
+                    Err(e) => break Close::Io(e),
+                }
+            }
+            Err(msg) => break Close::Protocol(msg),
+        };
+        let pending = match start_request(&broker, &seq, peer, frame) {
+            Ok(p) => p,
+            Err(msg) => break Close::Protocol(msg),
+        };
+        if tx.send(pending).await.is_err() {
+            break Close::WriterGone;
+        }
+    };
+    drop(tx);
+    match &reason {
+        Close::Protocol(msg) => warn!(%peer, "closing connection: {msg}"),
+        Close::Io(e) => debug!(%peer, "read error: {e}"),
+        _ => {}
+    }
+    // Send what is owed (for a protocol error, the responses before the bad frame).
+    if !writer_done {
+        let _ = writer.await;
+    }
+    info!(%peer, "connection closed");
+}
+
+/// Takes one whole frame off the front of `buf`, if there is one.
+fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if len < 0 || len as usize > max {
+        return Err(format!(
+            "frame of {len} bytes exceeds socket.request.max.bytes ({max})"
+        ));
+    }
+    let len = len as usize;
+    if buf.len() < 4 + len {
+        buf.reserve(4 + len - buf.len());
+        return Ok(None);
+    }
+    buf.advance(4);
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// Decodes a request header, finds its handler and spawns it.
+fn start_request(
+    broker: &Arc<Broker>,
+    seq: &Arc<Sequencer>,
+    peer: SocketAddr,
+    mut frame: Bytes,
+) -> Result<Pending, String> {
+    // api key (2) + api version (2) + correlation id (4) precede everything else.
+    if frame.len() < 8 {
+        return Err(format!("frame of {} bytes is shorter than a request header", frame.len()));
+    }
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
+    let correlation_id = i32::from_be_bytes([frame[4], frame[5], frame[6], frame[7]]);
+    let api_key = ApiKey::try_from(key).map_err(|_| format!("unknown api key {key}"))?;
+    let Some(api) = handlers::lookup(api_key) else {
+        return Err(format!("unsupported api {api_key:?}"));
+    };
+    if version < api.min || version > api.max {
+        if api_key == ApiKey::ApiVersions {
+            // KIP-511: answer with our ranges in a v0 body so the client can retry.
+            let body = handlers::api_versions::unsupported_version_body();
+            let framed = frame_response(correlation_id, 0, &body);
+            return Ok(tokio::spawn(async move { Ok(Some(framed)) }));
+        }
+        return Err(format!("unsupported version {version} of {api_key:?}"));
+    }
+    let header_version = api_key.request_header_version(version);
+    let header = decode_guarded(|| RequestHeader::decode(&mut frame, header_version))
+        .ok_or_else(|| format!("undecodable {api_key:?} v{version} request header"))?;
+    let ctx = RequestContext {
+        broker: broker.clone(),
+        api_key,
+        api_version: version,
+        correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+        peer,
+        ticket: api.ordered.then(|| seq.ticket()),
+    };
+    Ok(tokio::spawn((api.handle)(ctx, frame)))
+}
+
+/// Runs a decoder, turning a panic inside it into a decode failure: the decoder must never be
+/// able to take the broker down, whatever bytes a client sends.
+pub fn decode_guarded<T>(f: impl FnOnce() -> anyhow::Result<T>) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => Some(v),
+        _ => None,
+    }
+}
+
+/// Frames an encoded response body with its length and response header.
+fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Bytes {
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let mut out = BytesMut::with_capacity(body.len() + 16);
+    out.put_i32(0);
+    // A response header has only the correlation id (and in v1 an empty tag buffer): encoding
+    // it cannot fail.
+    if header.encode(&mut out, header_version).is_err() {
+        out.put_i32(correlation_id);
+    }
+    out.extend_from_slice(body);
+    let len = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    out.freeze()
+}
+
+async fn write_responses(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
+    let mut out = BufWriter::with_capacity(64 * 1024, wr);
+    while let Some(pending) = rx.recv().await {
+        let result = match pending.await {
+            Ok(r) => r,
+            Err(e) => {
+                warn!("request handler panicked: {e}");
+                break;
+            }
+        };
+        match result {
+            Ok(Some(frame)) => {
+                if out.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                warn!("closing connection: {e}");
+                break;
+            }
+        }
+        if rx.is_empty() && out.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_split_and_limits_enforced() {
+        let mut buf = BytesMut::new();
+        buf.put_i32(3);
+        buf.put_slice(b"abc");
+        buf.put_i32(2);
+        buf.put_slice(b"x");
+        assert_eq!(next_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from("abc"));
+        assert!(next_frame(&mut buf, 100).unwrap().is_none());
+        buf.put_slice(b"y");
+        assert_eq!(next_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from("xy"));
+
+        let mut big = BytesMut::new();
+        big.put_i32(101);
+        assert!(next_frame(&mut big, 100).is_err());
+        let mut neg = BytesMut::new();
+        neg.put_i32(-1);
+        assert!(next_frame(&mut neg, 100).is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! The Kafka listener: accepts connections up to `max.connections`, runs one [`connection`] task
+//! per client, and shuts down gracefully: on the shutdown signal it stops accepting, lets every
+//! connection finish the requests it already read (bounded by `shutdown.timeout.ms`), then
+//! flushes every log and writes the clean-shutdown marker.
+
+pub mod connection;
+pub mod sequencer;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::broker::Broker;
+
+/// A bound listener, ready to serve.
+pub struct Server {
+    listener: TcpListener,
+    broker: Arc<Broker>,
+}
+
+impl Server {
+    pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(broker.config.listen).await?;
+        Ok(Server { listener, broker })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` turns true, then drains connections and closes the logs.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
+        let broker = self.broker;
+        let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+        let mut conns = JoinSet::new();
+        let retention = spawn_retention(broker.clone(), shutdown.clone());
+        info!("listening on {}", self.listener.local_addr()?);
+        loop {
+            let permit = tokio::select! {
+                p = limit.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => break,
+            };
+            let accepted = tokio::select! {
+                a = self.listener.accept() => a,
+                _ = shutdown.changed() => break,
+            };
+            match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let broker = broker.clone();
+                    let stop = shutdown.clone();
+                    conns.spawn(async move {
+                        connection::serve(broker, socket, peer, stop).await;
+                        drop(permit);
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            while conns.try_join_next().is_some() {}
+        }
+        drop(self.listener);
+        info!("shutting down: draining {} connection(s)", conns.len());
+        let drain = async { while conns.join_next().await.is_some() {} };
+        if tokio::time::timeout(
+            Duration::from_millis(broker.config.shutdown_timeout_ms),
+            drain,
+        )
+        .await
+        .is_err()
+        {
+            warn!("connections still open after shutdown.timeout.ms; closing them");
+            conns.shutdown().await;
+        }
+        retention.abort();
+        let b = broker.clone();
+        tokio::task::spawn_blocking(move || b.close())
+            .await
+            .map_err(std::io::Error::other)??;
+        Ok(())
+    }
+}
+
+fn spawn_retention(
+    broker: Arc<Broker>,
+    mut shutdown: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            let b = broker.clone();
+            let _ = tokio::task::spawn_blocking(move || b.enforce_retention()).await;
+        }
+    })
+}

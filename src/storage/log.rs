@@ -1,0 +1,683 @@
+//! `PartitionLog`: the log of one partition, a sequence of segments in one directory.
+//!
+//! Layout of `<data_dir>/<topic>-<partition>/`:
+//! - `<base offset, 20 digits>.log` / `.index` / `.timeindex` per segment (see [`super::segment`]);
+//! - `leader-epoch-checkpoint` (see [`super::epoch`]);
+//! - `log-start-offset`: `0\n<offset>\n`, written atomically by `advance_log_start_offset`.
+//!
+//! Offsets: `log_start_offset <= log_end_offset`; the log end offset (LEO) is the last valid
+//! batch's `baseOffset + lastOffsetDelta + 1` (the active segment's base offset when it is
+//! empty). Segments are kept in a `BTreeMap` by base offset plus one active segment, the only
+//! one ever written. There is always an active segment.
+//!
+//! Concurrency: state sits behind a `std::sync::Mutex` held only for short, non-async work
+//! (appends write to the page cache; no await under it). Readers take a snapshot (an `Arc<File>`
+//! and the valid size) under the lock and `pread` outside it; bytes below a snapshot's size never
+//! change, and a deleted segment's file stays readable through the `Arc`.
+//!
+//! Durability:
+//! - Rolling seals the old segment first: its final time index entry is written and its `.log`
+//!   and both indexes are fdatasync'ed *before* the new segment takes writes, so only the active
+//!   segment can ever have a torn tail. The directory is fsync'ed after files are created or
+//!   deleted, and checkpoint files are replaced atomically (tmp, fsync, rename, dir fsync).
+//! - `append` returns once the bytes are in the page cache (acks=1). `flush_until` is the group
+//!   commit for acks=all: callers queue on one async flush lock; whoever holds it snapshots the
+//!   active segment's file and the LEO under the log lock, releases it, runs one `fdatasync` in
+//!   `spawn_blocking`, and publishes the new durable offset on a `watch` channel. Every caller
+//!   whose offset is covered returns without another sync, so one fdatasync serves every batch
+//!   appended meanwhile. The append lock is never held during that fsync.
+//! - Rolling fsyncs under the append lock (once per segment, by design of the invariant above).
+//!
+//! Recovery ([`PartitionLog::open`] with `clean = false`): leftover `*.tmp`, `*.cleaned`,
+//! `*.deleted`, `*.swap` files and index files without a `.log` are deleted; the active segment
+//! is fully re-validated (length, magic, CRC32C, offsets), truncated at the first invalid batch
+//! (set_len + fdatasync) and its indexes rebuilt; other segments keep their indexes unless an
+//! index is missing or invalid. With `clean = true` indexes are trusted and only the batch
+//! headers after the active segment's last index entry are read (falling back to recovery if
+//! they do not scan cleanly).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::watch;
+
+use super::batch::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, split_and_validate,
+    BatchHeader, BatchInfo,
+};
+use super::config::LogConfig;
+use super::epoch::LeaderEpochCache;
+use super::error::{Result, StorageError};
+use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
+use super::segment::{
+    parse_segment_file_name, Segment, SegmentSnapshot, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+};
+
+/// Name of the persisted log start offset file.
+pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
+
+/// Result of an append.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset assigned to the first record.
+    pub base_offset: i64,
+    /// Offset of the last record appended.
+    pub last_offset: i64,
+    /// The broker time stamped on the batches with LogAppendTime, else -1.
+    pub log_append_time: i64,
+    pub log_start_offset: i64,
+    /// One per appended batch, in order, with assigned offsets.
+    pub batches: Vec<BatchInfo>,
+}
+
+/// Result of a read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Whole batches, starting with the batch containing the requested offset.
+    pub records: Bytes,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
+/// A record's timestamp and offset (ListOffsets answers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimestampOffset {
+    pub timestamp: i64,
+    pub offset: i64,
+}
+
+struct Inner {
+    config: LogConfig,
+    /// Closed (sealed, fsynced) segments by base offset.
+    closed: BTreeMap<i64, Segment>,
+    active: Segment,
+    log_start_offset: i64,
+    log_end_offset: i64,
+    epochs: LeaderEpochCache,
+}
+
+/// The log of one partition. `Send + Sync`; share it in an `Arc`.
+pub struct PartitionLog {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    flush_lock: tokio::sync::Mutex<()>,
+    durable: watch::Sender<i64>,
+}
+
+impl std::fmt::Debug for PartitionLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PartitionLog").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn is_leftover(name: &str) -> bool {
+    [TMP_SUFFIX, "cleaned", "deleted", "swap"]
+        .iter()
+        .any(|s| name.len() > s.len() + 1 && name.ends_with(s) && name[..name.len() - s.len()].ends_with('.'))
+}
+
+fn parse_log_start_offset(text: &str) -> Option<i64> {
+    let mut lines = text.lines();
+    if lines.next()?.trim() != "0" {
+        return None;
+    }
+    lines.next()?.trim().parse().ok().filter(|o: &i64| *o >= 0)
+}
+
+impl Inner {
+    fn segments(&self) -> impl Iterator<Item = &Segment> {
+        self.closed.values().chain(std::iter::once(&self.active))
+    }
+
+    /// The segment that would hold `offset` (the last one with base <= offset, else the first).
+    fn floor_segment(&self, offset: i64) -> &Segment {
+        if offset >= self.active.base_offset() {
+            return &self.active;
+        }
+        self.closed
+            .range(..=offset)
+            .next_back()
+            .or_else(|| self.closed.iter().next())
+            .map_or(&self.active, |(_, s)| s)
+    }
+
+    fn segment_after(&self, base: i64) -> Option<&Segment> {
+        if base >= self.active.base_offset() {
+            return None;
+        }
+        Some(
+            self.closed
+                .range(base + 1..)
+                .next()
+                .map_or(&self.active, |(_, s)| s),
+        )
+    }
+
+    fn out_of_range(&self, offset: i64) -> StorageError {
+        StorageError::OffsetOutOfRange {
+            offset,
+            log_start_offset: self.log_start_offset,
+            log_end_offset: self.log_end_offset,
+        }
+    }
+
+    fn roll(&mut self, dir: &Path, now_ms: i64) -> Result<()> {
+        if self.active.is_empty() {
+            return Ok(());
+        }
+        self.active.seal()?;
+        let new = Segment::create(dir, self.log_end_offset, now_ms, self.config.index_interval_bytes)?;
+        fsync_dir(dir)?;
+        let old = std::mem::replace(&mut self.active, new);
+        tracing::debug!(dir = %dir.display(), base = self.log_end_offset, "rolled segment");
+        self.closed.insert(old.base_offset(), old);
+        Ok(())
+    }
+
+    /// Deletes the `n` oldest segments (rolling first if that includes the active one), then
+    /// moves the log start offset to the first remaining segment.
+    fn delete_oldest(&mut self, dir: &Path, n: usize, now_ms: i64) -> Result<usize> {
+        if n == 0 {
+            return Ok(0);
+        }
+        if n > self.closed.len() {
+            self.roll(dir, now_ms)?;
+        }
+        let mut deleted = 0;
+        while deleted < n {
+            let Some((_, seg)) = self.closed.pop_first() else { break };
+            seg.delete_files()?;
+            deleted += 1;
+        }
+        let first = self.closed.keys().next().copied().unwrap_or(self.active.base_offset());
+        self.log_start_offset = self.log_start_offset.max(first);
+        fsync_dir(dir)?;
+        if self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.persist(dir)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Number of oldest closed segments lying wholly below the log start offset.
+    fn segments_below_start(&self) -> usize {
+        let bases: Vec<i64> = self.segments().map(|s| s.base_offset()).collect();
+        bases
+            .windows(2)
+            .take_while(|w| w[1] <= self.log_start_offset)
+            .count()
+    }
+}
+
+impl PartitionLog {
+    /// Opens (or creates, if `dir` does not exist) the log in `dir`. `clean` = the broker found
+    /// its clean-shutdown marker: indexes are trusted. Otherwise the active segment is
+    /// recovered (see the module docs).
+    pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<PartitionLog> {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)?;
+            if let Some(parent) = dir.parent() {
+                fsync_dir(parent)?;
+            }
+        }
+        let mut dir_changed = false;
+        let mut logs: Vec<i64> = Vec::new();
+        let mut indexes: Vec<(i64, PathBuf)> = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_leftover(&name) {
+                std::fs::remove_file(entry.path())?;
+                dir_changed = true;
+                continue;
+            }
+            match parse_segment_file_name(&name) {
+                Some((base, LOG_SUFFIX)) => logs.push(base),
+                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => indexes.push((base, entry.path())),
+                _ => {}
+            }
+        }
+        logs.sort_unstable();
+        for (base, path) in indexes {
+            if logs.binary_search(&base).is_err() {
+                tracing::info!(file = %path.display(), "deleting orphan index file");
+                std::fs::remove_file(path)?;
+                dir_changed = true;
+            }
+        }
+        let persisted_start = read_optional(dir, LOG_START_OFFSET_FILE)?
+            .as_deref()
+            .and_then(parse_log_start_offset);
+
+        let interval = config.index_interval_bytes;
+        let mut closed = BTreeMap::new();
+        let active = match logs.split_last() {
+            None => {
+                dir_changed = true;
+                Segment::create(dir, persisted_start.unwrap_or(0), wall_clock_ms(), interval)?
+            }
+            Some((&last, older)) => {
+                for &base in older {
+                    let (mut seg, recovered) = Segment::open(dir, base, interval)?;
+                    if let Some(truncated) = recovered {
+                        if truncated > 0 {
+                            tracing::warn!(dir = %dir.display(), base, truncated,
+                                "closed segment had an invalid tail");
+                        }
+                        // Rebuilt indexes of a closed segment get their final entry and a sync.
+                        seg.seal()?;
+                    }
+                    closed.insert(base, seg);
+                }
+                let (mut seg, recovered) = Segment::open(dir, last, interval)?;
+                if !clean && recovered.is_none() {
+                    let truncated = seg.recover()?;
+                    if truncated > 0 {
+                        tracing::warn!(dir = %dir.display(), base = last, truncated,
+                            "truncated torn tail of the active segment");
+                    }
+                }
+                seg
+            }
+        };
+        let log_end_offset = active.next_offset();
+        let first_base = closed.keys().next().copied().unwrap_or(active.base_offset());
+        let mut inner = Inner {
+            config,
+            closed,
+            active,
+            log_start_offset: first_base.max(persisted_start.unwrap_or(0)),
+            log_end_offset,
+            epochs: LeaderEpochCache::load(dir)?,
+        };
+        if inner.log_start_offset > inner.log_end_offset {
+            // Everything below the persisted start offset is gone: start over there.
+            let start = inner.log_start_offset;
+            tracing::warn!(dir = %dir.display(), start, "log start offset beyond log end; emptying log");
+            let fresh = Segment::create(dir, start, wall_clock_ms(), interval)?;
+            let old_active = std::mem::replace(&mut inner.active, fresh);
+            for seg in std::mem::take(&mut inner.closed).into_values().chain(std::iter::once(old_active)) {
+                if seg.base_offset() != start {
+                    seg.delete_files()?;
+                }
+            }
+            inner.log_end_offset = start;
+            dir_changed = true;
+        }
+        let below = inner.segments_below_start();
+        for _ in 0..below {
+            if let Some((_, seg)) = inner.closed.pop_first() {
+                seg.delete_files()?;
+                dir_changed = true;
+            }
+        }
+        let leo = inner.log_end_offset;
+        let lso = inner.log_start_offset;
+        let end_changed = inner.epochs.truncate_from_end(leo);
+        let start_changed = inner.epochs.truncate_from_start(lso);
+        if end_changed || start_changed {
+            inner.epochs.persist(dir)?;
+        }
+        if !clean {
+            inner.active.sync_all()?;
+        }
+        if dir_changed {
+            fsync_dir(dir)?;
+        }
+        let (durable, _) = watch::channel(leo);
+        Ok(PartitionLog {
+            dir: dir.to_path_buf(),
+            inner: Mutex::new(inner),
+            flush_lock: tokio::sync::Mutex::new(()),
+            durable,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written batch visible (sizes move
+        // only after a successful write), so a poisoned lock is still usable.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Validates every batch of `records`, then appends them (see docs/storage-api.md).
+    /// Nothing is written if any batch is invalid.
+    pub fn append(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        let config = self.config();
+        let batches = split_and_validate(records)?;
+        for (_, h) in &batches {
+            let size = h.total_size().unwrap_or(usize::MAX);
+            if size as u64 > config.max_message_bytes.max(0) as u64 {
+                return Err(StorageError::MessageTooLarge {
+                    size,
+                    max: i64::from(config.max_message_bytes),
+                });
+            }
+        }
+        let segment_bytes = config.effective_segment_bytes();
+        if records.len() as u64 > segment_bytes {
+            return Err(StorageError::RecordListTooLarge {
+                size: records.len(),
+                max: segment_bytes,
+            });
+        }
+        let mut data = records.to_vec();
+        let mut inner = self.lock();
+        let config = inner.config;
+        let base_offset = inner.log_end_offset;
+        let mut next = base_offset;
+        let mut headers: Vec<(usize, BatchHeader)> = Vec::with_capacity(batches.len());
+        let mut infos = Vec::with_capacity(batches.len());
+        let mut max_timestamp = i64::MIN;
+        for (pos, h) in &batches {
+            let size = h.total_size().unwrap_or(0);
+            let Some(slice) = data.get_mut(*pos..*pos + size) else {
+                return Err(StorageError::CorruptMessage("batch bounds".into()));
+            };
+            set_base_offset(slice, next);
+            set_partition_leader_epoch(slice, leader_epoch);
+            if config.log_append_time {
+                set_log_append_time(slice, now_ms);
+            }
+            let h = BatchHeader::parse(slice)
+                .ok_or_else(|| StorageError::CorruptMessage("batch header".into()))?;
+            max_timestamp = max_timestamp.max(h.max_timestamp);
+            infos.push(BatchInfo::from_header(&h, size));
+            headers.push((*pos, h));
+            next = h.next_offset();
+        }
+        let last_offset = next - 1;
+        let active = &inner.active;
+        let should_roll = !active.is_empty()
+            && (active.size() + data.len() as u64 > segment_bytes
+                || active.time_waited_for_roll(now_ms, max_timestamp) > config.segment_ms
+                || !active.can_hold_offset(last_offset));
+        if should_roll {
+            inner.roll(&self.dir, now_ms)?;
+        }
+        if leader_epoch >= 0 && inner.epochs.latest_epoch().is_none_or(|l| leader_epoch > l) {
+            let mut epochs = inner.epochs.clone();
+            epochs.assign(leader_epoch, base_offset);
+            epochs.persist(&self.dir)?;
+            inner.epochs = epochs;
+        }
+        inner.active.append(&data, &headers)?;
+        inner.log_end_offset = next;
+        Ok(AppendInfo {
+            base_offset,
+            last_offset,
+            log_append_time: if config.log_append_time { now_ms } else { -1 },
+            log_start_offset: inner.log_start_offset,
+            batches: infos,
+        })
+    }
+
+    /// Group commit: resolves once everything below `offset` (an exclusive end offset, i.e.
+    /// `last_offset + 1`; capped at the current log end offset) is fdatasync'ed. Concurrent
+    /// callers share fdatasyncs (see the module docs).
+    pub async fn flush_until(&self, offset: i64) -> Result<()> {
+        let target = offset.min(self.log_end_offset());
+        if *self.durable.borrow() >= target {
+            return Ok(());
+        }
+        let _flusher = self.flush_lock.lock().await;
+        if *self.durable.borrow() >= target {
+            return Ok(());
+        }
+        let (file, leo) = {
+            let inner = self.lock();
+            (inner.active.log_file(), inner.log_end_offset)
+        };
+        tokio::task::spawn_blocking(move || file.sync_data())
+            .await
+            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        self.publish_durable(leo);
+        Ok(())
+    }
+
+    fn publish_durable(&self, offset: i64) {
+        self.durable.send_if_modified(|d| {
+            if offset > *d {
+                *d = offset;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// The offset below which everything is fdatasync'ed.
+    pub fn durable_offset(&self) -> i64 {
+        *self.durable.borrow()
+    }
+
+    /// Watch the durable offset (for callers that want to wait without flushing themselves).
+    pub fn subscribe_durable(&self) -> watch::Receiver<i64> {
+        self.durable.subscribe()
+    }
+
+    /// Synchronous fdatasync of the active segment and its indexes (closed segments are synced
+    /// when rolled).
+    pub fn flush(&self) -> Result<()> {
+        let leo = {
+            let inner = self.lock();
+            inner.active.sync_all()?;
+            inner.log_end_offset
+        };
+        self.publish_durable(leo);
+        Ok(())
+    }
+
+    /// Reads whole batches from `offset` (see docs/storage-api.md).
+    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64, min_one: bool) -> Result<ReadResult> {
+        let (lso, leo, mut snap) = {
+            let inner = self.lock();
+            if offset < inner.log_start_offset || offset > inner.log_end_offset {
+                return Err(inner.out_of_range(offset));
+            }
+            let lso = inner.log_start_offset;
+            let leo = inner.log_end_offset;
+            if offset >= upper_bound.min(leo) {
+                return Ok(ReadResult {
+                    records: Bytes::new(),
+                    log_start_offset: lso,
+                    log_end_offset: leo,
+                });
+            }
+            (lso, leo, inner.floor_segment(offset).snapshot_for_offset(offset))
+        };
+        let records = loop {
+            if let Some((pos, h)) = snap.find_batch(offset)? {
+                break snap.read_batches(pos, &h, max_bytes, upper_bound, min_one)?;
+            }
+            let inner = self.lock();
+            match inner.segment_after(snap.base_offset) {
+                Some(seg) => snap = seg.snapshot_for_offset(offset),
+                None => break Bytes::new(),
+            }
+        };
+        Ok(ReadResult {
+            records,
+            log_start_offset: lso,
+            log_end_offset: leo,
+        })
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.lock().log_start_offset
+    }
+
+    pub fn log_end_offset(&self) -> i64 {
+        self.lock().log_end_offset
+    }
+
+    /// Sum of the segment sizes in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().segments().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.lock().closed.len() + 1
+    }
+
+    /// Base offsets of all segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<i64> {
+        self.lock().segments().map(Segment::base_offset).collect()
+    }
+
+    /// ListOffsets by timestamp: the first record at or after the log start offset whose
+    /// timestamp >= `ts` (record level: compressed batches are decompressed).
+    pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>> {
+        let pick = |inner: &Inner, after: Option<i64>| -> Option<SegmentSnapshot> {
+            inner
+                .segments()
+                .filter(|s| after.is_none_or(|a| s.base_offset() > a))
+                .find(|s| s.max_timestamp() >= ts)
+                .map(|s| s.snapshot_for_timestamp(ts))
+        };
+        let (lso, mut snap) = {
+            let inner = self.lock();
+            (inner.log_start_offset, pick(&inner, None))
+        };
+        while let Some(s) = snap {
+            if let Some(found) = s.find_timestamp(ts, lso)? {
+                return Ok(Some(found));
+            }
+            snap = pick(&self.lock(), Some(s.base_offset));
+        }
+        Ok(None)
+    }
+
+    /// ListOffsets -3 (KIP-734): the record with the largest timestamp (the first such on
+    /// ties). `None` if the log is empty.
+    pub fn max_timestamp(&self) -> Result<Option<TimestampOffset>> {
+        let (lso, max_ts, offset_of_max, snap) = {
+            let inner = self.lock();
+            if inner.log_start_offset >= inner.log_end_offset {
+                return Ok(None);
+            }
+            let mut best: Option<&Segment> = None;
+            for s in inner.segments().filter(|s| !s.is_empty()) {
+                if best.is_none_or(|b| s.max_timestamp() > b.max_timestamp()) {
+                    best = Some(s);
+                }
+            }
+            let Some(best) = best else { return Ok(None) };
+            (
+                inner.log_start_offset,
+                best.max_timestamp(),
+                best.offset_of_max_timestamp(),
+                best.snapshot_for_offset(best.offset_of_max_timestamp()),
+            )
+        };
+        Ok(Some(snap.find_exact_timestamp(max_ts, lso)?.unwrap_or(TimestampOffset {
+            timestamp: max_ts,
+            offset: offset_of_max,
+        })))
+    }
+
+    /// Deletes whole segments beyond `retention.ms` (by each segment's largest timestamp) and
+    /// `retention.bytes` (oldest first), and segments below the log start offset; moves the log
+    /// start offset. Rolls the active segment when it is due by `segment.ms`, or when it must
+    /// go too. Returns the number of segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let mut inner = self.lock();
+        let config = inner.config;
+        if !inner.active.is_empty() && inner.active.time_waited_for_roll(now_ms, now_ms) > config.segment_ms {
+            inner.roll(&self.dir, now_ms)?;
+        }
+        let mut deleted = 0;
+        if config.retention_ms >= 0 {
+            let n = inner
+                .segments()
+                .take_while(|s| !s.is_empty() && now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms)
+                .count();
+            deleted += inner.delete_oldest(&self.dir, n, now_ms)?;
+        }
+        if config.retention_bytes >= 0 {
+            let total: u64 = inner.segments().map(Segment::size).sum();
+            let mut diff = i128::from(total) - i128::from(config.retention_bytes);
+            let mut n = 0;
+            for s in inner.segments() {
+                if s.is_empty() || diff - i128::from(s.size()) < 0 {
+                    break;
+                }
+                diff -= i128::from(s.size());
+                n += 1;
+            }
+            deleted += inner.delete_oldest(&self.dir, n, now_ms)?;
+        }
+        let below = inner.segments_below_start();
+        deleted += inner.delete_oldest(&self.dir, below, now_ms)?;
+        Ok(deleted)
+    }
+
+    /// Moves the log start offset forward to `offset` (DeleteRecords): persisted atomically in
+    /// `log-start-offset`, then segments wholly below it are deleted. A smaller offset is a
+    /// no-op; one beyond the log end offset is `OffsetOutOfRange`.
+    pub fn advance_log_start_offset(&self, offset: i64) -> Result<()> {
+        let mut inner = self.lock();
+        if offset <= inner.log_start_offset {
+            return Ok(());
+        }
+        if offset > inner.log_end_offset {
+            return Err(inner.out_of_range(offset));
+        }
+        write_atomic(&self.dir, LOG_START_OFFSET_FILE, format!("0\n{offset}\n").as_bytes())?;
+        inner.log_start_offset = offset;
+        if offset == inner.log_end_offset && !inner.active.is_empty() {
+            inner.roll(&self.dir, wall_clock_ms())?;
+        }
+        let below = inner.segments_below_start();
+        inner.delete_oldest(&self.dir, below, wall_clock_ms())?;
+        if inner.epochs.truncate_from_start(offset) {
+            inner.epochs.persist(&self.dir)?;
+        }
+        Ok(())
+    }
+
+    /// OffsetForLeaderEpoch (Kafka's `LeaderEpochFileCache.endOffsetFor`): the largest epoch
+    /// <= `epoch` and the start offset of the next epoch, or the log end offset for the latest
+    /// epoch; `(-1, -1)` when unknown.
+    pub fn epoch_end_offset(&self, epoch: i32) -> (i32, i64) {
+        let inner = self.lock();
+        inner.epochs.end_offset_for(epoch, inner.log_end_offset)
+    }
+
+    /// The latest leader epoch appended, if any.
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.lock().epochs.latest_epoch()
+    }
+
+    pub fn update_config(&self, config: LogConfig) {
+        self.lock().config = config;
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.lock().config
+    }
+
+    /// Seals the active segment (final time index entry) and fdatasyncs it with its indexes;
+    /// used at clean shutdown. The log stays usable.
+    pub fn close(&self) -> Result<()> {
+        let leo = {
+            let mut inner = self.lock();
+            inner.active.seal()?;
+            inner.log_end_offset
+        };
+        self.publish_durable(leo);
+        Ok(())
+    }
+}

@@ -1,0 +1,43 @@
+//! Native segment store: one [`PartitionLog`] per partition directory, Kafka's on-disk layout.
+//!
+//! Files of `<data_dir>/<topic>-<partition>/` (full description in docs/on-disk-format.md):
+//! - `<base offset, 20 digits>.log`: RecordBatch v2 batches exactly as the producer sent them,
+//!   with only base offset and partition leader epoch rewritten (both outside the CRC), except
+//!   under LogAppendTime where max timestamp and the timestamp-type bit are set and the CRC
+//!   recomputed ([`batch`]);
+//! - `.index` (8-byte entries) and `.timeindex` (12-byte entries), sparse ([`index`]);
+//! - `leader-epoch-checkpoint` and `log-start-offset`, replaced atomically.
+//!
+//! Hot path: append validates batch headers and CRC32C, rewrites two header fields and writes
+//! bytes; read returns whole stored batches via `pread`. Records are decoded ([`records`]) only
+//! for timestamp lookups.
+//!
+//! Durability invariant: when a segment is rolled, the old segment's `.log` and indexes are
+//! fdatasync'ed before the new segment takes writes, so only the active segment can ever have a
+//! torn tail; the partition directory is fsync'ed after a file is created or deleted. acks=all
+//! waits on [`PartitionLog::flush_until`] (group commit: one fdatasync, run in
+//! `spawn_blocking` without the append lock, covers every batch appended meanwhile). After an
+//! unclean stop, `open(.., clean = false)` re-validates the active segment and truncates its
+//! torn tail; other segments only get missing or invalid indexes rebuilt.
+//!
+//! Nothing here panics on corrupt files or client bytes: every problem is a [`StorageError`].
+
+pub mod batch;
+mod config;
+mod epoch;
+mod error;
+mod files;
+mod index;
+mod log;
+#[cfg(test)]
+mod log_tests;
+pub mod records;
+mod segment;
+#[cfg(test)]
+mod testutil;
+
+pub use batch::BatchInfo;
+pub use config::LogConfig;
+pub use epoch::EpochEntry;
+pub use error::{Result, StorageError};
+pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};

@@ -1,0 +1,8 @@
+//! In-process integration tests: a real broker on 127.0.0.1:0 with a temp data dir, spoken to
+//! over TCP with requests encoded by the kafka-protocol crate.
+
+mod client;
+mod lifecycle;
+mod produce_fetch;
+mod protocol_errors;
+mod topics;
