@@ -187,7 +187,12 @@ impl Config {
         } else if let Some(v) = overrides.get("log.retention.minutes") {
             parse_num::<i64>("log.retention.minutes", v, -1, i64::MAX)?.saturating_mul(60_000)
         } else {
-            let h = parse_num::<i64>("log.retention.hours", &req("log.retention.hours"), -1, i64::MAX)?;
+            let h = parse_num::<i64>(
+                "log.retention.hours",
+                &req("log.retention.hours"),
+                -1,
+                i64::MAX,
+            )?;
             if h < 0 {
                 -1
             } else {
@@ -301,10 +306,12 @@ impl Config {
 
     /// Parses TOML text into flattened `key → value` overrides.
     pub fn parse_toml(path: &str, text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Toml {
-            path: path.to_string(),
-            message: e.to_string(),
-        })?;
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Toml {
+                path: path.to_string(),
+                message: e.to_string(),
+            })?;
         let mut out = BTreeMap::new();
         flatten("", &toml::Value::Table(table), &mut out)?;
         Ok(out)
@@ -416,7 +423,11 @@ where
         .parse()
         .map_err(|_| invalid(key, value, "not a valid number"))?;
     if v < min || v > max {
-        return Err(invalid(key, value, format!("must be between {min} and {max}")));
+        return Err(invalid(
+            key,
+            value,
+            format!("must be between {min} and {max}"),
+        ));
     }
     Ok(v)
 }

@@ -24,10 +24,15 @@ pub struct Running {
 
 impl Running {
     /// Opens the data dir, binds the listener and starts serving in the background.
-    pub async fn start(config: config::Config) -> anyhow::Result<Running> {
+    pub async fn start(mut config: config::Config) -> anyhow::Result<Running> {
+        let listener = tokio::net::TcpListener::bind(config.listen).await?;
+        let addr = listener.local_addr()?;
+        if config.advertised_port == 0 {
+            // Listening on port 0 (tests): advertise the port the OS picked.
+            config.advertised_port = addr.port();
+        }
         let broker = broker::Broker::open(config).await?;
-        let server = server::Server::bind(broker.clone()).await?;
-        let addr = server.local_addr()?;
+        let server = server::Server::new(listener, broker.clone());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(server.run(rx));
         Ok(Running {
@@ -43,6 +48,12 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.task.await??;
         Ok(())
+    }
+
+    /// Stops abruptly, as a crash would: no draining, no flush, no clean-shutdown marker.
+    pub async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     /// Waits until the server stops by itself (it only does on error).

@@ -8,7 +8,11 @@ use strand::config::Config;
 use tracing::info;
 
 #[derive(Parser)]
-#[command(name = "strand", version, about = "A Kafka-wire-compatible streaming broker")]
+#[command(
+    name = "strand",
+    version,
+    about = "A Kafka-wire-compatible streaming broker"
+)]
 #[command(args_conflicts_with_subcommands = true)]
 struct Cli {
     #[command(subcommand)]

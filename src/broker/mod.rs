@@ -101,9 +101,7 @@ impl TopicError {
     /// The message a client may see: internal details (I/O errors) stay in the broker log.
     pub fn client_message(&self) -> String {
         match self {
-            TopicError::Storage(_) | TopicError::Metadata(_) => {
-                self.error_code().to_string()
-            }
+            TopicError::Storage(_) | TopicError::Metadata(_) => self.error_code().to_string(),
             other => other.to_string(),
         }
     }
@@ -161,8 +159,8 @@ impl Broker {
 
         let cfg = config.clone();
         let dir = data_dir.clone();
-        let topics = tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, clean))
-            .await??;
+        let topics =
+            tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, clean)).await??;
         if clean {
             fs::remove_file(&marker)?;
             fs::File::open(&data_dir)?.sync_all()?;
@@ -275,16 +273,15 @@ impl Broker {
                 }
                 n => n,
             };
-            let rf = match req.replication_factor {
-                -1 => self.config.default_replication_factor,
-                n if n <= 0 => {
-                    return Err(TopicError::InvalidReplicationFactor(
+            let rf =
+                match req.replication_factor {
+                    -1 => self.config.default_replication_factor,
+                    n if n <= 0 => return Err(TopicError::InvalidReplicationFactor(
                         "Replication factor must be larger than 0, or -1 to use the default value."
                             .into(),
-                    ))
-                }
-                n => n,
-            };
+                    )),
+                    n => n,
+                };
             if rf > 1 {
                 return Err(TopicError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
@@ -325,9 +322,10 @@ impl Broker {
         self.store.create_topic(record.clone()).await?;
         let config = self.config.clone();
         let data_dir = config.data_dir.clone();
-        let topic = tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, true))
-            .await
-            .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
+        let topic =
+            tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, true))
+                .await
+                .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
         let topic = Arc::new(topic);
         self.write_topics()
             .insert(topic.record.name.clone(), topic.clone());
@@ -479,7 +477,10 @@ fn open_all(
                 && partition::read_partition_topic_id(&path).is_none_or(|id| id == r.id)
         });
         if !live {
-            warn!("removing {}: not a partition of any current topic", path.display());
+            warn!(
+                "removing {}: not a partition of any current topic",
+                path.display()
+            );
             fs::remove_dir_all(&path)?;
         }
     }

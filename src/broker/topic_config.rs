@@ -127,7 +127,11 @@ pub fn validate(name: &str, value: Option<&str>) -> Result<(), String> {
 }
 
 /// The effective value of a topic config: the override, else the broker default.
-pub fn effective(config: &Config, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
+pub fn effective(
+    config: &Config,
+    overrides: &BTreeMap<String, String>,
+    name: &str,
+) -> Option<String> {
     if let Some(v) = overrides.get(name) {
         return Some(v.clone());
     }
@@ -153,7 +157,8 @@ pub fn effective(config: &Config, overrides: &BTreeMap<String, String>, name: &s
 /// Overrides were validated on the way in, so a value that fails to parse here falls back to the
 /// broker default.
 pub fn log_config(config: &Config, overrides: &BTreeMap<String, String>) -> LogConfig {
-    let num = |name: &str| -> Option<i64> { overrides.get(name).and_then(|v| v.trim().parse().ok()) };
+    let num =
+        |name: &str| -> Option<i64> { overrides.get(name).and_then(|v| v.trim().parse().ok()) };
     LogConfig {
         segment_bytes: num("segment.bytes")
             .map(|v| v as u64)
@@ -230,7 +235,10 @@ mod tests {
         let c = Config::default();
         let o: BTreeMap<String, String> = [
             ("retention.ms".to_string(), "5".to_string()),
-            ("message.timestamp.type".to_string(), "LogAppendTime".to_string()),
+            (
+                "message.timestamp.type".to_string(),
+                "LogAppendTime".to_string(),
+            ),
         ]
         .into();
         let lc = log_config(&c, &o);

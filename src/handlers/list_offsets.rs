@@ -17,7 +17,10 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const READ_COMMITTED: i8 = 1;
 
-pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> HandlerResult<ListOffsetsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: ListOffsetsRequest,
+) -> HandlerResult<ListOffsetsResponse> {
     let v = ctx.api_version;
     let mut resp = ListOffsetsResponse::default();
     for topic in req.topics {
@@ -32,7 +35,8 @@ pub async fn handle(ctx: RequestContext, req: ListOffsetsRequest) -> HandlerResu
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 Some(p) => {
                     let current = p.leader_epoch();
-                    if v >= 4 && lp.current_leader_epoch >= 0 && lp.current_leader_epoch != current {
+                    if v >= 4 && lp.current_leader_epoch >= 0 && lp.current_leader_epoch != current
+                    {
                         r.error_code = if lp.current_leader_epoch < current {
                             ResponseError::FencedLeaderEpoch.code()
                         } else {

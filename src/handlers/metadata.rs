@@ -51,8 +51,8 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<
         Some(t) if t.is_empty() && v == 0 => None,
         Some(t) => Some(t),
     };
-    let allow_auto_create = (v < 4 || req.allow_auto_topic_creation)
-        && broker.config.auto_create_topics_enable;
+    let allow_auto_create =
+        (v < 4 || req.allow_auto_topic_creation) && broker.config.auto_create_topics_enable;
 
     match requested {
         None => {
@@ -73,9 +73,7 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<
                                     Err(e) => error_topic(Some(name), auto_create_error(&e)),
                                 }
                             }
-                            None => {
-                                error_topic(Some(name), ResponseError::UnknownTopicOrPartition)
-                            }
+                            None => error_topic(Some(name), ResponseError::UnknownTopicOrPartition),
                         }
                     }
                     None => match broker.topic_by_id(t.topic_id) {

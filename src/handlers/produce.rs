@@ -41,7 +41,10 @@ impl Outcome {
     }
 }
 
-pub async fn handle(mut ctx: RequestContext, req: ProduceRequest) -> HandlerResult<ProduceResponse> {
+pub async fn handle(
+    mut ctx: RequestContext,
+    req: ProduceRequest,
+) -> HandlerResult<ProduceResponse> {
     if ctx.api_version < 3 {
         return Err(HandlerError::Close(
             "Produce below v3 (message format v0/v1) is not supported".into(),
@@ -52,7 +55,12 @@ pub async fn handle(mut ctx: RequestContext, req: ProduceRequest) -> HandlerResu
     if req.transactional_id.is_some() {
         // Transactions are not served yet (InitProducerId is not advertised), so a
         // transactional produce cannot be legitimate.
-        return respond_all(&ctx, req, ResponseError::TransactionalIdAuthorizationFailed, acks);
+        return respond_all(
+            &ctx,
+            req,
+            ResponseError::TransactionalIdAuthorizationFailed,
+            acks,
+        );
     }
     if !valid_acks {
         return respond_all(&ctx, req, ResponseError::InvalidRequiredAcks, acks);
@@ -64,8 +72,10 @@ pub async fn handle(mut ctx: RequestContext, req: ProduceRequest) -> HandlerResu
         None => None,
     };
     let now = now_ms();
-    let mut results: Vec<(String, Vec<(i32, Option<std::sync::Arc<Partition>>, Outcome)>)> =
-        Vec::with_capacity(req.topic_data.len());
+    let mut results: Vec<(
+        String,
+        Vec<(i32, Option<std::sync::Arc<Partition>>, Outcome)>,
+    )> = Vec::with_capacity(req.topic_data.len());
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
@@ -121,7 +131,8 @@ pub async fn handle(mut ctx: RequestContext, req: ProduceRequest) -> HandlerResu
         let mut t = TopicProduceResponse::default();
         t.name = kafka_protocol::messages::TopicName(name.into());
         for (index, _, o) in parts {
-            t.partition_responses.push(partition_response(&ctx, index, &o));
+            t.partition_responses
+                .push(partition_response(&ctx, index, &o));
         }
         resp.responses.push(t);
     }
@@ -166,7 +177,9 @@ fn respond_all(
     acks: i16,
 ) -> HandlerResult<ProduceResponse> {
     if acks == 0 {
-        return Err(HandlerError::Close(format!("acks=0 produce failed: {error}")));
+        return Err(HandlerError::Close(format!(
+            "acks=0 produce failed: {error}"
+        )));
     }
     let mut resp = ProduceResponse::default();
     for topic in req.topic_data {

@@ -132,7 +132,10 @@ fn start_request(
 ) -> Result<Pending, String> {
     // api key (2) + api version (2) + correlation id (4) precede everything else.
     if frame.len() < 8 {
-        return Err(format!("frame of {} bytes is shorter than a request header", frame.len()));
+        return Err(format!(
+            "frame of {} bytes is shorter than a request header",
+            frame.len()
+        ));
     }
     let key = i16::from_be_bytes([frame[0], frame[1]]);
     let version = i16::from_be_bytes([frame[2], frame[3]]);
@@ -232,10 +235,16 @@ mod tests {
         buf.put_slice(b"abc");
         buf.put_i32(2);
         buf.put_slice(b"x");
-        assert_eq!(next_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from("abc"));
+        assert_eq!(
+            next_frame(&mut buf, 100).unwrap().unwrap(),
+            Bytes::from("abc")
+        );
         assert!(next_frame(&mut buf, 100).unwrap().is_none());
         buf.put_slice(b"y");
-        assert_eq!(next_frame(&mut buf, 100).unwrap().unwrap(), Bytes::from("xy"));
+        assert_eq!(
+            next_frame(&mut buf, 100).unwrap().unwrap(),
+            Bytes::from("xy")
+        );
 
         let mut big = BytesMut::new();
         big.put_i32(101);

@@ -24,9 +24,9 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(broker: Arc<Broker>) -> std::io::Result<Server> {
-        let listener = TcpListener::bind(broker.config.listen).await?;
-        Ok(Server { listener, broker })
+    /// Serves `broker` on an already bound listener.
+    pub fn new(listener: TcpListener, broker: Arc<Broker>) -> Server {
+        Server { listener, broker }
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -38,7 +38,7 @@ impl Server {
         let broker = self.broker;
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
         let mut conns = JoinSet::new();
-        let retention = spawn_retention(broker.clone(), shutdown.clone());
+        let retention = AbortOnDrop(spawn_retention(broker.clone(), shutdown.clone()));
         info!("listening on {}", self.listener.local_addr()?);
         loop {
             let permit = tokio::select! {
@@ -83,12 +83,21 @@ impl Server {
             warn!("connections still open after shutdown.timeout.ms; closing them");
             conns.shutdown().await;
         }
-        retention.abort();
+        drop(retention);
         let b = broker.clone();
         tokio::task::spawn_blocking(move || b.close())
             .await
             .map_err(std::io::Error::other)??;
         Ok(())
+    }
+}
+
+/// Aborts a background task when the server future is dropped (or aborted) or finishes.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

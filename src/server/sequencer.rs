@@ -135,7 +135,10 @@ mod tests {
             o.lock().unwrap().push(1);
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
-        assert!(order.lock().unwrap().is_empty(), "ran before ticket 0 finished");
+        assert!(
+            order.lock().unwrap().is_empty(),
+            "ran before ticket 0 finished"
+        );
         drop(t0); // a request that needed no ordering
         h1.await.unwrap();
         h2.await.unwrap();

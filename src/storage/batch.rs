@@ -159,7 +159,8 @@ impl BatchHeader {
 
     /// Offset of the last record (`baseOffset + lastOffsetDelta`, saturating).
     pub fn last_offset(&self) -> i64 {
-        self.base_offset.saturating_add(i64::from(self.last_offset_delta))
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset after this batch.
@@ -399,21 +400,36 @@ mod tests {
         let mut bad_crc = good.clone();
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 0xff;
-        assert!(matches!(validate_batch(&bad_crc), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            validate_batch(&bad_crc),
+            Err(StorageError::CorruptMessage(_))
+        ));
         let mut bad_magic = good.clone();
         bad_magic[MAGIC_OFFSET] = 1;
-        assert!(matches!(validate_batch(&bad_magic), Err(StorageError::InvalidRecord(_))));
+        assert!(matches!(
+            validate_batch(&bad_magic),
+            Err(StorageError::InvalidRecord(_))
+        ));
         assert!(matches!(
             validate_batch(&good[..good.len() - 1]),
             Err(StorageError::CorruptMessage(_))
         ));
-        assert!(matches!(split_and_validate(&[]), Err(StorageError::InvalidRecord(_))));
+        assert!(matches!(
+            split_and_validate(&[]),
+            Err(StorageError::InvalidRecord(_))
+        ));
         let mut two = good.clone();
         two.extend_from_slice(&good[..30]);
-        assert!(matches!(split_and_validate(&two), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            split_and_validate(&two),
+            Err(StorageError::CorruptMessage(_))
+        ));
         let mut neg_len = good.clone();
         neg_len[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert!(matches!(split_and_validate(&neg_len), Err(StorageError::CorruptMessage(_))));
+        assert!(matches!(
+            split_and_validate(&neg_len),
+            Err(StorageError::CorruptMessage(_))
+        ));
         // Garbage of every length never panics.
         for n in 0..80 {
             let junk: Vec<u8> = (0..n).map(|i| (i * 37 + 11) as u8).collect();
@@ -427,7 +443,10 @@ mod tests {
         b[RECORDS_COUNT_OFFSET..RECORDS_COUNT_OFFSET + 4].copy_from_slice(&2i32.to_be_bytes());
         let crc = compute_crc(&b);
         b[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate_batch(&b), Err(StorageError::InvalidRecord(_))));
+        assert!(matches!(
+            validate_batch(&b),
+            Err(StorageError::InvalidRecord(_))
+        ));
     }
 
     #[test]

@@ -170,11 +170,23 @@ mod tests {
     #[test]
     fn end_offset_for_follows_kafka() {
         let c = cache(&[(2, 0), (4, 10), (7, 25)]);
-        assert_eq!(c.end_offset_for(7, 40), (7, 40), "latest epoch ends at the LEO");
+        assert_eq!(
+            c.end_offset_for(7, 40),
+            (7, 40),
+            "latest epoch ends at the LEO"
+        );
         assert_eq!(c.end_offset_for(4, 40), (4, 25));
-        assert_eq!(c.end_offset_for(5, 40), (4, 25), "unknown epoch between two known ones");
+        assert_eq!(
+            c.end_offset_for(5, 40),
+            (4, 25),
+            "unknown epoch between two known ones"
+        );
         assert_eq!(c.end_offset_for(2, 40), (2, 10));
-        assert_eq!(c.end_offset_for(1, 40), (1, 0), "below the first known epoch");
+        assert_eq!(
+            c.end_offset_for(1, 40),
+            (1, 0),
+            "below the first known epoch"
+        );
         assert_eq!(c.end_offset_for(9, 40), (-1, -1), "above the latest epoch");
         assert_eq!(c.end_offset_for(-1, 40), (-1, -1));
         assert_eq!(LeaderEpochCache::default().end_offset_for(0, 5), (-1, -1));
@@ -190,7 +202,10 @@ mod tests {
         let loaded = LeaderEpochCache::load(dir.path()).expect("load");
         assert_eq!(loaded.entries(), c.entries());
         std::fs::write(dir.path().join(CHECKPOINT_FILE), "0\n5\n1 2\n").expect("write");
-        assert!(LeaderEpochCache::load(dir.path()).expect("load").entries().is_empty());
+        assert!(LeaderEpochCache::load(dir.path())
+            .expect("load")
+            .entries()
+            .is_empty());
     }
 
     #[test]

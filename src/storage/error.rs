@@ -84,6 +84,9 @@ mod tests {
         assert_eq!(big.error_code().code(), 10);
         let list = StorageError::RecordListTooLarge { size: 10, max: 5 };
         assert_eq!(list.error_code().code(), 18);
-        assert_eq!(StorageError::InvalidRecord("x".into()).error_code().code(), 87);
+        assert_eq!(
+            StorageError::InvalidRecord("x".into()).error_code().code(),
+            87
+        );
     }
 }

@@ -133,16 +133,13 @@ impl<E: IndexEntry> Index<E> {
         }))
     }
 
+    #[cfg(test)]
     pub fn entries(&self) -> &[E] {
         &self.entries
     }
 
     pub fn last(&self) -> Option<E> {
         self.entries.last().copied()
-    }
-
-    pub fn len(&self) -> usize {
-        self.entries.len()
     }
 
     pub fn path(&self) -> &Path {
@@ -208,7 +205,10 @@ impl Index<OffsetEntry> {
         self.entries
             .windows(2)
             .all(|w| w[0].relative_offset < w[1].relative_offset && w[0].position < w[1].position)
-            && self.entries.iter().all(|e| u64::from(e.position) < log_size)
+            && self
+                .entries
+                .iter()
+                .all(|e| u64::from(e.position) < log_size)
     }
 }
 
@@ -256,8 +256,9 @@ mod tests {
         idx.append(10, 1000).expect("append");
         idx.append(20, 2000).expect("append");
         idx.append(30, 3000).expect("append");
-        idx.append(25, 4000).expect("non-increasing entry is ignored");
-        assert_eq!(idx.len(), 3);
+        idx.append(25, 4000)
+            .expect("non-increasing entry is ignored");
+        assert_eq!(idx.entries().len(), 3);
         assert_eq!(idx.position_for(9), 0);
         assert_eq!(idx.position_for(10), 1000);
         assert_eq!(idx.position_for(19), 1000);
@@ -280,7 +281,7 @@ mod tests {
         idx.maybe_append(100, 2).expect("equal timestamp skipped");
         idx.maybe_append(200, 5).expect("append");
         idx.maybe_append(150, 6).expect("smaller timestamp skipped");
-        assert_eq!(idx.len(), 2);
+        assert_eq!(idx.entries().len(), 2);
         assert_eq!(idx.lookup_before(100), None);
         assert_eq!(idx.lookup_before(101).map(|e| e.relative_offset), Some(1));
         assert_eq!(idx.lookup_before(200).map(|e| e.relative_offset), Some(1));

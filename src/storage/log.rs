@@ -39,6 +39,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -49,7 +50,7 @@ use super::batch::{
     BatchHeader, BatchInfo,
 };
 use super::config::LogConfig;
-use super::epoch::LeaderEpochCache;
+use super::epoch::{EpochEntry, LeaderEpochCache};
 use super::error::{Result, StorageError};
 use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
 use super::segment::{
@@ -105,11 +106,15 @@ pub struct PartitionLog {
     inner: Mutex<Inner>,
     flush_lock: tokio::sync::Mutex<()>,
     durable: watch::Sender<i64>,
+    /// fdatasyncs run by `flush_until` (observability of group commit).
+    group_commit_syncs: AtomicU64,
 }
 
 impl std::fmt::Debug for PartitionLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PartitionLog").field("dir", &self.dir).finish_non_exhaustive()
+        f.debug_struct("PartitionLog")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
     }
 }
 
@@ -120,9 +125,9 @@ fn wall_clock_ms() -> i64 {
 }
 
 fn is_leftover(name: &str) -> bool {
-    [TMP_SUFFIX, "cleaned", "deleted", "swap"]
-        .iter()
-        .any(|s| name.len() > s.len() + 1 && name.ends_with(s) && name[..name.len() - s.len()].ends_with('.'))
+    [TMP_SUFFIX, "cleaned", "deleted", "swap"].iter().any(|s| {
+        name.len() > s.len() + 1 && name.ends_with(s) && name[..name.len() - s.len()].ends_with('.')
+    })
 }
 
 fn parse_log_start_offset(text: &str) -> Option<i64> {
@@ -175,7 +180,12 @@ impl Inner {
             return Ok(());
         }
         self.active.seal()?;
-        let new = Segment::create(dir, self.log_end_offset, now_ms, self.config.index_interval_bytes)?;
+        let new = Segment::create(
+            dir,
+            self.log_end_offset,
+            now_ms,
+            self.config.index_interval_bytes,
+        )?;
         fsync_dir(dir)?;
         let old = std::mem::replace(&mut self.active, new);
         tracing::debug!(dir = %dir.display(), base = self.log_end_offset, "rolled segment");
@@ -194,11 +204,18 @@ impl Inner {
         }
         let mut deleted = 0;
         while deleted < n {
-            let Some((_, seg)) = self.closed.pop_first() else { break };
+            let Some((_, seg)) = self.closed.pop_first() else {
+                break;
+            };
             seg.delete_files()?;
             deleted += 1;
         }
-        let first = self.closed.keys().next().copied().unwrap_or(self.active.base_offset());
+        let first = self
+            .closed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active.base_offset());
         self.log_start_offset = self.log_start_offset.max(first);
         fsync_dir(dir)?;
         if self.epochs.truncate_from_start(self.log_start_offset) {
@@ -241,7 +258,9 @@ impl PartitionLog {
             }
             match parse_segment_file_name(&name) {
                 Some((base, LOG_SUFFIX)) => logs.push(base),
-                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => indexes.push((base, entry.path())),
+                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => {
+                    indexes.push((base, entry.path()))
+                }
                 _ => {}
             }
         }
@@ -289,7 +308,11 @@ impl PartitionLog {
             }
         };
         let log_end_offset = active.next_offset();
-        let first_base = closed.keys().next().copied().unwrap_or(active.base_offset());
+        let first_base = closed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(active.base_offset());
         let mut inner = Inner {
             config,
             closed,
@@ -304,7 +327,10 @@ impl PartitionLog {
             tracing::warn!(dir = %dir.display(), start, "log start offset beyond log end; emptying log");
             let fresh = Segment::create(dir, start, wall_clock_ms(), interval)?;
             let old_active = std::mem::replace(&mut inner.active, fresh);
-            for seg in std::mem::take(&mut inner.closed).into_values().chain(std::iter::once(old_active)) {
+            for seg in std::mem::take(&mut inner.closed)
+                .into_values()
+                .chain(std::iter::once(old_active))
+            {
                 if seg.base_offset() != start {
                     seg.delete_files()?;
                 }
@@ -338,6 +364,7 @@ impl PartitionLog {
             inner: Mutex::new(inner),
             flush_lock: tokio::sync::Mutex::new(()),
             durable,
+            group_commit_syncs: AtomicU64::new(0),
         })
     }
 
@@ -443,6 +470,7 @@ impl PartitionLog {
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        self.group_commit_syncs.fetch_add(1, Ordering::Relaxed);
         self.publish_durable(leo);
         Ok(())
     }
@@ -456,6 +484,11 @@ impl PartitionLog {
                 false
             }
         });
+    }
+
+    /// Number of fdatasyncs `flush_until` has run (one covers many callers).
+    pub fn group_commit_syncs(&self) -> u64 {
+        self.group_commit_syncs.load(Ordering::Relaxed)
     }
 
     /// The offset below which everything is fdatasync'ed.
@@ -481,7 +514,13 @@ impl PartitionLog {
     }
 
     /// Reads whole batches from `offset` (see docs/storage-api.md).
-    pub fn read(&self, offset: i64, max_bytes: usize, upper_bound: i64, min_one: bool) -> Result<ReadResult> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<ReadResult> {
         let (lso, leo, mut snap) = {
             let inner = self.lock();
             if offset < inner.log_start_offset || offset > inner.log_end_offset {
@@ -496,7 +535,11 @@ impl PartitionLog {
                     log_end_offset: leo,
                 });
             }
-            (lso, leo, inner.floor_segment(offset).snapshot_for_offset(offset))
+            (
+                lso,
+                leo,
+                inner.floor_segment(offset).snapshot_for_offset(offset),
+            )
         };
         let records = loop {
             if let Some((pos, h)) = snap.find_batch(offset)? {
@@ -582,10 +625,12 @@ impl PartitionLog {
                 best.snapshot_for_offset(best.offset_of_max_timestamp()),
             )
         };
-        Ok(Some(snap.find_exact_timestamp(max_ts, lso)?.unwrap_or(TimestampOffset {
-            timestamp: max_ts,
-            offset: offset_of_max,
-        })))
+        Ok(Some(snap.find_exact_timestamp(max_ts, lso)?.unwrap_or(
+            TimestampOffset {
+                timestamp: max_ts,
+                offset: offset_of_max,
+            },
+        )))
     }
 
     /// Deletes whole segments beyond `retention.ms` (by each segment's largest timestamp) and
@@ -595,14 +640,19 @@ impl PartitionLog {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let mut inner = self.lock();
         let config = inner.config;
-        if !inner.active.is_empty() && inner.active.time_waited_for_roll(now_ms, now_ms) > config.segment_ms {
+        if !inner.active.is_empty()
+            && inner.active.time_waited_for_roll(now_ms, now_ms) > config.segment_ms
+        {
             inner.roll(&self.dir, now_ms)?;
         }
         let mut deleted = 0;
         if config.retention_ms >= 0 {
             let n = inner
                 .segments()
-                .take_while(|s| !s.is_empty() && now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms)
+                .take_while(|s| {
+                    !s.is_empty()
+                        && now_ms.saturating_sub(s.largest_timestamp()) > config.retention_ms
+                })
                 .count();
             deleted += inner.delete_oldest(&self.dir, n, now_ms)?;
         }
@@ -635,7 +685,11 @@ impl PartitionLog {
         if offset > inner.log_end_offset {
             return Err(inner.out_of_range(offset));
         }
-        write_atomic(&self.dir, LOG_START_OFFSET_FILE, format!("0\n{offset}\n").as_bytes())?;
+        write_atomic(
+            &self.dir,
+            LOG_START_OFFSET_FILE,
+            format!("0\n{offset}\n").as_bytes(),
+        )?;
         inner.log_start_offset = offset;
         if offset == inner.log_end_offset && !inner.active.is_empty() {
             inner.roll(&self.dir, wall_clock_ms())?;
@@ -654,6 +708,11 @@ impl PartitionLog {
     pub fn epoch_end_offset(&self, epoch: i32) -> (i32, i64) {
         let inner = self.lock();
         inner.epochs.end_offset_for(epoch, inner.log_end_offset)
+    }
+
+    /// The leader epoch cache entries, oldest first (for replication and diagnostics).
+    pub fn leader_epoch_entries(&self) -> Vec<EpochEntry> {
+        self.lock().epochs.entries().to_vec()
     }
 
     /// The latest leader epoch appended, if any.

@@ -41,7 +41,9 @@ fn read_capped(mut r: impl Read, what: &str) -> Result<Vec<u8>> {
         .read_to_end(&mut out)
         .map_err(|e| invalid(format!("{what} decompression failed: {e}")))?;
     if out.len() > MAX_DECOMPRESSED_BYTES {
-        return Err(invalid(format!("{what} data decompresses beyond the limit")));
+        return Err(invalid(format!(
+            "{what} data decompresses beyond the limit"
+        )));
     }
     Ok(out)
 }
@@ -87,9 +89,15 @@ fn snappy(data: &[u8]) -> Result<Vec<u8>> {
 pub fn decompress(codec: Compression, data: &[u8]) -> Result<Cow<'_, [u8]>> {
     Ok(match codec {
         Compression::None => Cow::Borrowed(data),
-        Compression::Gzip => Cow::Owned(read_capped(flate2::read::MultiGzDecoder::new(data), "gzip")?),
+        Compression::Gzip => Cow::Owned(read_capped(
+            flate2::read::MultiGzDecoder::new(data),
+            "gzip",
+        )?),
         Compression::Snappy => Cow::Owned(snappy(data)?),
-        Compression::Lz4 => Cow::Owned(read_capped(lz4_flex::frame::FrameDecoder::new(data), "lz4")?),
+        Compression::Lz4 => Cow::Owned(read_capped(
+            lz4_flex::frame::FrameDecoder::new(data),
+            "lz4",
+        )?),
         Compression::Zstd => {
             let dec = zstd::stream::read::Decoder::new(data)
                 .map_err(|e| invalid(format!("zstd: {e}")))?;
@@ -137,7 +145,9 @@ impl<'a> BatchRecords<'a> {
         }
         let codec = header
             .compression()
-            .ok_or(StorageError::UnsupportedCompression(header.compression_id()))?;
+            .ok_or(StorageError::UnsupportedCompression(
+                header.compression_id(),
+            ))?;
         let body = decompress(codec, &batch[HEADER_LEN..])?;
         Ok(BatchRecords { header, body })
     }
@@ -201,8 +211,12 @@ fn read_bytes<'a>(buf: &'a [u8], pos: &mut usize) -> Result<Option<&'a [u8]>> {
         return Ok(None);
     }
     let len = usize::try_from(len).map_err(|_| invalid("negative length"))?;
-    let end = pos.checked_add(len).ok_or_else(|| invalid("length overflow"))?;
-    let s = buf.get(*pos..end).ok_or_else(|| invalid("field runs past the record"))?;
+    let end = pos
+        .checked_add(len)
+        .ok_or_else(|| invalid("length overflow"))?;
+    let s = buf
+        .get(*pos..end)
+        .ok_or_else(|| invalid("field runs past the record"))?;
     *pos = end;
     Ok(Some(s))
 }
@@ -211,7 +225,10 @@ impl<'a> RecordIter<'a> {
     fn next_record(&mut self) -> Result<Record<'a>> {
         let len = read_varint(self.buf, &mut self.pos)?;
         let len = usize::try_from(len).map_err(|_| invalid("negative record length"))?;
-        let end = self.pos.checked_add(len).ok_or_else(|| invalid("record length overflow"))?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .ok_or_else(|| invalid("record length overflow"))?;
         let rec = self
             .buf
             .get(self.pos..end)
@@ -241,7 +258,10 @@ impl<'a> RecordIter<'a> {
             self.header.base_timestamp.saturating_add(timestamp_delta)
         };
         Ok(Record {
-            offset: self.header.base_offset.saturating_add(i64::from(offset_delta)),
+            offset: self
+                .header
+                .base_offset
+                .saturating_add(i64::from(offset_delta)),
             timestamp,
             attributes,
             key,
@@ -292,7 +312,11 @@ mod tests {
             let decoded = BatchRecords::decode(&b).expect("decode");
             let recs = decoded.records().expect("records");
             let got: Vec<(i64, i64)> = recs.iter().map(|r| (r.offset, r.timestamp)).collect();
-            assert_eq!(got, vec![(40, 1000), (41, 900), (42, 1500), (43, 1200)], "{codec:?}");
+            assert_eq!(
+                got,
+                vec![(40, 1000), (41, 900), (42, 1500), (43, 1200)],
+                "{codec:?}"
+            );
             assert_eq!(recs[2].key, Some(&b"key-2"[..]));
             assert_eq!(recs[2].value, Some(&b"value-2"[..]));
             assert_eq!(recs[2].headers.len(), 1);
@@ -304,8 +328,13 @@ mod tests {
     fn raw_snappy_is_accepted() {
         let plain = batch(&BatchSpec::new(&[5, 6]));
         let body = &plain[HEADER_LEN..];
-        let raw = snap::raw::Encoder::new().compress_vec(body).expect("compress");
-        assert_eq!(decompress(Compression::Snappy, &raw).expect("raw").as_ref(), body);
+        let raw = snap::raw::Encoder::new()
+            .compress_vec(body)
+            .expect("compress");
+        assert_eq!(
+            decompress(Compression::Snappy, &raw).expect("raw").as_ref(),
+            body
+        );
     }
 
     #[test]

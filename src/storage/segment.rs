@@ -89,7 +89,10 @@ pub fn scan_batches(
             return problem(pos, format!("invalid batch length {}", h.batch_length));
         };
         if total as u64 > size - pos {
-            return problem(pos, format!("torn batch: {total} bytes, {} left", size - pos));
+            return problem(
+                pos,
+                format!("torn batch: {total} bytes, {} left", size - pos),
+            );
         }
         if h.magic != MAGIC_V2 {
             return problem(pos, format!("magic {}", h.magic));
@@ -98,7 +101,10 @@ pub fn scan_batches(
             return problem(pos, format!("offset {} out of order", h.base_offset));
         }
         if h.last_offset() - base_offset > i64::from(u32::MAX) {
-            return problem(pos, format!("offset {} beyond the segment range", h.last_offset()));
+            return problem(
+                pos,
+                format!("offset {} beyond the segment range", h.last_offset()),
+            );
         }
         if verify_crc {
             buf.resize(total, 0);
@@ -208,7 +214,11 @@ impl SegmentSnapshot {
     }
 
     /// The first record at or after `min_offset` whose timestamp is exactly `ts`.
-    pub fn find_exact_timestamp(&self, ts: i64, min_offset: i64) -> Result<Option<TimestampOffset>> {
+    pub fn find_exact_timestamp(
+        &self,
+        ts: i64,
+        min_offset: i64,
+    ) -> Result<Option<TimestampOffset>> {
         self.find_record(min_offset, |h| h.max_timestamp == ts, |t| t == ts)
     }
 
@@ -299,7 +309,12 @@ impl Segment {
     }
 
     /// Creates an empty segment (truncating leftover files of the same name).
-    pub fn create(dir: &Path, base_offset: i64, now_ms: i64, index_interval_bytes: u32) -> io::Result<Segment> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        now_ms: i64,
+        index_interval_bytes: u32,
+    ) -> io::Result<Segment> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new()
             .read(true)
@@ -325,7 +340,11 @@ impl Segment {
     /// the tail after the last index entry does not scan cleanly, the segment is recovered
     /// (full validation, truncation, index rebuild). Returns the segment and, if it was
     /// recovered, the number of bytes truncated.
-    pub fn open(dir: &Path, base_offset: i64, index_interval_bytes: u32) -> Result<(Segment, Option<u64>)> {
+    pub fn open(
+        dir: &Path,
+        base_offset: i64,
+        index_interval_bytes: u32,
+    ) -> Result<(Segment, Option<u64>)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let size = log.metadata()?.len();
@@ -363,7 +382,10 @@ impl Segment {
     /// Trusts the indexes: scans only the batch headers after the last offset index entry to
     /// find the next offset and the largest timestamp. `false` if that tail is inconsistent.
     fn load_tail(&mut self) -> Result<bool> {
-        let start = self.offset_index.last().map_or(0, |e| u64::from(e.position));
+        let start = self
+            .offset_index
+            .last()
+            .map_or(0, |e| u64::from(e.position));
         let mut st = Self::fresh_state(self.base_offset);
         if let Some(e) = self.time_index.last() {
             st.max_timestamp = e.timestamp;
@@ -374,22 +396,28 @@ impl Segment {
             self.log.read_exact_at(&mut hdr, 0)?;
             st.first_batch_timestamp = BatchHeader::parse(&hdr).map(|h| h.max_timestamp);
         }
-        let from_offset = self
-            .offset_index
-            .last()
-            .map_or(self.base_offset, |e| self.base_offset + i64::from(e.relative_offset));
+        let from_offset = self.offset_index.last().map_or(self.base_offset, |e| {
+            self.base_offset + i64::from(e.relative_offset)
+        });
         let mut next = self.base_offset;
         let mut from_ok = true;
-        let problem = scan_batches(&self.log, start, self.size, self.base_offset, false, |_, h| {
-            if next == self.base_offset && start > 0 && h.last_offset() != from_offset {
-                from_ok = false;
-            }
-            next = h.next_offset();
-            if h.max_timestamp > st.max_timestamp {
-                st.max_timestamp = h.max_timestamp;
-                st.offset_of_max_timestamp = h.last_offset();
-            }
-        })?;
+        let problem = scan_batches(
+            &self.log,
+            start,
+            self.size,
+            self.base_offset,
+            false,
+            |_, h| {
+                if next == self.base_offset && start > 0 && h.last_offset() != from_offset {
+                    from_ok = false;
+                }
+                next = h.next_offset();
+                if h.max_timestamp > st.max_timestamp {
+                    st.max_timestamp = h.max_timestamp;
+                    st.offset_of_max_timestamp = h.last_offset();
+                }
+            },
+        )?;
         if problem.is_some() || !from_ok {
             return Ok(false);
         }
@@ -410,7 +438,10 @@ impl Segment {
         let interval = u64::from(self.index_interval_bytes);
         let problem = scan_batches(&self.log, 0, self.size, base, true, |pos, h| {
             if let Some((o, t)) = Self::plan_entries(&mut st, interval, base, pos, h) {
-                if offsets.last().is_none_or(|l| o.relative_offset > l.relative_offset) {
+                if offsets
+                    .last()
+                    .is_none_or(|l| o.relative_offset > l.relative_offset)
+                {
                     offsets.push(o);
                 }
                 if t.timestamp >= 0 && times.last().is_none_or(|l| t.timestamp > l.timestamp) {
@@ -484,7 +515,9 @@ impl Segment {
         let interval = u64::from(self.index_interval_bytes);
         for (rel_pos, h) in batches {
             let pos = start + *rel_pos as u64;
-            if let Some((o, t)) = Self::plan_entries(&mut self.state, interval, self.base_offset, pos, h) {
+            if let Some((o, t)) =
+                Self::plan_entries(&mut self.state, interval, self.base_offset, pos, h)
+            {
                 if let Err(e) = self.offset_index.append(o.relative_offset, o.position) {
                     tracing::warn!(error = %e, "offset index append failed");
                 }
@@ -501,8 +534,10 @@ impl Segment {
     /// Adds the final time index entry and fdatasyncs the log and both indexes (at roll and
     /// close).
     pub fn seal(&mut self) -> io::Result<()> {
-        let rel = u32::try_from(self.state.offset_of_max_timestamp - self.base_offset).unwrap_or(u32::MAX);
-        self.time_index.maybe_append(self.state.max_timestamp, rel)?;
+        let rel = u32::try_from(self.state.offset_of_max_timestamp - self.base_offset)
+            .unwrap_or(u32::MAX);
+        self.time_index
+            .maybe_append(self.state.max_timestamp, rel)?;
         self.sync_all()
     }
 
@@ -522,7 +557,9 @@ impl Segment {
     /// A snapshot to scan for the first record with timestamp >= `ts` outside the lock.
     pub fn snapshot_for_timestamp(&self, ts: i64) -> SegmentSnapshot {
         match self.time_index.lookup_before(ts) {
-            Some(e) => self.snapshot_at(u64::from(self.offset_index.position_for(e.relative_offset))),
+            Some(e) => {
+                self.snapshot_at(u64::from(self.offset_index.position_for(e.relative_offset)))
+            }
             None => self.snapshot_at(0),
         }
     }
@@ -574,7 +611,9 @@ impl Segment {
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(self.created_ms, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .map_or(self.created_ms, |d| {
+                i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+            })
     }
 
     /// Kafka's `timeWaitedForRoll`: against the first batch's max timestamp when it has one,

@@ -21,7 +21,6 @@ pub struct BatchSpec {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
-    pub value_len: usize,
 }
 
 impl BatchSpec {
@@ -33,7 +32,6 @@ impl BatchSpec {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
-            value_len: 0,
         }
     }
     pub fn codec(mut self, c: Compression) -> BatchSpec {
@@ -44,11 +42,6 @@ impl BatchSpec {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = seq;
-        self
-    }
-    /// Pads every value to at least `n` bytes.
-    pub fn value_len(mut self, n: usize) -> BatchSpec {
-        self.value_len = n;
         self
     }
 }
@@ -80,10 +73,14 @@ fn compress(codec: Compression, data: &[u8]) -> Vec<u8> {
         }
         Compression::Snappy => {
             // Java/xerial framing, split in two chunks to exercise chunking.
-            let mut out = vec![0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1];
+            let mut out = vec![
+                0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0, 0, 0, 0, 1, 0, 0, 0, 1,
+            ];
             let mid = data.len() / 2;
             for part in [&data[..mid], &data[mid..]] {
-                let c = snap::raw::Encoder::new().compress_vec(part).expect("snappy");
+                let c = snap::raw::Encoder::new()
+                    .compress_vec(part)
+                    .expect("snappy");
                 out.extend_from_slice(&(c.len() as i32).to_be_bytes());
                 out.extend_from_slice(&c);
             }
@@ -98,7 +95,7 @@ fn compress(codec: Compression, data: &[u8]) -> Vec<u8> {
     }
 }
 
-/// Builds one batch: record i has key `key-i`, value `value-i` (padded), header `h`=`v`.
+/// Builds one batch: record i has key `key-i`, value `value-i`, header `h`=`v`.
 pub fn batch(spec: &BatchSpec) -> Vec<u8> {
     let base_ts = spec.timestamps.first().copied().unwrap_or(0);
     let max_ts = spec.timestamps.iter().copied().max().unwrap_or(0);
@@ -108,11 +105,7 @@ pub fn batch(spec: &BatchSpec) -> Vec<u8> {
         varint(&mut rec, ts - base_ts);
         varint(&mut rec, i as i64);
         bytes_field(&mut rec, format!("key-{i}").as_bytes());
-        let mut value = format!("value-{i}").into_bytes();
-        if value.len() < spec.value_len {
-            value.resize(spec.value_len, b'x');
-        }
-        bytes_field(&mut rec, &value);
+        bytes_field(&mut rec, format!("value-{i}").as_bytes());
         varint(&mut rec, 1);
         bytes_field(&mut rec, b"h");
         bytes_field(&mut rec, b"v");

@@ -39,7 +39,8 @@ impl TestBroker {
     }
 
     pub fn config(&self) -> Config {
-        let mut m: std::collections::BTreeMap<String, String> = self.overrides.iter().cloned().collect();
+        let mut m: std::collections::BTreeMap<String, String> =
+            self.overrides.iter().cloned().collect();
         m.insert("listeners".into(), "127.0.0.1:0".into());
         m.insert("log.dirs".into(), self.dir.path().to_string_lossy().into());
         Config::from_overrides(&m).unwrap()
@@ -69,14 +70,19 @@ impl TestBroker {
     pub async fn crash_and_restart(&mut self) {
         let r = self.running.take().unwrap();
         let broker = r.broker.clone();
-        drop(r);
-        // Wait for the server task to let go of the broker (and its data dir lock).
-        for _ in 0..200 {
+        r.kill().await;
+        // Every task holding the broker is gone once the count drops to ours.
+        for _ in 0..500 {
             if std::sync::Arc::strong_count(&broker) == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        assert_eq!(
+            std::sync::Arc::strong_count(&broker),
+            1,
+            "broker still referenced"
+        );
         drop(broker);
         self.boot().await;
     }
@@ -170,6 +176,7 @@ pub fn batch(values: &[&str], ts: i64, compression: Compression) -> Bytes {
         .map(|(i, v)| Record {
             transactional: false,
             control: false,
+            delete_horizon: false,
             partition_leader_epoch: -1,
             producer_id: -1,
             producer_epoch: -1,
@@ -228,7 +235,10 @@ pub fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-pub fn create_topics_request(topics: &[(&str, i32, &[(&str, &str)])], validate_only: bool) -> CreateTopicsRequest {
+pub fn create_topics_request(
+    topics: &[(&str, i32, &[(&str, &str)])],
+    validate_only: bool,
+) -> CreateTopicsRequest {
     let mut req = CreateTopicsRequest::default();
     req.timeout_ms = 5000;
     req.validate_only = validate_only;
@@ -249,19 +259,45 @@ pub fn create_topics_request(topics: &[(&str, i32, &[(&str, &str)])], validate_o
 }
 
 impl Client {
-    pub async fn create_topic(&mut self, name: &str, partitions: i32, configs: &[(&str, &str)]) -> CreateTopicsResponse {
+    pub async fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: i32,
+        configs: &[(&str, &str)],
+    ) -> CreateTopicsResponse {
         let resp = self
-            .call(&create_topics_request(&[(name, partitions, configs)], false), 7)
+            .call(
+                &create_topics_request(&[(name, partitions, configs)], false),
+                7,
+            )
             .await;
         resp
     }
 
-    pub async fn produce(&mut self, topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceResponse {
-        self.call(&produce_request(topic, partition, records, acks), 9).await
+    pub async fn produce(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+        acks: i16,
+    ) -> ProduceResponse {
+        self.call(&produce_request(topic, partition, records, acks), 9)
+            .await
     }
 
-    pub async fn fetch(&mut self, topic: &str, partition: i32, offset: i64, max_wait_ms: i32, min_bytes: i32) -> FetchResponse {
-        self.call(&fetch_request(topic, partition, offset, max_wait_ms, min_bytes, 1 << 20), 12).await
+    pub async fn fetch(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_wait_ms: i32,
+        min_bytes: i32,
+    ) -> FetchResponse {
+        self.call(
+            &fetch_request(topic, partition, offset, max_wait_ms, min_bytes, 1 << 20),
+            12,
+        )
+        .await
     }
 }
 
@@ -279,7 +315,14 @@ pub fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -
     req
 }
 
-pub fn fetch_request(topic: &str, partition: i32, offset: i64, max_wait_ms: i32, min_bytes: i32, max_bytes: i32) -> FetchRequest {
+pub fn fetch_request(
+    topic: &str,
+    partition: i32,
+    offset: i64,
+    max_wait_ms: i32,
+    min_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
     let mut fp = FetchPartition::default();
     fp.partition = partition;
     fp.fetch_offset = offset;

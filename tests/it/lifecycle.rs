@@ -7,7 +7,14 @@ use crate::client::*;
 async fn produce_n(c: &mut Client, topic: &str, n: usize, acks: i16) {
     for i in 0..n {
         let v = format!("m{i}");
-        let r = c.produce(topic, 0, batch(&[&v], 1000 + i as i64, Compression::None), acks).await;
+        let r = c
+            .produce(
+                topic,
+                0,
+                batch(&[&v], 1000 + i as i64, Compression::None),
+                acks,
+            )
+            .await;
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
 }
@@ -36,9 +43,14 @@ async fn data_and_topics_survive_graceful_restart() {
     let mut c = b.client().await;
     let recs = read_all(&mut c, "keep").await;
     assert_eq!(recs.len(), 100);
-    assert!(recs.iter().enumerate().all(|(i, (o, v))| *o == i as i64 && *v == format!("m{i}")));
+    assert!(recs
+        .iter()
+        .enumerate()
+        .all(|(i, (o, v))| *o == i as i64 && *v == format!("m{i}")));
     // Appends continue at the right offset.
-    let r = c.produce("keep", 0, batch(&["after"], 1, Compression::None), 1).await;
+    let r = c
+        .produce("keep", 0, batch(&["after"], 1, Compression::None), 1)
+        .await;
     assert_eq!(r.responses[0].partition_responses[0].base_offset, 100);
     b.stop().await;
 }
@@ -56,7 +68,11 @@ async fn data_survives_crash_restart_and_torn_tail_is_dropped() {
     drop(c);
     // Simulate a torn write: half a batch at the end of the active segment.
     b.running.take().unwrap().stop().await.unwrap();
-    let log = b.dir.path().join("crash-0").join("00000000000000000000.log");
+    let log = b
+        .dir
+        .path()
+        .join("crash-0")
+        .join("00000000000000000000.log");
     let mut bytes = std::fs::read(&log).unwrap();
     let tail = batch(&["torn"], 1, Compression::None);
     bytes.extend_from_slice(&tail[..tail.len() / 2]);
@@ -65,7 +81,9 @@ async fn data_survives_crash_restart_and_torn_tail_is_dropped() {
     b.boot().await;
     let mut c = b.client().await;
     assert_eq!(read_all(&mut c, "crash").await.len(), 20);
-    let r = c.produce("crash", 0, batch(&["next"], 1, Compression::None), 1).await;
+    let r = c
+        .produce("crash", 0, batch(&["next"], 1, Compression::None), 1)
+        .await;
     assert_eq!(r.responses[0].partition_responses[0].base_offset, 20);
     b.stop().await;
 }

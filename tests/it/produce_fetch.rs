@@ -45,10 +45,15 @@ async fn acks_all_is_acknowledged_and_readable() {
     let b = TestBroker::start().await;
     let mut c = b.client().await;
     c.create_topic("durable", 1, &[]).await;
-    let resp = c.produce("durable", 0, batch(&["a", "b"], 1, Compression::None), -1).await;
+    let resp = c
+        .produce("durable", 0, batch(&["a", "b"], 1, Compression::None), -1)
+        .await;
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
     let resp = c.fetch("durable", 0, 0, 0, 0).await;
-    assert_eq!(decode(resp.responses[0].partitions[0].records.as_ref().unwrap()).len(), 2);
+    assert_eq!(
+        decode(resp.responses[0].partitions[0].records.as_ref().unwrap()).len(),
+        2
+    );
     b.stop().await;
 }
 
@@ -62,12 +67,17 @@ async fn pipelined_produces_append_and_answer_in_order() {
     for i in 0..50 {
         let acks = if i % 2 == 0 { -1 } else { 1 };
         let v = format!("m{i}");
-        let (id, frame) = c.encode(&produce_request("p", 0, batch(&[&v], 1, Compression::None), acks), 9);
+        let (id, frame) = c.encode(
+            &produce_request("p", 0, batch(&[&v], 1, Compression::None), acks),
+            9,
+        );
         c.send_raw(&frame).await;
         ids.push(id);
     }
     for (i, id) in ids.into_iter().enumerate() {
-        let resp = c.recv::<kafka_protocol::messages::ProduceRequest>(id, 9).await;
+        let resp = c
+            .recv::<kafka_protocol::messages::ProduceRequest>(id, 9)
+            .await;
         let pr = &resp.responses[0].partition_responses[0];
         assert_eq!(pr.error_code, 0);
         assert_eq!(pr.base_offset, i as i64, "appended out of request order");
@@ -80,11 +90,17 @@ async fn acks_zero_gets_no_response_but_is_written() {
     let b = TestBroker::start().await;
     let mut c = b.client().await;
     c.create_topic("z", 1, &[]).await;
-    let (_, frame) = c.encode(&produce_request("z", 0, batch(&["x"], 1, Compression::None), 0), 9);
+    let (_, frame) = c.encode(
+        &produce_request("z", 0, batch(&["x"], 1, Compression::None), 0),
+        9,
+    );
     c.send_raw(&frame).await;
     // The next response on the connection belongs to the fetch, not the produce.
     let resp = c.fetch("z", 0, 0, 2000, 1).await;
-    assert_eq!(decode(resp.responses[0].partitions[0].records.as_ref().unwrap()), vec![(0, "x".to_string())]);
+    assert_eq!(
+        decode(resp.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![(0, "x".to_string())]
+    );
     b.stop().await;
 }
 
@@ -98,19 +114,27 @@ async fn long_poll_waits_for_data_and_wakes_on_produce() {
     let start = Instant::now();
     let resp = c.fetch("lp", 0, 0, 300, 1).await;
     assert!(start.elapsed() >= Duration::from_millis(250));
-    assert!(resp.responses[0].partitions[0].records.as_ref().unwrap().is_empty());
+    assert!(resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
 
     // A produce from another connection wakes a waiting fetch well before its max wait.
     let addr = b.addr();
     let producer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
         let mut p = Client::connect(addr).await;
-        p.produce("lp", 0, batch(&["wake"], 1, Compression::None), 1).await;
+        p.produce("lp", 0, batch(&["wake"], 1, Compression::None), 1)
+            .await;
     });
     let start = Instant::now();
     let resp = c.fetch("lp", 0, 0, 20_000, 1).await;
     assert!(start.elapsed() < Duration::from_secs(10));
-    assert_eq!(decode(resp.responses[0].partitions[0].records.as_ref().unwrap()), vec![(0, "wake".to_string())]);
+    assert_eq!(
+        decode(resp.responses[0].partitions[0].records.as_ref().unwrap()),
+        vec![(0, "wake".to_string())]
+    );
     producer.await.unwrap();
     b.stop().await;
 }
@@ -122,7 +146,8 @@ async fn fetch_limits_return_whole_batches_and_at_least_one() {
     c.create_topic("lim", 1, &[]).await;
     let big = "x".repeat(10_000);
     for _ in 0..3 {
-        c.produce("lim", 0, batch(&[&big], 1, Compression::None), 1).await;
+        c.produce("lim", 0, batch(&[&big], 1, Compression::None), 1)
+            .await;
     }
     // max_bytes smaller than one batch: still exactly one whole batch (KIP-74).
     let resp = c.call(&fetch_request("lim", 0, 0, 0, 0, 100), 12).await;
@@ -139,9 +164,12 @@ async fn fetch_limits_return_whole_batches_and_at_least_one() {
 async fn message_too_large_is_rejected_per_topic_config() {
     let b = TestBroker::start().await;
     let mut c = b.client().await;
-    c.create_topic("small", 1, &[("max.message.bytes", "1000")]).await;
+    c.create_topic("small", 1, &[("max.message.bytes", "1000")])
+        .await;
     let big = "y".repeat(2000);
-    let resp = c.produce("small", 0, batch(&[&big], 1, Compression::None), 1).await;
+    let resp = c
+        .produce("small", 0, batch(&[&big], 1, Compression::None), 1)
+        .await;
     assert_eq!(
         resp.responses[0].partition_responses[0].error_code,
         kafka_protocol::ResponseError::MessageTooLarge.code()

@@ -53,17 +53,32 @@ async fn newer_api_versions_gets_unsupported_version_with_v0_body() {
 async fn malformed_frames_close_the_connection() {
     let b = TestBroker::start().await;
     let frames: Vec<Vec<u8>> = vec![
-        vec![0, 0, 0, 3, 1, 2, 3],                       // shorter than a header
-        vec![0x7f, 0xff, 0xff, 0xff],                    // over socket.request.max.bytes
-        vec![0xff, 0xff, 0xff, 0xfe],                    // negative length
-        [&10i32.to_be_bytes()[..], &[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff]].concat(), // unknown api key
-        [&10i32.to_be_bytes()[..], &[0, 1, 0, 99, 0, 0, 0, 1, 0xff, 0xff]].concat(), // Fetch v99
-        [&12i32.to_be_bytes()[..], &[0, 3, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0x55]].concat(), // garbage Metadata v9
+        vec![0, 0, 0, 3, 1, 2, 3],    // shorter than a header
+        vec![0x7f, 0xff, 0xff, 0xff], // over socket.request.max.bytes
+        vec![0xff, 0xff, 0xff, 0xfe], // negative length
+        [
+            &10i32.to_be_bytes()[..],
+            &[0x7f, 0x00, 0, 0, 0, 0, 0, 1, 0xff, 0xff],
+        ]
+        .concat(), // unknown api key
+        [
+            &10i32.to_be_bytes()[..],
+            &[0, 1, 0, 99, 0, 0, 0, 1, 0xff, 0xff],
+        ]
+        .concat(), // Fetch v99
+        [
+            &12i32.to_be_bytes()[..],
+            &[0, 3, 0, 9, 0, 0, 0, 1, 0, 0, 0, 0x55],
+        ]
+        .concat(), // garbage Metadata v9
     ];
     for f in frames {
         let mut c = b.client().await;
         c.send_raw(&f).await;
-        assert!(c.is_closed().await, "frame {f:?} did not close the connection");
+        assert!(
+            c.is_closed().await,
+            "frame {f:?} did not close the connection"
+        );
         still_serves(&b).await;
     }
     // A frame cut short by the client closing its side.
@@ -98,7 +113,10 @@ async fn corrupt_batches_are_rejected_and_never_stored() {
     ] {
         let resp = c.produce("bad", 0, bytes.into(), 1).await;
         let code = resp.responses[0].partition_responses[0].error_code;
-        assert!(allowed.iter().any(|e| e.code() == code), "got error code {code}");
+        assert!(
+            allowed.iter().any(|e| e.code() == code),
+            "got error code {code}"
+        );
     }
     let resp = c.fetch("bad", 0, 0, 0, 0).await;
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 0);
@@ -113,15 +131,34 @@ async fn bad_acks_unknown_partitions_and_out_of_range_offsets() {
     let b = TestBroker::start().await;
     let mut c = b.client().await;
     c.create_topic("r", 1, &[]).await;
-    let resp = c.produce("r", 0, batch(&["a"], 1, Compression::None), 2).await;
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, E::InvalidRequiredAcks.code());
-    let resp = c.produce("r", 7, batch(&["a"], 1, Compression::None), 1).await;
-    assert_eq!(resp.responses[0].partition_responses[0].error_code, E::UnknownTopicOrPartition.code());
+    let resp = c
+        .produce("r", 0, batch(&["a"], 1, Compression::None), 2)
+        .await;
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code,
+        E::InvalidRequiredAcks.code()
+    );
+    let resp = c
+        .produce("r", 7, batch(&["a"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code,
+        E::UnknownTopicOrPartition.code()
+    );
     let resp = c.fetch("r", 0, 5, 0, 0).await;
-    assert_eq!(resp.responses[0].partitions[0].error_code, E::OffsetOutOfRange.code());
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        E::OffsetOutOfRange.code()
+    );
     let resp = c.fetch("r", 0, -3, 0, 0).await;
-    assert_eq!(resp.responses[0].partitions[0].error_code, E::OffsetOutOfRange.code());
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        E::OffsetOutOfRange.code()
+    );
     let resp = c.fetch("missing", 0, 0, 0, 0).await;
-    assert_eq!(resp.responses[0].partitions[0].error_code, E::UnknownTopicOrPartition.code());
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        E::UnknownTopicOrPartition.code()
+    );
     b.stop().await;
 }

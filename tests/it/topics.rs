@@ -26,13 +26,18 @@ fn metadata(topics: Option<&[&str]>, auto_create: bool) -> MetadataRequest {
 async fn create_validate_and_errors() {
     let b = TestBroker::start().await;
     let mut c = b.client().await;
-    let resp = c.create_topic("orders", 3, &[("retention.ms", "60000")]).await;
+    let resp = c
+        .create_topic("orders", 3, &[("retention.ms", "60000")])
+        .await;
     let t = &resp.topics[0];
     assert_eq!(t.error_code, 0);
     assert_eq!(t.num_partitions, 3);
     assert!(!t.topic_id.is_nil());
     let cfg = t.configs.as_ref().unwrap();
-    let retention = cfg.iter().find(|c| c.name.as_str() == "retention.ms").unwrap();
+    let retention = cfg
+        .iter()
+        .find(|c| c.name.as_str() == "retention.ms")
+        .unwrap();
     assert_eq!(retention.value.as_deref(), Some("60000"));
 
     let cases: &[(&str, i32, &[(&str, &str)], E)] = &[
@@ -50,7 +55,9 @@ async fn create_validate_and_errors() {
     }
 
     // validate_only checks but creates nothing.
-    let resp = c.call(&create_topics_request(&[("dry", 2, &[])], true), 7).await;
+    let resp = c
+        .call(&create_topics_request(&[("dry", 2, &[])], true), 7)
+        .await;
     assert_eq!(resp.topics[0].error_code, 0);
     let md = c.call(&metadata(Some(&["dry"]), false), 12).await;
     assert_eq!(md.topics[0].error_code, E::UnknownTopicOrPartition.code());
@@ -59,11 +66,22 @@ async fn create_validate_and_errors() {
     let mut req = create_topics_request(&[("rf", 1, &[])], false);
     req.topics[0].replication_factor = 3;
     let resp = c.call(&req, 7).await;
-    assert_eq!(resp.topics[0].error_code, E::InvalidReplicationFactor.code());
+    assert_eq!(
+        resp.topics[0].error_code,
+        E::InvalidReplicationFactor.code()
+    );
 
     // The same name twice in one request.
-    let resp = c.call(&create_topics_request(&[("dup", 1, &[]), ("dup", 1, &[])], false), 7).await;
-    assert!(resp.topics.iter().all(|t| t.error_code == E::InvalidRequest.code()));
+    let resp = c
+        .call(
+            &create_topics_request(&[("dup", 1, &[]), ("dup", 1, &[])], false),
+            7,
+        )
+        .await;
+    assert!(resp
+        .topics
+        .iter()
+        .all(|t| t.error_code == E::InvalidRequest.code()));
     b.stop().await;
 }
 
@@ -89,7 +107,7 @@ async fn metadata_lists_and_auto_creates() {
     // All topics (v1+: null list), and v0 (empty list = all).
     let md = c.call(&metadata(None, false), 12).await;
     assert_eq!(md.topics.len(), 1);
-    let md = c.call(&metadata(Some(&[]), false), 0).await;
+    let md = c.call(&metadata(Some(&[]), true), 0).await;
     assert_eq!(md.topics.len(), 1);
     b.stop().await;
 }
@@ -100,7 +118,14 @@ async fn auto_create_can_be_disabled() {
     let mut c = b.client().await;
     let md = c.call(&metadata(Some(&["nope"]), true), 12).await;
     assert_eq!(md.topics[0].error_code, E::UnknownTopicOrPartition.code());
-    let resp = c.produce("nope", 0, batch(&["x"], 1, kafka_protocol::records::Compression::None), 1).await;
+    let resp = c
+        .produce(
+            "nope",
+            0,
+            batch(&["x"], 1, kafka_protocol::records::Compression::None),
+            1,
+        )
+        .await;
     assert_eq!(
         resp.responses[0].partition_responses[0].error_code,
         E::UnknownTopicOrPartition.code()
@@ -114,13 +139,22 @@ async fn delete_topics_by_name_and_id() {
     let mut c = b.client().await;
     c.create_topic("a", 2, &[]).await;
     let id = c.create_topic("b", 1, &[]).await.topics[0].topic_id;
-    c.produce("a", 1, batch(&["x"], 1, kafka_protocol::records::Compression::None), 1).await;
+    c.produce(
+        "a",
+        1,
+        batch(&["x"], 1, kafka_protocol::records::Compression::None),
+        1,
+    )
+    .await;
 
     let mut req = DeleteTopicsRequest::default();
     req.topic_names = vec![topic_name("a"), topic_name("missing")];
     let resp = c.call(&req, 5).await;
     assert_eq!(resp.responses[0].error_code, 0);
-    assert_eq!(resp.responses[1].error_code, E::UnknownTopicOrPartition.code());
+    assert_eq!(
+        resp.responses[1].error_code,
+        E::UnknownTopicOrPartition.code()
+    );
     assert!(!b.dir.path().join("a-0").exists());
     assert!(!b.dir.path().join("a-1").exists());
 

@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -17,7 +19,10 @@ use crate::handlers::{HandlerResult, RequestContext};
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_DEFAULT: i8 = 5;
 
-pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> HandlerResult<CreateTopicsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: CreateTopicsRequest,
+) -> HandlerResult<CreateTopicsResponse> {
     let v = ctx.api_version;
     let mut counts: HashMap<String, usize> = HashMap::new();
     for t in &req.topics {
@@ -43,7 +48,12 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> HandlerRes
             assignments: t
                 .assignments
                 .iter()
-                .map(|a| (a.partition_index, a.broker_ids.iter().map(|b| b.0).collect()))
+                .map(|a| {
+                    (
+                        a.partition_index,
+                        a.broker_ids.iter().map(|b| b.0).collect(),
+                    )
+                })
                 .collect(),
             configs: t
                 .configs
@@ -54,7 +64,10 @@ pub async fn handle(ctx: RequestContext, req: CreateTopicsRequest) -> HandlerRes
         let result = if req.validate_only {
             ctx.broker.plan_topic(&new)
         } else {
-            ctx.broker.create_topic(&new).await.map(|t| t.record.clone())
+            ctx.broker
+                .create_topic(&new)
+                .await
+                .map(|t| t.record.clone())
         };
         match result {
             Ok(record) => {

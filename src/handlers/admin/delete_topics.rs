@@ -9,7 +9,10 @@ use uuid::Uuid;
 use crate::broker::TopicError;
 use crate::handlers::{HandlerResult, RequestContext};
 
-pub async fn handle(ctx: RequestContext, req: DeleteTopicsRequest) -> HandlerResult<DeleteTopicsResponse> {
+pub async fn handle(
+    ctx: RequestContext,
+    req: DeleteTopicsRequest,
+) -> HandlerResult<DeleteTopicsResponse> {
     let v = ctx.api_version;
     let targets: Vec<(Option<String>, Uuid)> = if v >= 6 {
         req.topics
