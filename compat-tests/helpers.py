@@ -17,7 +17,15 @@ def unique(prefix: str = "t") -> str:
 
 
 def admin(broker, **conf) -> AdminClient:
-    return AdminClient({"bootstrap.servers": broker.bootstrap, **conf})
+    """An AdminClient for `broker`. Without extra conf it is cached on the broker
+    object: the client must outlive the futures it returns (a destroyed handle
+    fails them with _DESTROY)."""
+    if conf:
+        return AdminClient({"bootstrap.servers": broker.bootstrap, **conf})
+    a = getattr(broker, "_admin_client", None)
+    if a is None:
+        a = broker._admin_client = AdminClient({"bootstrap.servers": broker.bootstrap})
+    return a
 
 
 def create_topic(broker, name: str, partitions: int = 1, config: dict | None = None, timeout: float = 20):
@@ -46,7 +54,7 @@ def wait_topic(broker, name: str, partitions: int | None = None, timeout: float 
         t = md.topics.get(name)
         last = t
         if t is not None and t.error is None and (partitions is None or len(t.partitions) == partitions):
-            if all(p.leader == 0 for p in t.partitions.values()):
+            if all(p.leader in md.brokers for p in t.partitions.values()):
                 return t
         time.sleep(0.1)
     raise AssertionError(f"topic {name} not visible with {partitions} partitions: {last}")

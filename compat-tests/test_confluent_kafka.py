@@ -36,6 +36,12 @@ pytestmark = pytest.mark.timeout(90)
 ONE_MIB = 1048576
 
 
+def recent_ts() -> int:
+    """A whole-second timestamp an hour ago: recent enough that no retention
+    policy can delete the records while the test runs."""
+    return (int(time.time()) - 3600) * 1000
+
+
 def create_one(broker, new_topic: NewTopic, validate_only: bool = False):
     fs = admin(broker).create_topics([new_topic], operation_timeout=10, request_timeout=15,
                                      validate_only=validate_only)
@@ -188,7 +194,7 @@ def test_no_auto_create_when_disabled(broker):
 
 
 def sample_messages(n=20):
-    base_ts = 1_700_000_000_000
+    base_ts = recent_ts()
     msgs = []
     for i in range(n):
         msgs.append({
@@ -306,7 +312,7 @@ def test_one_mib_message_rejected_by_default_topic(broker):
 @pytest.fixture
 def ten_messages(broker):
     name = create_topic(broker, unique("ten"), 1)
-    base_ts = 1_700_000_000_000
+    base_ts = recent_ts()
     msgs = [{"value": b"m%d" % i, "timestamp": base_ts + i * 1000} for i in range(10)]
     produce_and_wait(producer(broker, acks="all"), name, msgs)
     return name, base_ts
@@ -375,7 +381,7 @@ def test_offsets_for_times(broker, ten_messages):
 
 def test_admin_list_offsets(broker):
     name = create_topic(broker, unique("lo"), 1)
-    base = 1_700_000_000_000
+    base = recent_ts()
     stamps = [base + 1000, base + 5000, base + 3000, base + 5000, base + 2000]
     produce_and_wait(producer(broker), name, [{"value": b"v", "timestamp": t} for t in stamps])
     a = admin(broker)

@@ -520,3 +520,35 @@ mod tests {
         assert_eq!(c.log_retention_ms, -1);
     }
 }
+
+#[cfg(test)]
+mod config_file_tests {
+    use super::*;
+
+    /// config.toml documents every key with its default: uncommenting every setting line must
+    /// give exactly the built-in defaults.
+    #[test]
+    fn shipped_config_toml_documents_every_key_with_its_default() {
+        let text = include_str!("../config.toml");
+        let mut settings = String::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# \"") {
+                if !rest.ends_with("(unset)") {
+                    settings.push('"');
+                    settings.push_str(rest);
+                    settings.push('\n');
+                }
+            }
+        }
+        let overrides = Config::parse_toml("config.toml", &settings).unwrap();
+        for (key, default) in KEYS {
+            if default.is_empty() {
+                assert!(text.contains(&format!("\"{key}\" = (unset)")), "{key} undocumented");
+            } else {
+                assert_eq!(overrides.get(*key).map(String::as_str), Some(*default), "{key}");
+            }
+        }
+        let from_file = Config::from_overrides(&overrides).unwrap();
+        assert_eq!(format!("{from_file:?}"), format!("{:?}", Config::default()));
+    }
+}

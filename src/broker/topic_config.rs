@@ -30,10 +30,9 @@ const I64: i64 = i64::MAX;
 /// Every topic config Kafka 4 documents, with how its value is validated.
 const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("cleanup.policy", Kind::CleanupPolicy),
-    (
-        "compression.type",
-        Kind::OneOf(&["producer", "uncompressed", "gzip", "snappy", "lz4", "zstd"]),
-    ),
+    // Broker-side recompression is not implemented: only "producer" (keep the producer's
+    // codec, Kafka's default) is accepted rather than silently ignoring another value.
+    ("compression.type", Kind::OneOf(&["producer"])),
     ("compression.gzip.level", Kind::Long(-1, 9)),
     ("compression.lz4.level", Kind::Long(1, 17)),
     ("compression.zstd.level", Kind::Long(-131072, 22)),

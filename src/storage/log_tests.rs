@@ -737,3 +737,9 @@ fn garbage_segment_files_never_panic() {
         }
     }
 }
+
+#[test]
+fn partition_log_is_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync + 'static>() {}
+    assert_send_sync::<PartitionLog>();
+}

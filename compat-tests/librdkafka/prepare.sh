@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Fetches librdkafka 2.12.1 source (via `cargo vendor` of the rdkafka-sys 4.10.0 crate, crates.io
+# only) into the gitignored compat-tests/.work/ and builds what is asked for. Cached: each step
+# is skipped when its output already exists.
+#
+#   prepare.sh [libs] [tests] [perf]      (default: libs tests)
+#
+# Prints the librdkafka source dir on the last line of stdout.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+WORK="$REPO/compat-tests/.work"
+VENDOR_PROJ="$WORK/rdkafka-src"
+SRC="$VENDOR_PROJ/vendor/rdkafka-sys/librdkafka"
+RDKAFKA_SYS_VERSION="4.10.0"
+JOBS="${JOBS:-2}"
+
+want_libs=0 want_tests=0 want_perf=0
+[ $# -eq 0 ] && set -- libs tests
+for a in "$@"; do
+  case "$a" in
+    libs) want_libs=1 ;;
+    tests) want_libs=1; want_tests=1 ;;
+    perf) want_libs=1; want_perf=1 ;;
+    *) echo "prepare.sh: unknown target '$a'" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'prepare.sh: error: %s\n' "$*" >&2; exit 1; }
+
+# --- build prerequisites (installed by scripts/install-test-deps.sh) --------
+check_deps() {
+  local missing=() p
+  for p in libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  for p in cc make perl python3; do
+    command -v "$p" >/dev/null 2>&1 || missing+=("$p (command)")
+  done
+  if ((${#missing[@]})); then
+    die "missing build dependencies: ${missing[*]}
+  run scripts/install-test-deps.sh (as root), or: apt-get install libssl-dev libsasl2-dev libzstd-dev liblz4-dev zlib1g-dev build-essential"
+  fi
+}
+
+# --- source -------------------------------------------------------------------
+fetch_source() {
+  if [ -f "$SRC/configure" ] && [ -d "$SRC/tests" ]; then return; fi
+  command -v cargo >/dev/null || die "cargo not found (needed for 'cargo vendor')"
+  log "fetching librdkafka source: cargo vendor of rdkafka-sys =$RDKAFKA_SYS_VERSION"
+  mkdir -p "$VENDOR_PROJ/src"
+  cat >"$VENDOR_PROJ/Cargo.toml" <<TOML
+[package]
+name = "rdkafka-src"
+version = "0.0.0"
+edition = "2021"
+publish = false
+
+[dependencies]
+rdkafka-sys = { version = "=$RDKAFKA_SYS_VERSION", default-features = false }
+
+[workspace]
+TOML
+  echo 'fn main() {}' >"$VENDOR_PROJ/src/main.rs"
+  (cd "$VENDOR_PROJ" && cargo vendor vendor >/dev/null) \
+    || die "cargo vendor failed (needs network access to crates.io)"
+  [ -f "$SRC/configure" ] || die "vendored rdkafka-sys has no librdkafka/configure at $SRC"
+  # vendored files are read-only by convention (checksums); we build in place.
+  chmod -R u+w "$SRC"
+  chmod +x "$SRC/configure" "$SRC"/tests/*.sh "$SRC"/tests/*.py 2>/dev/null || true
+}
+
+build_libs() {
+  if [ -f "$SRC/src/librdkafka.a" ] && [ -f "$SRC/src/librdkafka.so.1" ]; then return; fi
+  check_deps
+  log "building librdkafka (configure + make -j$JOBS libs)"
+  (cd "$SRC" && { [ -f Makefile.config ] || ./configure --no-download --disable-debug-symbols >&2; } && make -j"$JOBS" libs >&2) \
+    || die "librdkafka build failed"
+}
+
+build_tests() {
+  if [ -x "$SRC/tests/test-runner" ]; then return; fi
+  log "building librdkafka test suite (make -C tests build)"
+  (cd "$SRC" && make -j"$JOBS" -C tests build >&2) || die "librdkafka tests build failed"
+  [ -x "$SRC/tests/test-runner" ] || die "tests/test-runner missing after build"
+}
+
+build_perf() {
+  if [ -x "$SRC/examples/rdkafka_performance" ]; then return; fi
+  log "building examples/rdkafka_performance"
+  (cd "$SRC" && make -C examples rdkafka_performance >&2) || die "rdkafka_performance build failed"
+}
+
+fetch_source
+((want_libs)) && build_libs
+((want_tests)) && build_tests
+((want_perf)) && build_perf
+echo "$SRC"
