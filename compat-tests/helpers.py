@@ -12,6 +12,12 @@ CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
 CODEC_IDS = {"none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
 
 
+def recent_ts() -> int:
+    """A whole-second timestamp an hour ago: recent enough that no retention
+    policy deletes the records while the test runs."""
+    return (int(time.time()) - 3600) * 1000
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

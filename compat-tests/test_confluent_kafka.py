@@ -26,6 +26,7 @@ from helpers import (
     kafka_error_code,
     produce_and_wait,
     producer,
+    recent_ts,
     topic_names,
     unique,
     wait_topic,
@@ -34,12 +35,6 @@ from helpers import (
 pytestmark = pytest.mark.timeout(90)
 
 ONE_MIB = 1048576
-
-
-def recent_ts() -> int:
-    """A whole-second timestamp an hour ago: recent enough that no retention
-    policy can delete the records while the test runs."""
-    return (int(time.time()) - 3600) * 1000
 
 
 def create_one(broker, new_topic: NewTopic, validate_only: bool = False):

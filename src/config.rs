@@ -543,9 +543,16 @@ mod config_file_tests {
         let overrides = Config::parse_toml("config.toml", &settings).unwrap();
         for (key, default) in KEYS {
             if default.is_empty() {
-                assert!(text.contains(&format!("\"{key}\" = (unset)")), "{key} undocumented");
+                assert!(
+                    text.contains(&format!("\"{key}\" = (unset)")),
+                    "{key} undocumented"
+                );
             } else {
-                assert_eq!(overrides.get(*key).map(String::as_str), Some(*default), "{key}");
+                assert_eq!(
+                    overrides.get(*key).map(String::as_str),
+                    Some(*default),
+                    "{key}"
+                );
             }
         }
         let from_file = Config::from_overrides(&overrides).unwrap();

@@ -439,7 +439,7 @@ fn open_topic(
             index,
             record.id,
             dir,
-            log_config.clone(),
+            log_config,
             clean,
         )?));
     }

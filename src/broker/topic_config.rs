@@ -175,7 +175,6 @@ pub fn log_config(config: &Config, overrides: &BTreeMap<String, String>) -> LogC
             Some(v) => v == "LogAppendTime",
             None => config.log_message_timestamp_type == TimestampType::LogAppendTime,
         },
-        ..LogConfig::default()
     }
 }
 

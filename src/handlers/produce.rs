@@ -19,6 +19,7 @@ use kafka_protocol::ResponseError;
 
 use super::{HandlerError, HandlerResult, RequestContext};
 use crate::broker::{now_ms, Partition};
+use crate::storage::batch::BatchHeader;
 
 struct Outcome {
     error: Option<ResponseError>,
@@ -28,6 +29,9 @@ struct Outcome {
     /// Exclusive end offset to wait for with acks=all.
     durable_until: Option<i64>,
 }
+
+/// `(partition index, the partition if it exists, what happened)`.
+type PartitionResult = (i32, Option<std::sync::Arc<Partition>>, Outcome);
 
 impl Outcome {
     fn error(error: ResponseError) -> Outcome {
@@ -72,10 +76,7 @@ pub async fn handle(
         None => None,
     };
     let now = now_ms();
-    let mut results: Vec<(
-        String,
-        Vec<(i32, Option<std::sync::Arc<Partition>>, Outcome)>,
-    )> = Vec::with_capacity(req.topic_data.len());
+    let mut results: Vec<(String, Vec<PartitionResult>)> = Vec::with_capacity(req.topic_data.len());
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
@@ -139,7 +140,26 @@ pub async fn handle(
     Ok(Some(resp))
 }
 
+/// True if any batch in `records` is a control batch (transaction marker). Only the broker
+/// writes those; a client sending one gets INVALID_RECORD, as in Kafka.
+fn has_control_batch(records: &[u8]) -> bool {
+    let mut pos = 0;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        if h.is_control() {
+            return true;
+        }
+        match h.total_size() {
+            Some(n) if n > 0 => pos += n,
+            _ => return false,
+        }
+    }
+    false
+}
+
 fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
+    if has_control_batch(records) {
+        return Outcome::error(ResponseError::InvalidRecord);
+    }
     match p.append(records, now) {
         Ok(info) => Outcome {
             error: None,

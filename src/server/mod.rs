@@ -107,7 +107,8 @@ fn spawn_retention(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
-        let mut tick = tokio::time::interval(period);
+        // Like Kafka's log.initial.task.delay.ms, the first check waits one period.
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

@@ -231,14 +231,14 @@ use kafka_protocol::messages::{
     ProduceResponse, TopicName,
 };
 
+/// `(name, partitions, configs)` of a topic to create.
+pub type TopicSpec<'a> = (&'a str, i32, &'a [(&'a str, &'a str)]);
+
 pub fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
 
-pub fn create_topics_request(
-    topics: &[(&str, i32, &[(&str, &str)])],
-    validate_only: bool,
-) -> CreateTopicsRequest {
+pub fn create_topics_request(topics: &[TopicSpec], validate_only: bool) -> CreateTopicsRequest {
     let mut req = CreateTopicsRequest::default();
     req.timeout_ms = 5000;
     req.validate_only = validate_only;

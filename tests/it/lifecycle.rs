@@ -11,7 +11,11 @@ async fn produce_n(c: &mut Client, topic: &str, n: usize, acks: i16) {
             .produce(
                 topic,
                 0,
-                batch(&[&v], 1000 + i as i64, Compression::None),
+                batch(
+                    &[&v],
+                    strand::broker::now_ms() + i as i64,
+                    Compression::None,
+                ),
                 acks,
             )
             .await;
@@ -39,7 +43,8 @@ async fn data_and_topics_survive_graceful_restart() {
     produce_n(&mut c, "keep", 100, 1).await;
     drop(c);
     b.restart().await;
-    assert!(b.dir.path().join(".strand_cleanshutdown").exists() == false);
+    // A running broker has consumed its clean-shutdown marker.
+    assert!(!b.dir.path().join(".strand_cleanshutdown").exists());
     let mut c = b.client().await;
     let recs = read_all(&mut c, "keep").await;
     assert_eq!(recs.len(), 100);
@@ -114,5 +119,49 @@ async fn a_second_broker_cannot_open_the_same_data_dir() {
     let b = TestBroker::start().await;
     let second = strand::Running::start(b.config()).await;
     assert!(second.is_err());
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn retention_deletes_old_segments_and_moves_log_start() {
+    let b = TestBroker::start_with(&[("log.retention.check.interval.ms", "100")]).await;
+    let mut c = b.client().await;
+    c.create_topic(
+        "ret",
+        1,
+        &[("retention.ms", "60000"), ("segment.bytes", "1024")],
+    )
+    .await;
+    // Old records (an hour ago) fill several segments, then fresh ones follow.
+    let old = strand::broker::now_ms() - 3_600_000;
+    let pad = "o".repeat(400);
+    for i in 0..10 {
+        c.produce("ret", 0, batch(&[&pad], old + i, Compression::None), 1)
+            .await;
+    }
+    // Large enough not to share a segment with the old records (a segment is deleted only
+    // when its newest record is past retention).
+    c.produce(
+        "ret",
+        0,
+        batch(&[&pad], strand::broker::now_ms(), Compression::None),
+        1,
+    )
+    .await;
+    let mut start = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let resp = c.fetch("ret", 0, 10, 0, 0).await;
+        start = resp.responses[0].partitions[0].log_start_offset;
+        if start == 10 {
+            break;
+        }
+    }
+    assert_eq!(start, 10, "old segments were not deleted");
+    let resp = c.fetch("ret", 0, 0, 0, 0).await;
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code,
+        kafka_protocol::ResponseError::OffsetOutOfRange.code()
+    );
     b.stop().await;
 }

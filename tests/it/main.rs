@@ -3,6 +3,7 @@
 
 mod client;
 mod lifecycle;
+mod offsets;
 mod produce_fetch;
 mod protocol_errors;
 mod topics;

@@ -40,15 +40,15 @@ async fn create_validate_and_errors() {
         .unwrap();
     assert_eq!(retention.value.as_deref(), Some("60000"));
 
-    let cases: &[(&str, i32, &[(&str, &str)], E)] = &[
-        ("orders", 1, &[], E::TopicAlreadyExists),
-        ("bad name!", 1, &[], E::InvalidTopicException),
-        ("neg", -5, &[], E::InvalidPartitions),
-        ("zero", 0, &[], E::InvalidPartitions),
-        ("cfg", 1, &[("retention.ms", "soon")], E::InvalidConfig),
-        ("cfg2", 1, &[("no.such.config", "1")], E::InvalidConfig),
+    let cases: &[(TopicSpec, E)] = &[
+        (("orders", 1, &[]), E::TopicAlreadyExists),
+        (("bad name!", 1, &[]), E::InvalidTopicException),
+        (("neg", -5, &[]), E::InvalidPartitions),
+        (("zero", 0, &[]), E::InvalidPartitions),
+        (("cfg", 1, &[("retention.ms", "soon")]), E::InvalidConfig),
+        (("cfg2", 1, &[("no.such.config", "1")]), E::InvalidConfig),
     ];
-    for (name, parts, configs, want) in cases {
+    for ((name, parts, configs), want) in cases {
         let resp = c.create_topic(name, *parts, configs).await;
         assert_eq!(resp.topics[0].error_code, want.code(), "topic {name}");
         assert!(resp.topics[0].error_message.is_some());
