@@ -93,6 +93,34 @@ pub struct Config {
     pub log_cleanup_policy: String,
     /// `controlled.shutdown.timeout.ms`-like bound on draining connections at shutdown.
     pub shutdown_timeout_ms: u64,
+    /// `group.initial.rebalance.delay.ms`
+    pub group_initial_rebalance_delay_ms: u64,
+    /// `group.min.session.timeout.ms`
+    pub group_min_session_timeout_ms: u64,
+    /// `group.max.session.timeout.ms`
+    pub group_max_session_timeout_ms: u64,
+    /// `offsets.retention.minutes`
+    pub offsets_retention_minutes: i64,
+    /// `offset.metadata.max.bytes`
+    pub offset_metadata_max_bytes: usize,
+    /// `metrics.listen`: where `GET /metrics` (Prometheus text format) is served; `None` = off.
+    pub metrics_listen: Option<SocketAddr>,
+    /// The keys set explicitly (file, environment, flags), as given: DescribeConfigs reports
+    /// them as STATIC_BROKER_CONFIG and every other key as DEFAULT_CONFIG.
+    pub explicit: ExplicitKeys,
+}
+
+/// The `key → value` settings a [`Config`] was built from (defaults excluded).
+///
+/// Its `Debug` prints nothing of them, so two configs with the same effective values but set
+/// differently (file vs built-in defaults) still compare equal by their `Debug` text.
+#[derive(Clone, Default)]
+pub struct ExplicitKeys(pub BTreeMap<String, String>);
+
+impl std::fmt::Debug for ExplicitKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ExplicitKeys(..)")
+    }
 }
 
 /// Every key the broker understands, with its default as Kafka writes it.
@@ -122,7 +150,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+    ("group.min.session.timeout.ms", "6000"),
+    ("group.max.session.timeout.ms", "1800000"),
+    ("offsets.retention.minutes", "10080"),
+    ("offset.metadata.max.bytes", "4096"),
     ("shutdown.timeout.ms", "30000"),
+    ("metrics.listen", ""),
 ];
 
 impl Default for Config {
@@ -211,6 +245,14 @@ impl Config {
                 ))
             }
         };
+        let metrics_listen = match get("metrics.listen").filter(|s| !s.trim().is_empty()) {
+            Some(v) => Some(
+                v.trim()
+                    .parse::<SocketAddr>()
+                    .map_err(|e| invalid("metrics.listen", v, e))?,
+            ),
+            None => None,
+        };
         let cleanup = req("log.cleanup.policy");
         crate::broker::topic_config::validate_cleanup_policy(&cleanup)
             .map_err(|reason| invalid("log.cleanup.policy", &cleanup, reason))?;
@@ -292,6 +334,38 @@ impl Config {
                 0,
                 u64::MAX,
             )?,
+            group_initial_rebalance_delay_ms: parse_num(
+                "group.initial.rebalance.delay.ms",
+                &req("group.initial.rebalance.delay.ms"),
+                0,
+                i32::MAX as u64,
+            )?,
+            group_min_session_timeout_ms: parse_num(
+                "group.min.session.timeout.ms",
+                &req("group.min.session.timeout.ms"),
+                0,
+                i32::MAX as u64,
+            )?,
+            group_max_session_timeout_ms: parse_num(
+                "group.max.session.timeout.ms",
+                &req("group.max.session.timeout.ms"),
+                0,
+                i32::MAX as u64,
+            )?,
+            offsets_retention_minutes: parse_num(
+                "offsets.retention.minutes",
+                &req("offsets.retention.minutes"),
+                1,
+                i32::MAX as i64,
+            )?,
+            offset_metadata_max_bytes: parse_num(
+                "offset.metadata.max.bytes",
+                &req("offset.metadata.max.bytes"),
+                0,
+                i32::MAX as usize,
+            )?,
+            metrics_listen,
+            explicit: ExplicitKeys(overrides.clone()),
         })
     }
 

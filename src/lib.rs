@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod group;
 pub mod handlers;
 pub mod server;
 pub mod storage;

@@ -44,6 +44,9 @@ struct ServeArgs {
     /// Broker id (`node.id`).
     #[arg(long)]
     node_id: Option<i32>,
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics (`metrics.listen`).
+    #[arg(long, value_name = "HOST:PORT")]
+    metrics_listen: Option<String>,
     /// Any setting by its Kafka name, e.g. --set num.partitions=3 (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -72,6 +75,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.node_id {
         overrides.insert("node.id".into(), v.to_string());
+    }
+    if let Some(v) = &args.metrics_listen {
+        overrides.insert("metrics.listen".into(), v.clone());
     }
     Ok(Config::from_overrides(&overrides)?)
 }

@@ -12,6 +12,8 @@
 //!   write, so a crash at any later point makes the next start recover the logs.
 //! - One broker per data dir: `<data_dir>/.lock` is held with an exclusive file lock.
 
+mod admin;
+pub mod config_entries;
 pub mod partition;
 pub mod topic_config;
 
@@ -28,6 +30,7 @@ use uuid::Uuid;
 use crate::cluster::local::LocalStore;
 use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
 use crate::config::Config;
+use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::StorageError;
 pub use partition::Partition;
 
@@ -64,6 +67,8 @@ pub enum TopicError {
     UnknownTopic,
     #[error("Topic deletion is disabled.")]
     DeletionDisabled,
+    #[error("{0}")]
+    PolicyViolation(String),
     #[error("storage error: {0}")]
     Storage(#[from] StorageError),
     #[error("metadata error: {0}")]
@@ -93,6 +98,7 @@ impl TopicError {
             TopicError::InvalidRequest(_) => E::InvalidRequest,
             TopicError::UnknownTopic => E::UnknownTopicOrPartition,
             TopicError::DeletionDisabled => E::TopicDeletionDisabled,
+            TopicError::PolicyViolation(_) => E::PolicyViolation,
             TopicError::Storage(e) => e.error_code(),
             TopicError::Metadata(e) => e.error_code(),
         }
@@ -127,11 +133,15 @@ pub struct NewTopic {
 
 pub struct Broker {
     pub config: Config,
+    /// The group coordinator (every group: this broker is the only one).
+    pub groups: Arc<GroupCoordinator>,
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
+    /// Dynamic broker configs set through AlterConfigs (see `config_entries`), in memory.
+    dynamic_configs: RwLock<BTreeMap<String, String>>,
     _lock: fs::File,
 }
 
@@ -171,12 +181,34 @@ impl Broker {
             "opened data dir {}",
             data_dir.display()
         );
+        let groups = Arc::new(
+            GroupCoordinator::load(
+                GroupConfig {
+                    initial_rebalance_delay: std::time::Duration::from_millis(
+                        config.group_initial_rebalance_delay_ms,
+                    ),
+                    min_session_timeout: std::time::Duration::from_millis(
+                        config.group_min_session_timeout_ms,
+                    ),
+                    max_session_timeout: std::time::Duration::from_millis(
+                        config.group_max_session_timeout_ms,
+                    ),
+                    offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+                    offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+                },
+                store.clone(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot load committed offsets: {e}"))?,
+        );
         Ok(Arc::new(Broker {
+            groups,
             cluster_id: store.cluster_id(),
             config,
             store,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
+            dynamic_configs: RwLock::new(BTreeMap::new()),
             _lock: lock,
         }))
     }
@@ -383,6 +415,7 @@ impl Broker {
             .await
             .ok();
         }
+        self.groups.topic_deleted(name).await;
         info!(topic = %name, "deleted topic");
         Ok(record)
     }

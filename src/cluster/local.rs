@@ -7,7 +7,8 @@
 //! either the old or the new file, never a torn one; a leftover `.tmp` is removed at open. A file
 //! whose checksum does not match is refused (the broker will not start on corrupt metadata).
 //!
-//! Metadata is small (topics and configs, not offsets), so rewriting it whole is cheap.
+//! Metadata is small (topics and configs), so rewriting it whole is cheap. Consumer-group
+//! offsets change often and live in their own append-only log (`offset_log`).
 //! Writers are serialized by a mutex; readers see the last committed state.
 
 use std::collections::BTreeMap;
@@ -18,7 +19,8 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::{MetadataError, MetadataStore, Result, TopicRecord};
+use super::offset_log::{Entry, OffsetLog};
+use super::{CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result, TopicRecord};
 
 const FILE: &str = "metadata.json";
 
@@ -31,6 +33,7 @@ struct Document {
 
 pub struct LocalStore {
     dir: PathBuf,
+    offsets: OffsetLog,
     state: std::sync::Mutex<Document>,
     /// Serializes writers across awaits (the file write runs on a blocking thread).
     write_lock: tokio::sync::Mutex<()>,
@@ -56,7 +59,9 @@ impl LocalStore {
             }
             Err(e) => return Err(e.into()),
         };
+        let offsets = OffsetLog::open(&dir)?;
         Ok(LocalStore {
+            offsets,
             dir,
             state: std::sync::Mutex::new(doc),
             write_lock: tokio::sync::Mutex::new(()),
@@ -184,6 +189,38 @@ impl MetadataStore for LocalStore {
             None => Err(MetadataError::UnknownTopic(topic.name)),
         })
         .await
+    }
+
+    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>> {
+        Ok(self.offsets.snapshot())
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()> {
+        Ok(self
+            .offsets
+            .append(Entry::Commit {
+                group: group.to_string(),
+                offsets,
+            })
+            .await?)
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<()> {
+        Ok(self
+            .offsets
+            .append(Entry::Delete {
+                group: group.to_string(),
+                partitions,
+            })
+            .await?)
     }
 
     async fn delete_topic(&self, name: &str) -> Result<TopicRecord> {

@@ -10,6 +10,7 @@
 //! store, so a crash between the two steps is repaired.
 
 pub mod local;
+pub mod offset_log;
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,20 @@ impl TopicRecord {
         self.assignments.len() as i32
     }
 }
+
+/// A consumer group's committed position in one partition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    pub offset: i64,
+    /// The leader epoch of the last consumed record, or -1.
+    pub leader_epoch: i32,
+    pub metadata: String,
+    /// When the commit was made (ms since the epoch); drives offsets retention.
+    pub commit_timestamp: i64,
+}
+
+/// One group's committed offsets by `(topic, partition)`.
+pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
 #[derive(Debug, Error)]
 pub enum MetadataError {
@@ -75,4 +90,20 @@ pub trait MetadataStore: Send + Sync {
     async fn update_topic(&self, topic: TopicRecord) -> Result<()>;
     /// Removes a topic and returns what it was.
     async fn delete_topic(&self, name: &str) -> Result<TopicRecord>;
+
+    /// Every group's committed offsets (read once at start-up; the group coordinator keeps
+    /// the live copy).
+    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>>;
+    /// Durably records committed offsets of one group.
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()>;
+    /// Durably deletes some partitions' offsets of a group, or all of them (`None`).
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<()>;
 }

@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod api_versions;
 pub mod fetch;
+pub mod group;
 pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
@@ -100,6 +101,17 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(CreateTopics, 2, 7, admin::create_topics::handle),
         api!(DeleteTopics, 1, 6, admin::delete_topics::handle),
         api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch::handle),
+        api!(FindCoordinator, 0, 6, group::find_coordinator::handle),
+        api!(JoinGroup, 0, 9, group::join_group::handle),
+        api!(SyncGroup, 0, 5, group::sync_group::handle),
+        api!(Heartbeat, 0, 4, group::heartbeat::handle),
+        api!(LeaveGroup, 0, 5, group::leave_group::handle),
+        api!(OffsetCommit, 2, 9, group::offset_commit::handle),
+        api!(OffsetFetch, 1, 9, group::offset_fetch::handle),
+        api!(ListGroups, 0, 5, group::list_groups::handle),
+        api!(DescribeGroups, 0, 6, group::describe_groups::handle),
+        api!(DeleteGroups, 0, 2, group::delete_groups::handle),
+        api!(OffsetDelete, 0, 0, group::offset_delete::handle),
     ]
 });
 

@@ -39,6 +39,9 @@ impl Server {
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
         let mut conns = JoinSet::new();
         let retention = AbortOnDrop(spawn_retention(broker.clone(), shutdown.clone()));
+        let group_timers = AbortOnDrop(tokio::spawn(
+            broker.groups.clone().run_timers(shutdown.clone()),
+        ));
         info!("listening on {}", self.listener.local_addr()?);
         loop {
             let permit = tokio::select! {
@@ -84,6 +87,7 @@ impl Server {
             conns.shutdown().await;
         }
         drop(retention);
+        drop(group_timers);
         let b = broker.clone();
         tokio::task::spawn_blocking(move || b.close())
             .await

@@ -1,0 +1,416 @@
+//! What DescribeConfigs reports for a topic or for this broker: every config with its effective
+//! value, where that value comes from (its *source*), its synonyms in precedence order, its
+//! type and a line of documentation, as Kafka reports them.
+//!
+//! Topic configs: the topic's override (DYNAMIC_TOPIC_CONFIG), else the broker setting it
+//! inherits (`retention.ms` ← `log.retention.ms` / `log.retention.minutes` /
+//! `log.retention.hours`): STATIC_BROKER_CONFIG when that setting was given (file, environment,
+//! flags), else the built-in default (DEFAULT_CONFIG). Broker configs: every key of
+//! [`crate::config::KEYS`] with STATIC_BROKER_CONFIG or DEFAULT_CONFIG, plus the dynamic broker
+//! configs accepted through AlterConfigs (DYNAMIC_BROKER_CONFIG).
+//!
+//! Invariant: every topic config in [`topic_config::names`] has exactly one row in
+//! [`TOPIC_DOCS`] (checked by a unit test), so DescribeConfigs never omits one.
+
+use std::collections::BTreeMap;
+
+use super::topic_config;
+use crate::config::{Config, KEYS};
+
+/// Kafka's `ConfigSource` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    DynamicTopic = 1,
+    DynamicBroker = 2,
+    StaticBroker = 4,
+    Default = 5,
+}
+
+/// Kafka's `ConfigType` codes (DescribeConfigs v3+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigType {
+    Boolean = 1,
+    String = 2,
+    Int = 3,
+    Long = 5,
+    Double = 6,
+    List = 7,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Synonym {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+}
+
+/// One config as DescribeConfigs reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigEntry {
+    pub name: String,
+    pub value: Option<String>,
+    pub source: ConfigSource,
+    pub read_only: bool,
+    pub sensitive: bool,
+    /// Highest precedence first; the first one is the entry itself.
+    pub synonyms: Vec<Synonym>,
+    pub config_type: ConfigType,
+    pub documentation: Option<&'static str>,
+}
+
+const MAX: &str = "9223372036854775807";
+
+/// `(topic config, type, Kafka's default, broker synonyms (highest precedence first), doc)`.
+type TopicDoc = (
+    &'static str,
+    ConfigType,
+    &'static str,
+    &'static [&'static str],
+    &'static str,
+);
+
+/// Every topic config, in [`topic_config::names`] order.
+pub const TOPIC_DOCS: &[TopicDoc] = &[
+    ("cleanup.policy", ConfigType::List, "delete", &["log.cleanup.policy"],
+     "delete: remove old segments by retention.ms/retention.bytes; compact: keep the latest record per key (accepted, compaction not implemented yet)."),
+    ("compression.type", ConfigType::String, "producer", &["compression.type"],
+     "Final compression of the topic's batches; producer keeps the producer's codec (Strand always does: broker-side recompression is not implemented)."),
+    ("compression.gzip.level", ConfigType::Int, "-1", &["compression.gzip.level"],
+     "gzip level used when compression.type is gzip."),
+    ("compression.lz4.level", ConfigType::Int, "9", &["compression.lz4.level"],
+     "lz4 level used when compression.type is lz4."),
+    ("compression.zstd.level", ConfigType::Int, "3", &["compression.zstd.level"],
+     "zstd level used when compression.type is zstd."),
+    ("delete.retention.ms", ConfigType::Long, "86400000", &["log.cleaner.delete.retention.ms"],
+     "How long tombstones are kept on compacted topics."),
+    ("file.delete.delay.ms", ConfigType::Long, "60000", &["log.segment.delete.delay.ms"],
+     "Delay before a deleted segment's files are removed."),
+    ("flush.messages", ConfigType::Long, MAX, &["log.flush.interval.messages"],
+     "Force an fsync after this many messages."),
+    ("flush.ms", ConfigType::Long, MAX, &["log.flush.interval.ms"],
+     "Force an fsync after this many milliseconds."),
+    ("follower.replication.throttled.replicas", ConfigType::List, "", &[],
+     "Replicas whose follower replication is throttled."),
+    ("index.interval.bytes", ConfigType::Int, "4096", &["log.index.interval.bytes"],
+     "Bytes of log between two offset index entries."),
+    ("leader.replication.throttled.replicas", ConfigType::List, "", &[],
+     "Replicas whose leader replication is throttled."),
+    ("local.retention.bytes", ConfigType::Long, "-2", &["log.local.retention.bytes"],
+     "Local retention with tiered storage (-2 = retention.bytes)."),
+    ("local.retention.ms", ConfigType::Long, "-2", &["log.local.retention.ms"],
+     "Local retention with tiered storage (-2 = retention.ms)."),
+    ("max.compaction.lag.ms", ConfigType::Long, MAX, &["log.cleaner.max.compaction.lag.ms"],
+     "Longest time a record stays uncompacted."),
+    ("max.message.bytes", ConfigType::Int, "1048588", &["message.max.bytes"],
+     "Largest record batch the topic accepts (larger ones fail with MESSAGE_TOO_LARGE)."),
+    ("message.downconversion.enable", ConfigType::Boolean, "true", &["log.message.downconversion.enable"],
+     "Down-convert batches for old consumers (Strand stores only message format v2)."),
+    ("message.timestamp.after.max.ms", ConfigType::Long, MAX, &["log.message.timestamp.after.max.ms"],
+     "How far in the future a CreateTime timestamp may be."),
+    ("message.timestamp.before.max.ms", ConfigType::Long, MAX, &["log.message.timestamp.before.max.ms"],
+     "How far in the past a CreateTime timestamp may be."),
+    ("message.timestamp.difference.max.ms", ConfigType::Long, MAX, &["log.message.timestamp.difference.max.ms"],
+     "Deprecated: largest difference between a CreateTime timestamp and the broker's clock."),
+    ("message.timestamp.type", ConfigType::String, "CreateTime", &["log.message.timestamp.type"],
+     "CreateTime keeps the producer's timestamps; LogAppendTime stamps batches with the broker's clock."),
+    ("min.cleanable.dirty.ratio", ConfigType::Double, "0.5", &["log.cleaner.min.cleanable.ratio"],
+     "Dirty ratio above which a compacted log is cleaned."),
+    ("min.compaction.lag.ms", ConfigType::Long, "0", &["log.cleaner.min.compaction.lag.ms"],
+     "Shortest time a record stays uncompacted."),
+    ("min.insync.replicas", ConfigType::Int, "1", &["min.insync.replicas"],
+     "Replicas that must have an acks=all write."),
+    ("preallocate", ConfigType::Boolean, "false", &["log.preallocate"],
+     "Preallocate segment files."),
+    ("remote.storage.enable", ConfigType::Boolean, "false", &[],
+     "Tiered storage for the topic (not supported by Strand)."),
+    ("retention.bytes", ConfigType::Long, "-1", &["log.retention.bytes"],
+     "Delete the oldest segments while a partition is larger than this; -1 = no limit."),
+    ("retention.ms", ConfigType::Long, "604800000", &["log.retention.ms", "log.retention.minutes", "log.retention.hours"],
+     "Delete segments whose newest record is older than this; -1 = keep forever."),
+    ("segment.bytes", ConfigType::Int, "1073741824", &["log.segment.bytes"],
+     "Roll a new segment when the active one would exceed this size."),
+    ("segment.index.bytes", ConfigType::Int, "10485760", &["log.index.size.max.bytes"],
+     "Size of a segment's offset index."),
+    ("segment.jitter.ms", ConfigType::Long, "0", &["log.roll.jitter.ms", "log.roll.jitter.hours"],
+     "Random jitter subtracted from segment.ms."),
+    ("segment.ms", ConfigType::Long, "604800000", &["log.roll.ms", "log.roll.hours"],
+     "Roll a segment this old (by its first batch's timestamp)."),
+    ("unclean.leader.election.enable", ConfigType::Boolean, "false", &["unclean.leader.election.enable"],
+     "Allow an out-of-sync replica to become leader."),
+];
+
+/// Kafka's broker configs Strand has no use for that Kafka lets AlterConfigs change at run time
+/// (prefixes and names). They are accepted, kept in memory, and reported as
+/// DYNAMIC_BROKER_CONFIG; having no feature behind them in Strand, they change nothing.
+const FOREIGN_DYNAMIC_PREFIXES: &[&str] = &["sasl.", "ssl.", "listener.name."];
+const FOREIGN_DYNAMIC_KEYS: &[&str] = &[
+    "background.threads",
+    "num.io.threads",
+    "num.network.threads",
+    "num.replica.fetchers",
+    "num.recovery.threads.per.data.dir",
+    "log.cleaner.threads",
+    "log.cleaner.io.max.bytes.per.second",
+    "log.cleaner.dedupe.buffer.size",
+    "log.cleaner.io.buffer.size",
+    "log.cleaner.io.buffer.load.factor",
+    "log.cleaner.backoff.ms",
+    "max.connections.per.ip",
+    "max.connections.per.ip.overrides",
+    "max.connection.creation.rate",
+    "metric.reporters",
+    "follower.replication.throttled.rate",
+    "leader.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
+/// Whether AlterConfigs may set `name` on the broker resource (see [`FOREIGN_DYNAMIC_KEYS`]).
+/// Settings Strand implements are read-only: they come from config.toml, env and flags.
+pub fn broker_config_is_dynamic(name: &str) -> bool {
+    !KEYS.iter().any(|(k, _)| *k == name)
+        && (FOREIGN_DYNAMIC_KEYS.contains(&name)
+            || FOREIGN_DYNAMIC_PREFIXES.iter().any(|p| name.starts_with(p)))
+}
+
+fn is_sensitive(name: &str) -> bool {
+    name.contains("password") || name.ends_with(".jaas.config") || name.ends_with("secret")
+}
+
+/// The broker's value of a setting: as given, or its built-in default (`None` when unset).
+fn broker_value(config: &Config, key: &str) -> Option<(String, ConfigSource)> {
+    if let Some(v) = config.explicit.0.get(key) {
+        return Some((v.clone(), ConfigSource::StaticBroker));
+    }
+    KEYS.iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, d)| *d)
+        .filter(|d| !d.is_empty())
+        .map(|d| (d.to_string(), ConfigSource::Default))
+}
+
+/// Every topic config of a topic with `overrides`, or only the `names` asked for.
+pub fn topic_entries(
+    config: &Config,
+    overrides: &BTreeMap<String, String>,
+    names: Option<&[String]>,
+) -> Vec<ConfigEntry> {
+    TOPIC_DOCS
+        .iter()
+        .filter(|(name, ..)| names.is_none_or(|n| n.iter().any(|x| x == name)))
+        .map(|&(name, config_type, default, broker_keys, doc)| {
+            let mut synonyms = Vec::new();
+            if let Some(v) = overrides.get(name) {
+                synonyms.push(Synonym {
+                    name: name.to_string(),
+                    value: Some(v.clone()),
+                    source: ConfigSource::DynamicTopic,
+                });
+            }
+            // Broker settings the topic inherits: the ones given explicitly first, then
+            // built-in defaults; for settings Strand does not have, Kafka's default.
+            let mut defaults = Vec::new();
+            for key in broker_keys {
+                match broker_value(config, key) {
+                    Some((v, ConfigSource::StaticBroker)) => synonyms.push(Synonym {
+                        name: key.to_string(),
+                        value: Some(v),
+                        source: ConfigSource::StaticBroker,
+                    }),
+                    Some((v, _)) => defaults.push(Synonym {
+                        name: key.to_string(),
+                        value: Some(v),
+                        source: ConfigSource::Default,
+                    }),
+                    None if !KEYS.iter().any(|(k, _)| k == key) && broker_keys.len() == 1 => {
+                        defaults.push(Synonym {
+                            name: key.to_string(),
+                            value: Some(default.to_string()),
+                            source: ConfigSource::Default,
+                        })
+                    }
+                    None => {}
+                }
+            }
+            synonyms.extend(defaults);
+            let value = topic_config::effective(config, overrides, name)
+                .unwrap_or_else(|| default.to_string());
+            let source = synonyms
+                .first()
+                .map_or(ConfigSource::Default, |s| s.source);
+            ConfigEntry {
+                name: name.to_string(),
+                value: Some(value),
+                source,
+                read_only: false,
+                sensitive: false,
+                synonyms,
+                config_type,
+                documentation: Some(doc),
+            }
+        })
+        .collect()
+}
+
+/// Every broker setting (and accepted dynamic broker config), or only the `names` asked for.
+pub fn broker_entries(
+    config: &Config,
+    dynamic: &BTreeMap<String, String>,
+    names: Option<&[String]>,
+) -> Vec<ConfigEntry> {
+    let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|x| x == name));
+    let mut out: Vec<ConfigEntry> = KEYS
+        .iter()
+        .filter(|(k, _)| wanted(k))
+        .map(|&(key, _)| {
+            let (value, source) = match broker_value(config, key) {
+                Some((v, s)) => (Some(v), s),
+                None => (None, ConfigSource::Default),
+            };
+            let synonyms = match (&value, source) {
+                (Some(v), ConfigSource::StaticBroker) => {
+                    let mut s = vec![Synonym {
+                        name: key.to_string(),
+                        value: Some(v.clone()),
+                        source,
+                    }];
+                    if let Some(d) = KEYS
+                        .iter()
+                        .find(|(k, _)| *k == key)
+                        .map(|(_, d)| *d)
+                        .filter(|d| !d.is_empty())
+                    {
+                        s.push(Synonym {
+                            name: key.to_string(),
+                            value: Some(d.to_string()),
+                            source: ConfigSource::Default,
+                        });
+                    }
+                    s
+                }
+                (Some(v), _) => vec![Synonym {
+                    name: key.to_string(),
+                    value: Some(v.clone()),
+                    source,
+                }],
+                (None, _) => vec![],
+            };
+            ConfigEntry {
+                name: key.to_string(),
+                value,
+                source,
+                read_only: true,
+                sensitive: false,
+                synonyms,
+                config_type: broker_type(key),
+                documentation: Some(
+                    "Set in config.toml, STRAND_<KEY> or flags; see config.toml.",
+                ),
+            }
+        })
+        .collect();
+    for (name, value) in dynamic.iter().filter(|(n, _)| wanted(n)) {
+        let sensitive = is_sensitive(name);
+        let shown = (!sensitive).then(|| value.clone());
+        out.push(ConfigEntry {
+            name: name.clone(),
+            value: shown.clone(),
+            source: ConfigSource::DynamicBroker,
+            read_only: false,
+            sensitive,
+            synonyms: vec![Synonym {
+                name: name.clone(),
+                value: shown,
+                source: ConfigSource::DynamicBroker,
+            }],
+            config_type: ConfigType::String,
+            documentation: Some(
+                "A Kafka dynamic broker config with no effect in Strand (kept in memory).",
+            ),
+        });
+    }
+    out
+}
+
+fn broker_type(key: &str) -> ConfigType {
+    match key {
+        "auto.create.topics.enable" | "delete.topic.enable" => ConfigType::Boolean,
+        "listeners" | "advertised.listeners" | "log.dirs" | "log.cleanup.policy" => {
+            ConfigType::List
+        }
+        "log.message.timestamp.type" | "metrics.listen" => ConfigType::String,
+        "log.segment.bytes"
+        | "num.partitions"
+        | "node.id"
+        | "message.max.bytes"
+        | "min.insync.replicas"
+        | "log.index.interval.bytes"
+        | "socket.request.max.bytes"
+        | "max.connections"
+        | "queued.max.requests"
+        | "log.retention.hours"
+        | "log.retention.minutes"
+        | "log.roll.hours"
+        | "default.replication.factor" => ConfigType::Int,
+        _ => ConfigType::Long,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_topic_config_is_documented_in_order() {
+        let docs: Vec<&str> = TOPIC_DOCS.iter().map(|d| d.0).collect();
+        let names: Vec<&str> = topic_config::names().collect();
+        assert_eq!(docs, names);
+        for (name, _, default, ..) in TOPIC_DOCS {
+            if !default.is_empty() {
+                assert!(
+                    topic_config::validate(name, Some(default)).is_ok(),
+                    "{name}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sources_and_synonyms_follow_kafka() {
+        let mut m = BTreeMap::new();
+        m.insert("log.retention.ms".to_string(), "5000".to_string());
+        let config = Config::from_overrides(&m).unwrap();
+        let overrides: BTreeMap<String, String> =
+            [("segment.bytes".to_string(), "1000".to_string())].into();
+        let entries = topic_entries(&config, &overrides, None);
+        let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
+
+        let seg = get("segment.bytes");
+        assert_eq!(seg.value.as_deref(), Some("1000"));
+        assert_eq!(seg.source, ConfigSource::DynamicTopic);
+        assert_eq!(seg.synonyms[1].name, "log.segment.bytes");
+        assert_eq!(seg.synonyms[1].source, ConfigSource::Default);
+
+        let ret = get("retention.ms");
+        assert_eq!(ret.value.as_deref(), Some("5000"));
+        assert_eq!(ret.source, ConfigSource::StaticBroker);
+        assert_eq!(ret.synonyms[0].name, "log.retention.ms");
+        assert_eq!(ret.synonyms.last().unwrap().name, "log.retention.hours");
+
+        let del = get("delete.retention.ms");
+        assert_eq!(del.value.as_deref(), Some("86400000"));
+        assert_eq!(del.source, ConfigSource::Default);
+
+        let b = broker_entries(&config, &BTreeMap::new(), Some(&["log.retention.ms".into()]));
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].source, ConfigSource::StaticBroker);
+        assert!(b[0].read_only);
+    }
+
+    #[test]
+    fn only_foreign_dynamic_broker_configs_are_alterable() {
+        assert!(broker_config_is_dynamic("sasl.kerberos.min.time.before.relogin"));
+        assert!(broker_config_is_dynamic("background.threads"));
+        assert!(!broker_config_is_dynamic("log.retention.ms"));
+        assert!(!broker_config_is_dynamic("no.such.thing"));
+    }
+}

@@ -1,0 +1,581 @@
+//! The group coordinator: consumer groups (classic protocol) and their committed offsets.
+//!
+//! This broker coordinates every group (single node: FindCoordinator always names it).
+//! Each group is a [`state::Group`] behind its own mutex; requests that must wait for other
+//! members (JoinGroup, SyncGroup) take a oneshot receiver under the lock and await it outside.
+//! A timer task ([`GroupCoordinator::run_timers`]) expires sessions, completes rebalances at
+//! their deadlines and applies offsets retention.
+//!
+//! Offsets: the coordinator's in-memory copy answers OffsetFetch; every commit is first made
+//! durable through the [`MetadataStore`] (fsynced, group commit) and only then applied and
+//! acknowledged. Commits of one group are serialized so the store's order is the memory order.
+//! Group membership itself is not persisted: after a broker restart members rejoin (they get
+//! UNKNOWN_MEMBER_ID on their next heartbeat), and committed offsets are loaded from the store.
+
+pub mod error;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+pub use error::{GroupError, Result};
+use state::{Group, GroupState, JoinRequest, JoinResult, Pending, SyncAnswer, SyncRequest};
+
+use crate::broker::now_ms;
+use crate::cluster::{CommittedOffset, MetadataStore};
+
+/// Group coordinator settings (Kafka's names in `config.rs`).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay: Duration,
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    pub offsets_retention_ms: i64,
+    pub offset_metadata_max_bytes: usize,
+}
+
+/// A group as DescribeGroups shows it.
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// `(member id, instance id, client id, client host, metadata, assignment)`
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+type GroupRef = Arc<Mutex<Group>>;
+
+/// Committed offsets by topic: `(topic, [(partition, offset if committed)])`.
+pub type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
+
+pub struct GroupCoordinator {
+    config: GroupConfig,
+    store: Arc<dyn MetadataStore>,
+    groups: Mutex<HashMap<String, GroupRef>>,
+    /// Serializes commits and deletions of a group's offsets (store order = memory order).
+    commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// When offsets retention last ran (it scans every offset, so it runs once a minute).
+    last_retention: Mutex<Option<Instant>>,
+}
+
+fn lock(g: &GroupRef) -> std::sync::MutexGuard<'_, Group> {
+    g.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl GroupCoordinator {
+    /// Creates the coordinator with the committed offsets found in the store.
+    pub async fn load(
+        config: GroupConfig,
+        store: Arc<dyn MetadataStore>,
+    ) -> Result<GroupCoordinator> {
+        let offsets = store.load_offsets().await?;
+        let mut groups = HashMap::new();
+        let now = now_ms();
+        for (id, offs) in offsets {
+            let mut g = Group::new(&id);
+            g.offsets = offs;
+            g.empty_since_ms = Some(now);
+            groups.insert(id, Arc::new(Mutex::new(g)));
+        }
+        Ok(GroupCoordinator {
+            config,
+            store,
+            groups: Mutex::new(groups),
+            commit_locks: Mutex::new(HashMap::new()),
+            last_retention: Mutex::new(None),
+        })
+    }
+
+    fn get(&self, id: &str) -> Option<GroupRef> {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    fn get_or_create(&self, id: &str) -> GroupRef {
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Group::new(id))))
+            .clone()
+    }
+
+    fn commit_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.commit_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    pub async fn join(&self, group_id: &str, req: JoinRequest) -> JoinResult {
+        let fail = |e: GroupError| JoinResult {
+            error: Some(e),
+            generation: -1,
+            member_id: req.member_id.clone(),
+            ..Default::default()
+        };
+        if group_id.is_empty() {
+            return fail(GroupError::InvalidGroupId);
+        }
+        if req.session_timeout < self.config.min_session_timeout
+            || req.session_timeout > self.config.max_session_timeout
+        {
+            return fail(GroupError::InvalidSessionTimeout);
+        }
+        let group = if req.member_id.is_empty() {
+            self.get_or_create(group_id)
+        } else {
+            match self.get(group_id) {
+                Some(g) => g,
+                None => return fail(GroupError::UnknownMemberId),
+            }
+        };
+        let pending = lock(&group).join(req, Instant::now(), self.config.initial_rebalance_delay);
+        match pending {
+            Pending::Now(r) => r,
+            Pending::Wait(rx) => rx.await.unwrap_or_else(|_| JoinResult {
+                error: Some(GroupError::RebalanceInProgress),
+                generation: -1,
+                ..Default::default()
+            }),
+        }
+    }
+
+    pub async fn sync(&self, group_id: &str, req: SyncRequest) -> SyncAnswer {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let pending = lock(&group).sync(req, Instant::now());
+        match pending {
+            Pending::Now(r) => r,
+            Pending::Wait(rx) => rx.await.unwrap_or(Err(GroupError::RebalanceInProgress)),
+        }
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<()> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let mut g = lock(&group);
+        g.heartbeat(member_id, instance_id, generation, Instant::now())
+    }
+
+    /// LeaveGroup: one result per member; Err for the whole request if the group is unknown.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Result<Vec<Result<()>>> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
+        let mut g = lock(&group);
+        let results: Vec<Result<()>> = members
+            .iter()
+            .map(|(m, inst)| g.leave(m, inst.as_deref()))
+            .collect();
+        if results.iter().any(|r| r.is_ok()) {
+            g.members_left(Instant::now(), now_ms());
+        }
+        Ok(results)
+    }
+
+    /// Validates the committer (Kafka's rules for simple and group-managed commits).
+    fn check_commit(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+    ) -> Result<GroupRef> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = match self.get(group_id) {
+            Some(g) => g,
+            None if generation < 0 => self.get_or_create(group_id),
+            None => return Err(GroupError::IllegalGeneration),
+        };
+        {
+            let mut g = lock(&group);
+            if g.state == GroupState::Dead {
+                return Err(GroupError::CoordinatorNotAvailable);
+            }
+            if !(generation < 0 && g.state == GroupState::Empty) {
+                g.check_member(member_id, instance_id, generation)?;
+                if g.state == GroupState::CompletingRebalance {
+                    return Err(GroupError::RebalanceInProgress);
+                }
+                g.touch(member_id, Instant::now());
+            }
+        }
+        Ok(group)
+    }
+
+    /// OffsetCommit: validates, persists, then applies. Per-partition problems (metadata too
+    /// large) are returned per partition; the caller has already filtered unknown partitions.
+    pub async fn commit_offsets(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        instance_id: Option<&str>,
+        offsets: Vec<(String, i32, i64, i32, Option<String>)>,
+    ) -> Result<Vec<Result<()>>> {
+        let group = self.check_commit(group_id, generation, member_id, instance_id)?;
+        let now = now_ms();
+        let mut results = Vec::with_capacity(offsets.len());
+        let mut to_store = Vec::new();
+        for (topic, partition, offset, epoch, metadata) in offsets {
+            let metadata = metadata.unwrap_or_default();
+            if metadata.len() > self.config.offset_metadata_max_bytes {
+                results.push(Err(GroupError::OffsetMetadataTooLarge));
+                continue;
+            }
+            results.push(Ok(()));
+            to_store.push((
+                topic,
+                partition,
+                CommittedOffset {
+                    offset,
+                    leader_epoch: epoch,
+                    metadata,
+                    commit_timestamp: now,
+                },
+            ));
+        }
+        if to_store.is_empty() {
+            return Ok(results);
+        }
+        let commit_lock = self.commit_lock(group_id);
+        let _serial = commit_lock.lock().await;
+        self.store
+            .commit_offsets(group_id, to_store.clone())
+            .await?;
+        let mut g = lock(&group);
+        for (t, p, o) in to_store {
+            g.offsets.insert((t, p), o);
+        }
+        Ok(results)
+    }
+
+    /// Committed offsets of a group (all, or the requested partitions; -1 where none).
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<(String, Vec<i32>)>>,
+    ) -> Result<TopicOffsets> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let offsets = self
+            .get(group_id)
+            .map(|g| lock(&g).offsets.clone())
+            .unwrap_or_default();
+        Ok(match partitions {
+            Some(req) => req
+                .into_iter()
+                .map(|(t, ps)| {
+                    let found = ps
+                        .into_iter()
+                        .map(|p| (p, offsets.get(&(t.clone(), p)).cloned()))
+                        .collect();
+                    (t, found)
+                })
+                .collect(),
+            None => {
+                let mut by_topic: BTreeMap<String, Vec<(i32, Option<CommittedOffset>)>> =
+                    BTreeMap::new();
+                for ((t, p), o) in offsets {
+                    by_topic.entry(t).or_default().push((p, Some(o)));
+                }
+                by_topic.into_iter().collect()
+            }
+        })
+    }
+
+    /// `(group id, protocol type, state)` of every group, optionally filtered by state names.
+    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
+        let groups: Vec<GroupRef> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut out: Vec<_> = groups
+            .iter()
+            .map(|g| {
+                let g = lock(g);
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .filter(|(_, _, s)| {
+                states.is_empty() || states.iter().any(|f| f.eq_ignore_ascii_case(s))
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// None if the group does not exist (DescribeGroups then answers state Dead).
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let group = self.get(group_id)?;
+        let g = lock(&group);
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let mut members: Vec<&state::Member> = g.members.values().collect();
+        members.sort_by(|a, b| a.id.cmp(&b.id));
+        let show_members = matches!(
+            g.state,
+            GroupState::Stable | GroupState::CompletingRebalance | GroupState::PreparingRebalance
+        );
+        Some(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: if show_members {
+                members
+                    .into_iter()
+                    .map(|m| {
+                        let assignment = if g.state == GroupState::Stable {
+                            m.assignment.clone()
+                        } else {
+                            Bytes::new()
+                        };
+                        (
+                            m.id.clone(),
+                            m.instance_id.clone(),
+                            m.client_id.clone(),
+                            m.client_host.clone(),
+                            m.metadata(&protocol),
+                            assignment,
+                        )
+                    })
+                    .collect()
+            } else {
+                vec![]
+            },
+        })
+    }
+
+    /// DeleteGroups for one group: only an empty group can be deleted.
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        {
+            let g = lock(&group);
+            if g.state == GroupState::Dead {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            if !g.is_empty() {
+                return Err(GroupError::NonEmptyGroup);
+            }
+        }
+        let commit_lock = self.commit_lock(group_id);
+        let _serial = commit_lock.lock().await;
+        self.store.delete_offsets(group_id, None).await?;
+        let mut g = lock(&group);
+        g.offsets.clear();
+        g.state = GroupState::Dead;
+        drop(g);
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(group_id);
+        Ok(())
+    }
+
+    /// OffsetDelete: per-partition results; the group must exist, and partitions of topics the
+    /// group is subscribed to cannot be deleted while it has members.
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: Vec<(String, i32)>,
+    ) -> Result<Vec<Result<()>>> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidGroupId);
+        }
+        let group = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let subscribed = {
+            let g = lock(&group);
+            if g.state == GroupState::Dead {
+                return Err(GroupError::GroupIdNotFound);
+            }
+            if g.is_empty() {
+                Default::default()
+            } else {
+                g.subscribed_topics()
+            }
+        };
+        let results: Vec<Result<()>> = partitions
+            .iter()
+            .map(|(t, _)| {
+                if subscribed.contains(t) {
+                    Err(GroupError::GroupSubscribedToTopic)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        let doomed: Vec<(String, i32)> = partitions
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(p, _)| p)
+            .collect();
+        if !doomed.is_empty() {
+            let commit_lock = self.commit_lock(group_id);
+            let _serial = commit_lock.lock().await;
+            self.store
+                .delete_offsets(group_id, Some(doomed.clone()))
+                .await?;
+            let mut g = lock(&group);
+            for k in doomed {
+                g.offsets.remove(&k);
+            }
+        }
+        Ok(results)
+    }
+
+    /// Forgets every group's offsets of a deleted topic.
+    pub async fn topic_deleted(&self, topic: &str) {
+        let groups: Vec<GroupRef> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for group in groups {
+            let (id, doomed): (String, Vec<(String, i32)>) = {
+                let g = lock(&group);
+                (
+                    g.id.clone(),
+                    g.offsets
+                        .keys()
+                        .filter(|(t, _)| t == topic)
+                        .cloned()
+                        .collect(),
+                )
+            };
+            if doomed.is_empty() {
+                continue;
+            }
+            let commit_lock = self.commit_lock(&id);
+            let _serial = commit_lock.lock().await;
+            if let Err(e) = self.store.delete_offsets(&id, Some(doomed.clone())).await {
+                tracing::warn!(group = %id, "cannot delete offsets of deleted topic {topic}: {e}");
+                continue;
+            }
+            let mut g = lock(&group);
+            for k in doomed {
+                g.offsets.remove(&k);
+            }
+        }
+    }
+
+    /// One round of timer work: sessions, rebalance deadlines, and (once a minute) offsets
+    /// retention for empty groups (`offsets.retention.minutes` after the group became empty,
+    /// or after the commit for groups that never had members).
+    pub async fn tick(&self) {
+        let now = Instant::now();
+        let now_ms = now_ms();
+        let groups: Vec<GroupRef> = self
+            .groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let retention_due = {
+            let mut last = self
+                .last_retention
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|l| now.duration_since(l) >= Duration::from_secs(60));
+            if due {
+                *last = Some(now);
+            }
+            due
+        };
+        let mut expired_offsets = Vec::new();
+        for group in &groups {
+            let mut g = lock(group);
+            g.tick(now, now_ms);
+            if retention_due && g.state == GroupState::Empty {
+                let since = g.empty_since_ms.unwrap_or(0);
+                let retention = self.config.offsets_retention_ms;
+                let doomed: Vec<(String, i32)> = g
+                    .offsets
+                    .iter()
+                    .filter(|(_, o)| {
+                        o.commit_timestamp.max(since).saturating_add(retention) < now_ms
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                if !doomed.is_empty() {
+                    expired_offsets.push((group.clone(), g.id.clone(), doomed));
+                }
+            }
+        }
+        for (group, id, doomed) in expired_offsets {
+            let commit_lock = self.commit_lock(&id);
+            let _serial = commit_lock.lock().await;
+            if self
+                .store
+                .delete_offsets(&id, Some(doomed.clone()))
+                .await
+                .is_ok()
+            {
+                let mut g = lock(&group);
+                for k in doomed {
+                    g.offsets.remove(&k);
+                }
+                tracing::info!(group = %id, "expired committed offsets (offsets.retention.minutes)");
+            }
+        }
+        // Forget groups that have neither members nor offsets.
+        self.groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, g| {
+                let g = lock(g);
+                !(g.state == GroupState::Empty && g.is_empty() && g.offsets.is_empty())
+            });
+    }
+
+    /// Runs [`tick`](Self::tick) every 100 ms until `shutdown` turns true.
+    pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(Duration::from_millis(100));
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => self.tick().await,
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! FindCoordinator: this broker coordinates every consumer group (v0–3 one key, v4+ batched).
+//! Transaction coordinators are not served yet: those keys get COORDINATOR_NOT_AVAILABLE.
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use crate::handlers::{HandlerResult, RequestContext};
+
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// `(error, node id, host, port)` for one key.
+fn locate(
+    ctx: &RequestContext,
+    key: &str,
+    key_type: i8,
+) -> (Option<ResponseError>, i32, String, i32) {
+    let b = &ctx.broker;
+    if key_type != KEY_TYPE_GROUP {
+        let e = if (1..=2).contains(&key_type) {
+            ResponseError::CoordinatorNotAvailable
+        } else {
+            ResponseError::InvalidRequest
+        };
+        return (Some(e), -1, String::new(), -1);
+    }
+    if key.is_empty() {
+        return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
+    }
+    (
+        None,
+        b.node_id(),
+        b.config.advertised_host.clone(),
+        b.config.advertised_port as i32,
+    )
+}
+
+pub async fn handle(
+    ctx: RequestContext,
+    req: FindCoordinatorRequest,
+) -> HandlerResult<FindCoordinatorResponse> {
+    let v = ctx.api_version;
+    let mut resp = FindCoordinatorResponse::default();
+    if v >= 4 {
+        for key in &req.coordinator_keys {
+            let (err, node, host, port) = locate(&ctx, key, req.key_type);
+            let mut c = Coordinator::default();
+            c.key = key.clone();
+            c.node_id = BrokerId(node);
+            c.host = StrBytes::from_string(host);
+            c.port = port;
+            if let Some(e) = err {
+                c.error_code = e.code();
+                c.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+            resp.coordinators.push(c);
+        }
+    } else {
+        let (err, node, host, port) = locate(&ctx, &req.key, if v >= 1 { req.key_type } else { 0 });
+        resp.node_id = BrokerId(node);
+        resp.host = StrBytes::from_string(host);
+        resp.port = port;
+        if let Some(e) = err {
+            resp.error_code = e.code();
+            if v >= 1 {
+                resp.error_message = Some(StrBytes::from_string(e.to_string()));
+            }
+        }
+    }
+    Ok(Some(resp))
+}

@@ -1,0 +1,99 @@
+//! OffsetFetch: committed offsets of one group (v1–7) or several (v8+); -1 where none.
+//! `require_stable` needs no waiting yet: without transactions no commit is ever pending.
+
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::cluster::CommittedOffset;
+use crate::group::{Result, TopicOffsets};
+use crate::handlers::{HandlerResult, RequestContext};
+
+type Fetched = Result<TopicOffsets>;
+
+fn fields(o: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
+    match o {
+        Some(o) => (
+            o.offset,
+            o.leader_epoch,
+            Some(StrBytes::from_string(o.metadata.clone())),
+        ),
+        None => (-1, -1, Some(StrBytes::default())),
+    }
+}
+
+pub async fn handle(
+    ctx: RequestContext,
+    req: OffsetFetchRequest,
+) -> HandlerResult<OffsetFetchResponse> {
+    let v = ctx.api_version;
+    let groups = &ctx.broker.groups;
+    let mut resp = OffsetFetchResponse::default();
+    if v >= 8 {
+        for g in &req.groups {
+            let wanted = g.topics.as_ref().map(|ts| {
+                ts.iter()
+                    .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+                    .collect()
+            });
+            let fetched: Fetched = groups.fetch_offsets(&g.group_id.0, wanted);
+            let mut rg = OffsetFetchResponseGroup::default();
+            rg.group_id = g.group_id.clone();
+            match fetched {
+                Err(e) => rg.error_code = e.code(),
+                Ok(topics) => {
+                    for (t, parts) in topics {
+                        let mut rt = OffsetFetchResponseTopics::default();
+                        rt.name = kafka_protocol::messages::TopicName(StrBytes::from_string(t));
+                        for (p, o) in parts {
+                            let (offset, epoch, meta) = fields(&o);
+                            let mut rp = OffsetFetchResponsePartitions::default();
+                            rp.partition_index = p;
+                            rp.committed_offset = offset;
+                            rp.committed_leader_epoch = epoch;
+                            rp.metadata = meta;
+                            rt.partitions.push(rp);
+                        }
+                        rg.topics.push(rt);
+                    }
+                }
+            }
+            resp.groups.push(rg);
+        }
+        return Ok(Some(resp));
+    }
+    let wanted = req.topics.as_ref().map(|ts| {
+        ts.iter()
+            .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
+            .collect()
+    });
+    match groups.fetch_offsets(&req.group_id.0, wanted) {
+        Err(e) => {
+            if v >= 2 {
+                resp.error_code = e.code();
+            }
+        }
+        Ok(topics) => {
+            for (t, parts) in topics {
+                let mut rt = OffsetFetchResponseTopic::default();
+                rt.name = kafka_protocol::messages::TopicName(StrBytes::from_string(t));
+                for (p, o) in parts {
+                    let (offset, epoch, meta) = fields(&o);
+                    let mut rp = OffsetFetchResponsePartition::default();
+                    rp.partition_index = p;
+                    rp.committed_offset = offset;
+                    if v >= 5 {
+                        rp.committed_leader_epoch = epoch;
+                    }
+                    rp.metadata = meta;
+                    rt.partitions.push(rp);
+                }
+                resp.topics.push(rt);
+            }
+        }
+    }
+    Ok(Some(resp))
+}
