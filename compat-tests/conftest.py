@@ -124,7 +124,9 @@ class Broker:
         if self.running():
             raise BrokerError("broker already running")
         self.starts += 1
-        env = dict(os.environ)
+        # STRAND_<KEY> variables are broker settings (and strand rejects unknown
+        # ones, e.g. our own STRAND_BIN): start from a clean slate.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("STRAND_")}
         env.setdefault("RUST_LOG", "info")
         env.setdefault("RUST_BACKTRACE", "1")
         with open(self.stderr_path, "ab") as log:
@@ -257,6 +259,10 @@ def make_broker(request, strand_bin, tmp_path):
     yield make
     for b in brokers:
         b.close()
+        # drop client handles cached on the broker (helpers.admin) so librdkafka
+        # threads do not outlive the test and retry a dead port
+        for attr in [a for a in vars(b) if a.endswith("_client")]:
+            delattr(b, attr)
 
 
 @pytest.fixture

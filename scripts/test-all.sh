@@ -42,8 +42,9 @@ step "cargo build --release"
 cargo build --release
 
 step "compat-tests (pytest)"
-export STRAND_BIN="$REPO/target/release/strand"
-.venv/bin/python -m pytest compat-tests -ra --durations=15
+# Not exported: strand reads STRAND_<KEY> variables as settings and rejects
+# unknown ones, so STRAND_BIN must not leak into brokers started by others.
+STRAND_BIN="$REPO/target/release/strand" .venv/bin/python -m pytest compat-tests -ra --durations=15
 
 if [ -f compat-tests/librdkafka/run.sh ]; then
   step "librdkafka test suite"

@@ -9,7 +9,7 @@ that e.g. 0031_get_offsets and 0031_get_offsets_mock, which share a file, are to
 tests are scanned whole. Categories:
 
   skip (not run):  local, java, security, sockem, known-issue, manual
-  run:             basic, groups, idempotence, admin   (non-basic = expected to fail today)
+  run:             basic, groups, idempotence, admin, cluster   (non-basic = expected to fail today)
 
 A test whose source matches several needs gets the first of groups, idempotence, admin as its
 category; the reason lists every matched symbol. Hand-reviewed corrections are in OVERRIDES.
@@ -37,40 +37,48 @@ OVERRIDES = {
     "0150_telemetry_mock": ("local", "local: not a broker test (rd_kafka_mock cluster)"),
     # 0019 lists groups through the ListGroups API (rd_kafka_list_groups)
     "0019_list_groups": ("groups", "ListGroups/DescribeGroups (rd_kafka_list_groups) + subscribe"),
-    # 0063: Metadata cluster id / controller id only.
-    # 0101 needs follower fetching across racks (a multi-broker cluster).
-    "0101_fetch_from_follower": ("groups", "subscribe; also needs >= 2 brokers with racks (fetch from follower)"),
+    # 0014 runs its legacy consumer twice: offset.store.method=file and =broker (OffsetCommit/Fetch)
+    "0014_reconsume_191": ("groups", "legacy consumer with offset.store.method=broker: OffsetCommit/OffsetFetch"),
+    # Need a multi-broker cluster (run anyway: expected to fail on a single broker)
+    "0101_fetch_from_follower": ("cluster", "fetch from follower: needs >= 2 brokers with racks (and subscribe)"),
+    "0111_delay_create_topics": ("cluster", "creates a topic with replication factor 3: needs 3 brokers"),
 }
 
 JAVA = {"0052", "0077", "0098", "0109", "0115", "0119"}
 
+def _lits(*names):
+    """Literal symbols -> (label, regex) pairs."""
+    return [(n, re.escape(n)) for n in names]
+
+
+# category -> [(label, regex)] ; matched against the test's (comment-stripped) source
 NEEDS = [
-    ("groups", [
+    ("groups", _lits(
         "rd_kafka_subscribe", "test_consumer_subscribe", "rd_kafka_commit", "rd_kafka_committed",
-        "test_consumer_commit", "rd_kafka_list_groups", "test_consume_msgs_easy", "test_create_consumer",
-        "rd_kafka_consumer_group_metadata", "rd_kafka_assign", "rd_kafka_incremental_assign",
-        "test_consumer_assign", "KafkaConsumer::create", "->subscribe(", "commitSync", "commitAsync",
-        "group.instance.id", "rd_kafka_DeleteGroups", "test_DeleteGroups_simple",
-        "rd_kafka_ListConsumerGroups", "rd_kafka_DescribeConsumerGroups",
+        "test_consumer_commit", "rd_kafka_list_groups", "test_consume_msgs_easy",
+        "rd_kafka_consumer_group_metadata", "test_consumer_assign", "KafkaConsumer::create",
+        "->subscribe(", "commitSync", "commitAsync", "group.instance.id", "rd_kafka_DeleteGroups",
+        "test_DeleteGroups_simple", "rd_kafka_ListConsumerGroups", "rd_kafka_DescribeConsumerGroups",
         "rd_kafka_ListConsumerGroupOffsets", "rd_kafka_AlterConsumerGroupOffsets",
         "rd_kafka_DeleteConsumerGroupOffsets", "test_DeleteConsumerGroupOffsets_simple",
-        "rd_kafka_offsets_store", "offset.store.method", "test_consumer_close",
+        "rd_kafka_offsets_store") + [
+        ("test_create_consumer(group)", r"test_create_consumer\((?!\s*NULL)"),
+        ("offset.store.method=broker", r"offset\.store\.method\",\s*\"broker"),
     ]),
-    ("idempotence", [
-        "enable.idempotence", "rd_kafka_init_transactions", "transactional.id",
-        "rd_kafka_begin_transaction", "rd_kafka_send_offsets_to_transaction", "init_transactions(",
+    ("idempotence", _lits(
+        "rd_kafka_init_transactions", "transactional.id", "rd_kafka_begin_transaction",
+        "rd_kafka_send_offsets_to_transaction", "init_transactions(") + [
+        ("enable.idempotence=true", r"enable\.idempotence\",(?!\s*\"false\")"),
     ]),
-    ("admin", [
+    ("admin", _lits(
         "rd_kafka_CreatePartitions", "test_CreatePartitions_simple", "test_create_partitions",
         "rd_kafka_DescribeConfigs", "rd_kafka_AlterConfigs", "rd_kafka_IncrementalAlterConfigs",
         "test_AlterConfigs_simple", "test_IncrementalAlterConfigs_simple", "rd_kafka_DeleteRecords",
         "test_DeleteRecords_simple", "rd_kafka_CreateAcls", "rd_kafka_DescribeAcls",
         "rd_kafka_DeleteAcls", "test_CreateAcls_simple", "test_DeleteAcls_simple",
         "rd_kafka_DescribeCluster", "rd_kafka_DescribeTopics", "rd_kafka_ElectLeaders",
-        "rd_kafka_DescribeUserScramCredentials", "rd_kafka_AlterUserScramCredentials",
-    ]),
+        "rd_kafka_DescribeUserScramCredentials", "rd_kafka_AlterUserScramCredentials")),
 ]
-SECURITY = ["security.protocol", "sasl.mechanism", "ssl.ca.location", "oauthbearer"]
 MOCK = ["rd_kafka_mock_cluster_new", "test_mock_cluster_new", "mock_cluster"]
 
 FLAG_CATS = [("TEST_F_MANUAL", "manual", "manual test (not part of the suite)"),
@@ -158,10 +166,8 @@ def main():
                 cat, reason = "basic", "(source not found)"
             elif any(p in text for p in MOCK):
                 cat, reason = "local", "local: not a broker test (rd_kafka_mock cluster)"
-            elif any(p in text for p in SECURITY):
-                cat, reason = "security", "SSL/SASL: " + ", ".join(p for p in SECURITY if p in text)
             else:
-                hits = [(c, [p for p in pats if p in text]) for c, pats in NEEDS]
+                hits = [(c, [lbl for lbl, rx in pats if re.search(rx, text)]) for c, pats in NEEDS]
                 hits = [(c, ps) for c, ps in hits if ps]
                 if hits:
                     cat = hits[0][0]

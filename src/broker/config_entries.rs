@@ -234,9 +234,7 @@ pub fn topic_entries(
             synonyms.extend(defaults);
             let value = topic_config::effective(config, overrides, name)
                 .unwrap_or_else(|| default.to_string());
-            let source = synonyms
-                .first()
-                .map_or(ConfigSource::Default, |s| s.source);
+            let source = synonyms.first().map_or(ConfigSource::Default, |s| s.source);
             ConfigEntry {
                 name: name.to_string(),
                 value: Some(value),
@@ -302,9 +300,7 @@ pub fn broker_entries(
                 sensitive: false,
                 synonyms,
                 config_type: broker_type(key),
-                documentation: Some(
-                    "Set in config.toml, STRAND_<KEY> or flags; see config.toml.",
-                ),
+                documentation: Some("Set in config.toml, STRAND_<KEY> or flags; see config.toml."),
             }
         })
         .collect();
@@ -400,7 +396,11 @@ mod tests {
         assert_eq!(del.value.as_deref(), Some("86400000"));
         assert_eq!(del.source, ConfigSource::Default);
 
-        let b = broker_entries(&config, &BTreeMap::new(), Some(&["log.retention.ms".into()]));
+        let b = broker_entries(
+            &config,
+            &BTreeMap::new(),
+            Some(&["log.retention.ms".into()]),
+        );
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].source, ConfigSource::StaticBroker);
         assert!(b[0].read_only);
@@ -408,7 +408,9 @@ mod tests {
 
     #[test]
     fn only_foreign_dynamic_broker_configs_are_alterable() {
-        assert!(broker_config_is_dynamic("sasl.kerberos.min.time.before.relogin"));
+        assert!(broker_config_is_dynamic(
+            "sasl.kerberos.min.time.before.relogin"
+        ));
         assert!(broker_config_is_dynamic("background.threads"));
         assert!(!broker_config_is_dynamic("log.retention.ms"));
         assert!(!broker_config_is_dynamic("no.such.thing"));

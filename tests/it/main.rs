@@ -2,6 +2,7 @@
 //! over TCP with requests encoded by the kafka-protocol crate.
 
 mod client;
+mod groups;
 mod lifecycle;
 mod offsets;
 mod produce_fetch;

@@ -1,0 +1,245 @@
+//! Topic administration beyond create and delete: adding partitions, changing topic configs,
+//! deleting records, and the dynamic broker configs AlterConfigs may set.
+//!
+//! Invariants (as for create/delete, see the parent module):
+//! - Every change is written to the metadata store before the broker acts on it; a change that
+//!   fails validation touches nothing. Topic changes hold the broker's admin lock, so concurrent
+//!   admin requests apply one after the other, each on the state the previous one left.
+//! - The metadata cache holds `Arc<Topic>`s: a change replaces the topic's entry with a new
+//!   `Topic` (new record; the existing `Arc<Partition>`s plus any new ones), so readers holding
+//!   the old `Arc` keep a consistent snapshot.
+//! - New configs are applied to the open partition logs right after the store write, and
+//!   retention runs at once on the topic's partitions, so a lowered `retention.ms` or
+//!   `retention.bytes` deletes old segments immediately rather than at the next periodic check.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::{now_ms, partition_dir, topic_config, Broker, Partition, Topic, TopicError};
+use crate::storage::StorageError;
+
+/// Most partitions one topic may have (as `num.partitions`' upper bound).
+const MAX_PARTITIONS: i32 = 1_000_000;
+
+fn join_error(e: tokio::task::JoinError) -> TopicError {
+    TopicError::Storage(StorageError::Io(std::io::Error::other(e)))
+}
+
+impl Broker {
+    /// CreatePartitions: grows `name` to `count` partitions. `assignments`, when given, has one
+    /// replica list per new partition.
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignments: Option<Vec<Vec<i32>>>,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or(TopicError::UnknownTopic)?;
+        let current = topic.record.partition_count();
+        if count < current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic currently has {current} partitions, which is higher than the requested {count}."
+            )));
+        }
+        if count == current {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Topic already has {current} partitions."
+            )));
+        }
+        if count > MAX_PARTITIONS {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Requested partition count {count} exceeds the maximum of {MAX_PARTITIONS}."
+            )));
+        }
+        let added = (count - current) as usize;
+        let rf = topic.record.assignments.first().map_or(1, Vec::len);
+        let node = self.node_id();
+        let new_assignments = match assignments {
+            None => vec![vec![node]; added],
+            Some(a) => {
+                if a.len() != added {
+                    return Err(TopicError::InvalidReplicaAssignment(format!(
+                        "Increasing the number of partitions by {added} but {} assignments provided.",
+                        a.len()
+                    )));
+                }
+                for (i, brokers) in a.iter().enumerate() {
+                    let p = current as usize + i;
+                    let unknown: Vec<String> = brokers
+                        .iter()
+                        .filter(|b| **b != node)
+                        .map(i32::to_string)
+                        .collect();
+                    if !unknown.is_empty() {
+                        return Err(TopicError::InvalidReplicaAssignment(format!(
+                            "Unknown broker(s) in replica assignment: {}.",
+                            unknown.join(", ")
+                        )));
+                    }
+                    if brokers.len() != rf {
+                        return Err(TopicError::InvalidReplicaAssignment(format!(
+                            "Inconsistent replication factor between partitions, partition 0 has {rf} while partition {p} has replication factor {}.",
+                            brokers.len()
+                        )));
+                    }
+                }
+                a
+            }
+        };
+        if validate_only {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.assignments.extend(new_assignments);
+        self.store.update_topic(record.clone()).await?;
+
+        let config = self.config.clone();
+        let log_config = topic_config::log_config(&config, &record.configs);
+        let (topic_name, id) = (record.name.clone(), record.id);
+        let opened = tokio::task::spawn_blocking(move || {
+            (current..count)
+                .map(|index| {
+                    let dir = partition_dir(&config.data_dir, &topic_name, index);
+                    Partition::open(&topic_name, index, id, dir, log_config, true).map(Arc::new)
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await
+        .map_err(join_error)??;
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(opened);
+        self.replace_topic(Topic { record, partitions });
+        info!(topic = %name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with what `change` makes of the current ones
+    /// (AlterConfigs replaces them all; IncrementalAlterConfigs edits them), validates the
+    /// result, stores it and applies it to the partition logs.
+    pub async fn alter_topic_configs<F>(
+        &self,
+        name: &str,
+        validate_only: bool,
+        change: F,
+    ) -> Result<(), TopicError>
+    where
+        F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError>,
+    {
+        let _admin = self.admin.lock().await;
+        let topic = self.topic(name).ok_or(TopicError::UnknownTopic)?;
+        let configs = change(&topic.record.configs)?;
+        for (k, v) in &configs {
+            topic_config::validate(k, Some(v)).map_err(TopicError::InvalidConfig)?;
+        }
+        if validate_only || configs == topic.record.configs {
+            return Ok(());
+        }
+        let mut record = topic.record.clone();
+        record.configs = configs;
+        self.store.update_topic(record.clone()).await?;
+        let log_config = topic_config::log_config(&self.config, &record.configs);
+        for p in &topic.partitions {
+            p.log.update_config(log_config);
+        }
+        let partitions = topic.partitions.clone();
+        self.replace_topic(Topic {
+            record,
+            partitions: partitions.clone(),
+        });
+        info!(topic = %name, "altered topic configs");
+        // A lowered retention takes effect now, not at the next periodic check.
+        let now = now_ms();
+        tokio::task::spawn_blocking(move || {
+            for p in &partitions {
+                if let Err(e) = p.log.enforce_retention(now) {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
+                }
+            }
+        })
+        .await
+        .map_err(join_error)?;
+        Ok(())
+    }
+
+    /// DeleteRecords: moves the log start offset of a partition to `offset` (`-1` = the high
+    /// watermark) and returns the new low watermark.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<i64, TopicError> {
+        let t = self.topic(topic).ok_or(TopicError::UnknownTopic)?;
+        let p = usize::try_from(partition)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+            .cloned()
+            .ok_or(TopicError::UnknownTopic)?;
+        let policy = topic_config::effective(&self.config, &t.record.configs, "cleanup.policy")
+            .unwrap_or_default();
+        if !policy.split(',').any(|s| s.trim() == "delete") {
+            return Err(TopicError::PolicyViolation(format!(
+                "Records of partition {topic}-{partition} can not be deleted due to the configured policy"
+            )));
+        }
+        let hw = p.high_watermark();
+        let target = if offset == -1 { hw } else { offset };
+        if target < 0 || target > hw {
+            return Err(TopicError::Storage(StorageError::OffsetOutOfRange {
+                offset: target,
+                log_start_offset: p.log.log_start_offset(),
+                log_end_offset: hw,
+            }));
+        }
+        let log = p.clone();
+        tokio::task::spawn_blocking(move || log.log.advance_log_start_offset(target))
+            .await
+            .map_err(join_error)??;
+        Ok(p.log.log_start_offset())
+    }
+
+    /// The dynamic broker configs set so far.
+    pub fn dynamic_broker_configs(&self) -> BTreeMap<String, String> {
+        self.dynamic_configs
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the dynamic broker configs with what `change` makes of them. Only names that
+    /// [`super::config_entries::broker_config_is_dynamic`] accepts may be set.
+    pub fn alter_broker_configs<F>(&self, validate_only: bool, change: F) -> Result<(), TopicError>
+    where
+        F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError>,
+    {
+        let mut guard = self
+            .dynamic_configs
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        let next = change(&guard)?;
+        let fixed: Vec<&str> = next
+            .keys()
+            .filter(|k| !super::config_entries::broker_config_is_dynamic(k))
+            .map(String::as_str)
+            .collect();
+        if !fixed.is_empty() {
+            return Err(TopicError::InvalidRequest(format!(
+                "Cannot update these configs dynamically: {}. Strand reads its settings from config.toml, STRAND_<KEY> variables and flags at start.",
+                fixed.join(", ")
+            )));
+        }
+        if !validate_only {
+            *guard = next;
+        }
+        Ok(())
+    }
+
+    fn replace_topic(&self, topic: Topic) {
+        self.write_topics()
+            .insert(topic.record.name.clone(), Arc::new(topic));
+    }
+}
