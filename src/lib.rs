@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod config;
 pub mod group;
 pub mod handlers;
+pub mod metrics;
 pub mod server;
 pub mod storage;
 
@@ -21,6 +22,8 @@ pub struct Running {
     pub broker: Arc<broker::Broker>,
     shutdown: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The `/metrics` endpoint and its sampler, when `metrics.listen` is set (stops on drop).
+    _metrics: Option<metrics::Exporter>,
 }
 
 impl Running {
@@ -32,7 +35,15 @@ impl Running {
             // Listening on port 0 (tests): advertise the port the OS picked.
             config.advertised_port = addr.port();
         }
+        // The recorder must exist before partitions are opened (they create their counters).
+        let mut exporter = match config.metrics_listen {
+            Some(addr) => Some(metrics::install(addr)?),
+            None => None,
+        };
         let broker = broker::Broker::open(config).await?;
+        if let Some(e) = &mut exporter {
+            e.sample(broker.clone());
+        }
         let server = server::Server::new(listener, broker.clone());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(server.run(rx));
@@ -41,6 +52,7 @@ impl Running {
             broker,
             shutdown,
             task,
+            _metrics: exporter,
         })
     }
 

@@ -195,6 +195,12 @@ impl Broker {
                     ),
                     offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
                     offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+                    consumer_session_timeout: std::time::Duration::from_millis(
+                        config.group_consumer_session_timeout_ms,
+                    ),
+                    consumer_heartbeat_interval: std::time::Duration::from_millis(
+                        config.group_consumer_heartbeat_interval_ms,
+                    ),
                 },
                 store.clone(),
             )
@@ -238,6 +244,19 @@ impl Broker {
             .ok()
             .and_then(|i| t.partitions.get(i))
             .cloned()
+    }
+
+    /// `name → (topic id, partition count)` of every topic (for KIP-848 assignment).
+    pub fn topics_view(&self) -> crate::group::consumer::TopicsView {
+        self.read_topics()
+            .values()
+            .map(|t| {
+                (
+                    t.record.name.clone(),
+                    (t.record.id, t.partitions.len() as i32),
+                )
+            })
+            .collect()
     }
 
     /// All topics, sorted by name.

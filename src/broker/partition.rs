@@ -25,6 +25,8 @@ pub struct Partition {
     pub log: PartitionLog,
     leader_epoch: i32,
     high_watermark: watch::Sender<i64>,
+    /// The topic's byte counters (`strand_topic_bytes_{in,out}_total`).
+    pub metrics: crate::metrics::TopicCounters,
 }
 
 impl Partition {
@@ -51,6 +53,7 @@ impl Partition {
             log,
             leader_epoch,
             high_watermark,
+            metrics: crate::metrics::TopicCounters::new(topic),
         })
     }
 
@@ -75,6 +78,7 @@ impl Partition {
     /// Appends validated batches and makes them visible to readers.
     pub fn append(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
         let info = self.log.append(records, self.leader_epoch, now_ms)?;
+        self.metrics.bytes_in.increment(records.len() as u64);
         let end = info.last_offset + 1;
         self.high_watermark.send_if_modified(|hw| {
             if end > *hw {

@@ -38,6 +38,14 @@ pub enum GroupError {
     UnknownTopicOrPartition,
     #[error("the request is invalid: {0}")]
     InvalidRequest(String),
+    #[error("the member epoch is fenced: rejoin")]
+    FencedMemberEpoch,
+    #[error("the member epoch is stale")]
+    StaleMemberEpoch,
+    #[error("unsupported server assignor")]
+    UnsupportedAssignor,
+    #[error("invalid regular expression")]
+    InvalidRegularExpression,
     #[error("offset store failure: {0}")]
     Store(String),
 }
@@ -68,6 +76,10 @@ impl GroupError {
             GroupError::OffsetMetadataTooLarge => ResponseError::OffsetMetadataTooLarge,
             GroupError::UnknownTopicOrPartition => ResponseError::UnknownTopicOrPartition,
             GroupError::InvalidRequest(_) => ResponseError::InvalidRequest,
+            GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+            GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+            GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+            GroupError::InvalidRegularExpression => ResponseError::InvalidRegularExpression,
             // The offsets could not be made durable: retriable for the client.
             GroupError::Store(_) => ResponseError::CoordinatorNotAvailable,
         }

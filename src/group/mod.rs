@@ -12,6 +12,7 @@
 //! Group membership itself is not persisted: after a broker restart members rejoin (they get
 //! UNKNOWN_MEMBER_ID on their next heartbeat), and committed offsets are loaded from the store.
 
+pub mod consumer;
 pub mod error;
 pub mod state;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::time::Instant;
 
+use consumer::{ConsumerGroup, Heartbeat, HeartbeatResult, TopicsView};
 pub use error::{GroupError, Result};
 use state::{Group, GroupState, JoinRequest, JoinResult, Pending, SyncAnswer, SyncRequest};
 
@@ -36,6 +38,9 @@ pub struct GroupConfig {
     pub max_session_timeout: Duration,
     pub offsets_retention_ms: i64,
     pub offset_metadata_max_bytes: usize,
+    /// KIP-848 groups.
+    pub consumer_session_timeout: Duration,
+    pub consumer_heartbeat_interval: Duration,
 }
 
 /// A group as DescribeGroups shows it.
@@ -48,6 +53,7 @@ pub struct GroupDescription {
 }
 
 type GroupRef = Arc<Mutex<Group>>;
+type ConsumerGroupRef = Arc<Mutex<ConsumerGroup>>;
 
 /// Committed offsets by topic: `(topic, [(partition, offset if committed)])`.
 pub type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
@@ -55,14 +61,18 @@ pub type TopicOffsets = Vec<(String, Vec<(i32, Option<CommittedOffset>)>)>;
 pub struct GroupCoordinator {
     config: GroupConfig,
     store: Arc<dyn MetadataStore>,
+    /// Classic groups, and the committed offsets of every group (a KIP-848 group's offsets
+    /// live in an Empty classic entry of the same id).
     groups: Mutex<HashMap<String, GroupRef>>,
+    /// KIP-848 consumer groups.
+    consumer_groups: Mutex<HashMap<String, ConsumerGroupRef>>,
     /// Serializes commits and deletions of a group's offsets (store order = memory order).
     commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When offsets retention last ran (it scans every offset, so it runs once a minute).
     last_retention: Mutex<Option<Instant>>,
 }
 
-fn lock(g: &GroupRef) -> std::sync::MutexGuard<'_, Group> {
+fn lock<T>(g: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     g.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -85,6 +95,7 @@ impl GroupCoordinator {
             config,
             store,
             groups: Mutex::new(groups),
+            consumer_groups: Mutex::new(HashMap::new()),
             commit_locks: Mutex::new(HashMap::new()),
             last_retention: Mutex::new(None),
         })
@@ -105,6 +116,57 @@ impl GroupCoordinator {
             .entry(id.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(Group::new(id))))
             .clone()
+    }
+
+    fn consumer_group(&self, id: &str) -> Option<ConsumerGroupRef> {
+        lock(&self.consumer_groups).get(id).cloned()
+    }
+
+    /// A KIP-848 group with members under this id, if any.
+    fn active_consumer_group(&self, id: &str) -> Option<ConsumerGroupRef> {
+        self.consumer_group(id)
+            .filter(|g| !lock(g).members.is_empty())
+    }
+
+    pub fn consumer_heartbeat_interval(&self) -> Duration {
+        self.config.consumer_heartbeat_interval
+    }
+
+    /// ConsumerGroupHeartbeat (KIP-848).
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        hb: Heartbeat,
+        topics: &TopicsView,
+    ) -> Result<HeartbeatResult> {
+        if group_id.is_empty() {
+            return Err(GroupError::InvalidRequest("GroupId can't be empty.".into()));
+        }
+        if let Some(classic) = self.get(group_id) {
+            if !lock(&classic).is_empty() {
+                return Err(GroupError::GroupIdNotFound);
+            }
+        }
+        let group = lock(&self.consumer_groups)
+            .entry(group_id.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(ConsumerGroup::new(group_id))))
+            .clone();
+        let mut g = lock(&group);
+        g.heartbeat(
+            hb,
+            topics,
+            Instant::now(),
+            self.config.consumer_session_timeout,
+        )
+    }
+
+    /// Runs `f` on a KIP-848 group (ConsumerGroupDescribe).
+    pub fn with_consumer_group<T>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&ConsumerGroup) -> T,
+    ) -> Option<T> {
+        self.consumer_group(group_id).map(|g| f(&lock(&g)))
     }
 
     fn commit_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -130,6 +192,9 @@ impl GroupCoordinator {
             || req.session_timeout > self.config.max_session_timeout
         {
             return fail(GroupError::InvalidSessionTimeout);
+        }
+        if self.active_consumer_group(group_id).is_some() {
+            return fail(GroupError::InconsistentGroupProtocol);
         }
         let group = if req.member_id.is_empty() {
             self.get_or_create(group_id)
@@ -209,6 +274,11 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        if let Some(cg) = self.active_consumer_group(group_id) {
+            // KIP-848 group: the committer must be a member at its current epoch.
+            lock(&cg).check_member_epoch(member_id, generation)?;
+            return Ok(self.get_or_create(group_id));
+        }
         let group = match self.get(group_id) {
             Some(g) => g,
             None if generation < 0 => self.get_or_create(group_id),
@@ -277,6 +347,14 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// OffsetFetch v9 from a KIP-848 member: its epoch must be current.
+    pub fn check_fetch_member(&self, group_id: &str, member_id: &str, epoch: i32) -> Result<()> {
+        match self.consumer_group(group_id) {
+            Some(g) => lock(&g).check_member_epoch(member_id, epoch),
+            None => Err(GroupError::UnknownMemberId),
+        }
+    }
+
     /// Committed offsets of a group (all, or the requested partitions; -1 where none).
     pub fn fetch_offsets(
         &self,
@@ -312,29 +390,39 @@ impl GroupCoordinator {
         })
     }
 
-    /// `(group id, protocol type, state)` of every group, optionally filtered by state names.
-    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str)> {
-        let groups: Vec<GroupRef> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let mut out: Vec<_> = groups
-            .iter()
-            .map(|g| {
-                let g = lock(g);
-                (
-                    g.id.clone(),
-                    g.protocol_type.clone().unwrap_or_default(),
-                    g.state.name(),
-                )
-            })
-            .filter(|(_, _, s)| {
-                states.is_empty() || states.iter().any(|f| f.eq_ignore_ascii_case(s))
-            })
-            .collect();
+    /// `(group id, protocol type, state, group type)` of every group, optionally filtered by
+    /// state names. A KIP-848 group is listed as type `consumer`, a classic one as `classic`.
+    pub fn list(&self, states: &[String]) -> Vec<(String, String, &'static str, &'static str)> {
+        let groups: Vec<GroupRef> = lock(&self.groups).values().cloned().collect();
+        let consumer: Vec<ConsumerGroupRef> =
+            lock(&self.consumer_groups).values().cloned().collect();
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for g in &consumer {
+            let g = lock(g);
+            seen.insert(g.id.clone());
+            out.push((
+                g.id.clone(),
+                "consumer".to_string(),
+                g.state_name(),
+                "consumer",
+            ));
+        }
+        for g in &groups {
+            let g = lock(g);
+            if seen.contains(&g.id) {
+                continue;
+            }
+            out.push((
+                g.id.clone(),
+                g.protocol_type.clone().unwrap_or_default(),
+                g.state.name(),
+                "classic",
+            ));
+        }
+        out.retain(|(_, _, s, _)| {
+            states.is_empty() || states.iter().any(|f| f.eq_ignore_ascii_case(s))
+        });
         out.sort();
         out
     }
@@ -383,6 +471,15 @@ impl GroupCoordinator {
     pub async fn delete_group(&self, group_id: &str) -> Result<()> {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
+        }
+        if let Some(cg) = self.consumer_group(group_id) {
+            if !lock(&cg).members.is_empty() {
+                return Err(GroupError::NonEmptyGroup);
+            }
+            lock(&self.consumer_groups).remove(group_id);
+            if self.get(group_id).is_none() {
+                return Ok(());
+            }
         }
         let group = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
         {
@@ -500,8 +597,13 @@ impl GroupCoordinator {
     /// One round of timer work: sessions, rebalance deadlines, and (once a minute) offsets
     /// retention for empty groups (`offsets.retention.minutes` after the group became empty,
     /// or after the commit for groups that never had members).
-    pub async fn tick(&self) {
+    pub async fn tick(&self, topics: &TopicsView) {
         let now = Instant::now();
+        let consumer: Vec<ConsumerGroupRef> =
+            lock(&self.consumer_groups).values().cloned().collect();
+        for g in &consumer {
+            lock(g).tick(now, topics);
+        }
         let now_ms = now_ms();
         let groups: Vec<GroupRef> = self
             .groups
@@ -525,7 +627,10 @@ impl GroupCoordinator {
         for group in &groups {
             let mut g = lock(group);
             g.tick(now, now_ms);
-            if retention_due && g.state == GroupState::Empty {
+            if retention_due
+                && g.state == GroupState::Empty
+                && self.active_consumer_group(&g.id).is_none()
+            {
                 let since = g.empty_since_ms.unwrap_or(0);
                 let retention = self.config.offsets_retention_ms;
                 let doomed: Vec<(String, i32)> = g
@@ -558,6 +663,7 @@ impl GroupCoordinator {
             }
         }
         // Forget groups that have neither members nor offsets.
+        lock(&self.consumer_groups).retain(|_, g| !lock(g).members.is_empty());
         self.groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -567,13 +673,18 @@ impl GroupCoordinator {
             });
     }
 
-    /// Runs [`tick`](Self::tick) every 100 ms until `shutdown` turns true.
-    pub async fn run_timers(self: Arc<Self>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    /// Runs [`tick`](Self::tick) every 100 ms until `shutdown` turns true; `topics` gives the
+    /// current topic metadata (KIP-848 assignments follow it).
+    pub async fn run_timers(
+        self: Arc<Self>,
+        topics: impl Fn() -> TopicsView + Send + 'static,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut interval = tokio::time::interval(Duration::from_millis(100));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = interval.tick() => self.tick().await,
+                _ = interval.tick() => self.tick(&topics()).await,
                 _ = shutdown.changed() => return,
             }
         }

@@ -41,12 +41,29 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
             || watches.is_empty()
             || Instant::now() >= deadline;
         if done {
+            count_bytes_out(&ctx, &resp);
             return Ok(Some(resp));
         }
+        let _waiting = crate::metrics::Purgatory::Fetch.enter();
         let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         if tokio::time::timeout_at(deadline, changed).await.is_err() {
             let (resp, _, _) = read_all(&ctx, &req);
+            count_bytes_out(&ctx, &resp);
             return Ok(Some(resp));
+        }
+    }
+}
+
+/// Adds the record bytes of the response being sent to each topic's bytes-out counter.
+fn count_bytes_out(ctx: &RequestContext, resp: &FetchResponse) {
+    for t in &resp.responses {
+        for pd in &t.partitions {
+            let n = pd.records.as_ref().map_or(0, |r| r.len());
+            if n > 0 {
+                if let Some(p) = ctx.broker.partition(&t.topic.0, pd.partition_index) {
+                    p.metrics.bytes_out.increment(n as u64);
+                }
+            }
         }
     }
 }

@@ -100,6 +100,24 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(ApiVersions, 0, 3, api_versions::handle),
         api!(CreateTopics, 2, 7, admin::create_topics::handle),
         api!(DeleteTopics, 1, 6, admin::delete_topics::handle),
+        api!(CreatePartitions, 0, 3, admin::create_partitions::handle),
+        api!(DescribeConfigs, 1, 4, admin::describe_configs::handle),
+        api!(AlterConfigs, 0, 2, admin::alter_configs::handle),
+        api!(
+            IncrementalAlterConfigs,
+            0,
+            1,
+            admin::incremental_alter_configs::handle
+        ),
+        api!(DescribeCluster, 0, 2, admin::describe_cluster::handle),
+        api!(DeleteRecords, 0, 2, admin::delete_records::handle),
+        api!(DescribeLogDirs, 1, 4, admin::describe_log_dirs::handle),
+        api!(
+            ListConfigResources,
+            0,
+            1,
+            admin::list_config_resources::handle
+        ),
         api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch::handle),
         api!(FindCoordinator, 0, 6, group::find_coordinator::handle),
         api!(JoinGroup, 0, 9, group::join_group::handle),
@@ -112,6 +130,19 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(DescribeGroups, 0, 6, group::describe_groups::handle),
         api!(DeleteGroups, 0, 2, group::delete_groups::handle),
         api!(OffsetDelete, 0, 0, group::offset_delete::handle),
+        // KIP-848. v1 (client-generated member ids) is what librdkafka 2.12 requires.
+        api!(
+            ConsumerGroupHeartbeat,
+            0,
+            1,
+            group::consumer_group_heartbeat::handle
+        ),
+        api!(
+            ConsumerGroupDescribe,
+            0,
+            1,
+            group::consumer_group_describe::handle
+        ),
     ]
 });
 
@@ -128,16 +159,23 @@ async fn run<Req, Resp, F, Fut>(
 ) -> Result<Option<Bytes>, HandlerError>
 where
     Req: Decodable,
-    Resp: Encodable,
+    Resp: Encodable + 'static,
     F: FnOnce(RequestContext, Req) -> Fut,
     Fut: Future<Output = HandlerResult<Resp>>,
 {
     let version = ctx.api_version;
     let api_key = ctx.api_key;
     let correlation_id = ctx.correlation_id;
+    let started = std::time::Instant::now();
     let req = decode_guarded(|| Req::decode(&mut body, version))
         .ok_or_else(|| HandlerError::Decode(format!("{api_key:?} v{version} request")))?;
-    let Some(resp) = handler(ctx, req).await? else {
+    let resp = handler(ctx, req).await;
+    let observed = match &resp {
+        Ok(Some(r)) => Some(r as &dyn std::any::Any),
+        _ => None,
+    };
+    crate::metrics::request(api_key, version, started.elapsed(), observed, resp.is_err());
+    let Some(resp) = resp? else {
         return Ok(None);
     };
     let size = resp

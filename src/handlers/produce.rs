@@ -111,6 +111,7 @@ pub async fn handle(
                 })
             })
         });
+        let _waiting = crate::metrics::Purgatory::Produce.enter();
         join_all(waits).await;
     }
 

@@ -52,6 +52,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(%peer, "connection opened");
+    let _counted = crate::metrics::connection_opened();
     let (mut rd, wr) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(broker.config.queued_max_requests);
     let mut writer = tokio::spawn(write_responses(wr, rx));

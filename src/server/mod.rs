@@ -39,8 +39,12 @@ impl Server {
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
         let mut conns = JoinSet::new();
         let retention = AbortOnDrop(spawn_retention(broker.clone(), shutdown.clone()));
+        let view_of = broker.clone();
         let group_timers = AbortOnDrop(tokio::spawn(
-            broker.groups.clone().run_timers(shutdown.clone()),
+            broker
+                .groups
+                .clone()
+                .run_timers(move || view_of.topics_view(), shutdown.clone()),
         ));
         info!("listening on {}", self.listener.local_addr()?);
         loop {

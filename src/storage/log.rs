@@ -467,9 +467,11 @@ impl PartitionLog {
             let inner = self.lock();
             (inner.active.log_file(), inner.log_end_offset)
         };
+        let started = std::time::Instant::now();
         tokio::task::spawn_blocking(move || file.sync_data())
             .await
             .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        crate::metrics::fsync(started.elapsed());
         self.group_commit_syncs.fetch_add(1, Ordering::Relaxed);
         self.publish_durable(leo);
         Ok(())

@@ -7,7 +7,6 @@ use kafka_protocol::messages::describe_configs_response::{
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::ResponseError;
 
 use super::configs::{resolve, Resource};
 use crate::broker::config_entries::{broker_entries, topic_entries, ConfigEntry};
@@ -92,6 +91,3 @@ fn to_wire(
     }
     r
 }
-
-/// Kept for exhaustiveness checks in tests: the error a missing topic gets.
-pub const UNKNOWN_TOPIC: ResponseError = ResponseError::UnknownTopicOrPartition;

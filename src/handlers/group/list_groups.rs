@@ -1,4 +1,5 @@
-//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+).
+//! ListGroups: every group, optionally filtered by state (v4+) and type (v5+: `classic` or
+//! `consumer` for KIP-848 groups).
 
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};
@@ -12,25 +13,24 @@ pub async fn handle(
 ) -> HandlerResult<ListGroupsResponse> {
     let v = ctx.api_version;
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_string()).collect();
-    let types_ok = req.types_filter.is_empty()
-        || req
-            .types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let type_ok = |t: &str| {
+        req.types_filter.is_empty() || req.types_filter.iter().any(|f| f.eq_ignore_ascii_case(t))
+    };
     let mut resp = ListGroupsResponse::default();
-    if types_ok {
-        for (id, ptype, state) in ctx.broker.groups.list(&states) {
-            let mut g = ListedGroup::default();
-            g.group_id = GroupId(StrBytes::from_string(id));
-            g.protocol_type = StrBytes::from_string(ptype);
-            if v >= 4 {
-                g.group_state = StrBytes::from_static_str(state);
-            }
-            if v >= 5 {
-                g.group_type = StrBytes::from_static_str("classic");
-            }
-            resp.groups.push(g);
+    for (id, ptype, state, gtype) in ctx.broker.groups.list(&states) {
+        if !type_ok(gtype) {
+            continue;
         }
+        let mut g = ListedGroup::default();
+        g.group_id = GroupId(StrBytes::from_string(id));
+        g.protocol_type = StrBytes::from_string(ptype);
+        if v >= 4 {
+            g.group_state = StrBytes::from_static_str(state);
+        }
+        if v >= 5 {
+            g.group_type = StrBytes::from_static_str(gtype);
+        }
+        resp.groups.push(g);
     }
     Ok(Some(resp))
 }

@@ -1,6 +1,8 @@
 //! Consumer group APIs (classic protocol). Each handler validates its input, calls the
 //! [`GroupCoordinator`](crate::group::GroupCoordinator) and maps its errors to Kafka codes.
 
+pub mod consumer_group_describe;
+pub mod consumer_group_heartbeat;
 pub mod delete_groups;
 pub mod describe_groups;
 pub mod find_coordinator;

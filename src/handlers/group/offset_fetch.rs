@@ -39,7 +39,15 @@ pub async fn handle(
                     .map(|t| (t.name.0.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let fetched: Fetched = groups.fetch_offsets(&g.group_id.0, wanted);
+            // v9: a KIP-848 member says who it is; its epoch must be current.
+            let member_check = match &g.member_id {
+                Some(m) if v >= 9 && !m.is_empty() => {
+                    groups.check_fetch_member(&g.group_id.0, m, g.member_epoch)
+                }
+                _ => Ok(()),
+            };
+            let fetched: Fetched =
+                member_check.and_then(|_| groups.fetch_offsets(&g.group_id.0, wanted));
             let mut rg = OffsetFetchResponseGroup::default();
             rg.group_id = g.group_id.clone();
             match fetched {
