@@ -20,6 +20,10 @@ struct Strand {
 
 impl Strand {
     fn start() -> Strand {
+        Self::start_with(&[])
+    }
+
+    fn start_with(extra: &[&str]) -> Strand {
         let dir = tempfile::tempdir().unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -30,6 +34,7 @@ impl Strand {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
             .arg(dir.path())
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -193,4 +198,107 @@ async fn rdkafka_admin_produce_consume() {
         res[1].as_ref().unwrap_err().1,
         rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
     );
+}
+
+mod cooperative {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::ClientContext;
+
+    use super::{config, Strand};
+
+    /// Records every partition this consumer had revoked.
+    #[derive(Clone, Default)]
+    struct Recorder(Arc<Mutex<Vec<i32>>>);
+
+    impl ClientContext for Recorder {}
+    impl ConsumerContext for Recorder {
+        fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+            if let Rebalance::Revoke(tpl) = rebalance {
+                let mut r = self.0.lock().unwrap();
+                r.extend(tpl.elements().iter().map(|e| e.partition()));
+            }
+        }
+    }
+
+    fn consumer(bootstrap: &str, rec: &Recorder) -> BaseConsumer<Recorder> {
+        let c: BaseConsumer<Recorder> = config(bootstrap)
+            .set("group.id", "coop")
+            .set("partition.assignment.strategy", "cooperative-sticky")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "500")
+            .create_with_context(rec.clone())
+            .unwrap();
+        c.subscribe(&["coop"]).unwrap();
+        c
+    }
+
+    fn owned(c: &BaseConsumer<Recorder>) -> Vec<i32> {
+        let mut v: Vec<i32> = c
+            .assignment()
+            .unwrap()
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// An incremental cooperative-sticky rebalance: when a second member joins, the first gives
+    /// up only the partitions that move and keeps consuming the others throughout.
+    #[test]
+    fn cooperative_sticky_rebalance_keeps_the_partitions_that_stay() {
+        let strand = Strand::start_with(&[
+            "--set",
+            "num.partitions=4",
+            "--set",
+            "group.initial.rebalance.delay.ms=0",
+        ]);
+        let bootstrap = strand.bootstrap();
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            config(&bootstrap).create().unwrap();
+        for i in 0..40 {
+            let key = i.to_string();
+            producer
+                .send(
+                    BaseRecord::to("coop")
+                        .key(&key)
+                        .payload("x")
+                        .partition(i % 4),
+                )
+                .unwrap();
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+
+        let r1 = Recorder::default();
+        let c1 = consumer(&bootstrap, &r1);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while owned(&c1).len() != 4 && Instant::now() < deadline {
+            c1.poll(Duration::from_millis(100));
+        }
+        assert_eq!(owned(&c1), vec![0, 1, 2, 3]);
+
+        let r2 = Recorder::default();
+        let c2 = consumer(&bootstrap, &r2);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while (owned(&c1).len() != 2 || owned(&c2).len() != 2) && Instant::now() < deadline {
+            c1.poll(Duration::from_millis(50));
+            c2.poll(Duration::from_millis(50));
+        }
+        let (a, b) = (owned(&c1), owned(&c2));
+        assert_eq!((a.len(), b.len()), (2, 2), "c1 {a:?} c2 {b:?}");
+        assert!(a.iter().all(|p| !b.contains(p)));
+        let revoked = r1.0.lock().unwrap().clone();
+        assert_eq!(
+            revoked.len(),
+            2,
+            "c1 must give up only what moves: {revoked:?}"
+        );
+        assert!(revoked.iter().all(|p| b.contains(p)));
+    }
 }
