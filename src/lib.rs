@@ -6,6 +6,7 @@
 //! [`cluster`] (the metadata store). [`config`] holds the validated settings.
 
 pub mod broker;
+pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod group;
@@ -13,6 +14,7 @@ pub mod handlers;
 pub mod metrics;
 pub mod server;
 pub mod storage;
+pub mod txn;
 
 use std::sync::Arc;
 

@@ -25,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run a broker (the default when no subcommand is given).
     Serve(ServeArgs),
+    /// Manage topics on any Kafka-compatible broker.
+    Topics(strand::cli::TopicsArgs),
+    /// Show the cluster a broker belongs to.
+    Cluster(strand::cli::ClusterArgs),
 }
 
 #[derive(Args, Default)]
@@ -116,6 +120,22 @@ async fn wait_for_signal() {
     }
 }
 
+/// Runs an admin command; a failure is one sentence on stderr and exit status 1.
+fn admin(command: impl std::future::Future<Output = anyhow::Result<()>>) -> ! {
+    let result = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(anyhow::Error::from)
+        .and_then(|rt| rt.block_on(command));
+    match result {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -129,6 +149,8 @@ fn main() -> anyhow::Result<()> {
     let args = match cli.command {
         Some(Command::Serve(a)) => a,
         None => cli.serve,
+        Some(Command::Topics(a)) => admin(strand::cli::topics(a)),
+        Some(Command::Cluster(a)) => admin(strand::cli::cluster(a)),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(args))

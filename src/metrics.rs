@@ -297,7 +297,7 @@ async fn sample_loop(broker: Arc<Broker>) {
 }
 
 /// Kafka's name for an error code (`UNKNOWN_TOPIC_OR_PARTITION`).
-fn error_name(code: i16) -> String {
+pub fn error_name(code: i16) -> String {
     let camel = match kafka_protocol::ResponseError::try_from_code(code) {
         Some(kafka_protocol::ResponseError::Unknown(c)) => return format!("UNKNOWN_{c}"),
         Some(e) => format!("{e:?}"),

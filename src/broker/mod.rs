@@ -135,6 +135,8 @@ pub struct Broker {
     pub config: Config,
     /// The group coordinator (every group: this broker is the only one).
     pub groups: Arc<GroupCoordinator>,
+    /// Producer ids for idempotent producers.
+    pub producer_ids: crate::txn::ProducerIdManager,
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -208,6 +210,7 @@ impl Broker {
             .map_err(|e| anyhow::anyhow!("cannot load committed offsets: {e}"))?,
         );
         Ok(Arc::new(Broker {
+            producer_ids: crate::txn::ProducerIdManager::new(store.clone()),
             groups,
             cluster_id: store.cluster_id(),
             config,

@@ -29,6 +29,9 @@ struct Document {
     version: u32,
     cluster_id: String,
     topics: BTreeMap<String, TopicRecord>,
+    /// The first producer id not yet handed out in a block.
+    #[serde(default)]
+    next_producer_id: i64,
 }
 
 pub struct LocalStore {
@@ -53,6 +56,7 @@ impl LocalStore {
                     version: 1,
                     cluster_id: new_cluster_id(),
                     topics: BTreeMap::new(),
+                    next_producer_id: 0,
                 };
                 write_atomically(&dir, &doc)?;
                 doc
@@ -187,6 +191,15 @@ impl MetadataStore for LocalStore {
                 Ok(())
             }
             None => Err(MetadataError::UnknownTopic(topic.name)),
+        })
+        .await
+    }
+
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {
+        self.modify(move |doc| {
+            let start = doc.next_producer_id;
+            doc.next_producer_id = start.saturating_add(count);
+            Ok(start)
         })
         .await
     }

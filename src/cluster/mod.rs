@@ -91,6 +91,10 @@ pub trait MetadataStore: Send + Sync {
     /// Removes a topic and returns what it was.
     async fn delete_topic(&self, name: &str) -> Result<TopicRecord>;
 
+    /// Reserves `count` producer ids and returns the first: blocks never overlap, even across
+    /// restarts (the reservation is durable before it is returned).
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64>;
+
     /// Every group's committed offsets (read once at start-up; the group coordinator keeps
     /// the live copy).
     async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>>;

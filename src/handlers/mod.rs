@@ -18,6 +18,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod txn;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -130,6 +131,7 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(DescribeGroups, 0, 6, group::describe_groups::handle),
         api!(DeleteGroups, 0, 2, group::delete_groups::handle),
         api!(OffsetDelete, 0, 0, group::offset_delete::handle),
+        api!(InitProducerId, 0, 5, txn::init_producer_id::handle),
         // KIP-848. v1 (client-generated member ids) is what librdkafka 2.12 requires.
         api!(
             ConsumerGroupHeartbeat,

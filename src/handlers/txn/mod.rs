@@ -1,0 +1,3 @@
+//! Producer-id and transaction APIs.
+
+pub mod init_producer_id;
