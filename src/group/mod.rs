@@ -544,28 +544,37 @@ impl GroupCoordinator {
             .map(|(p, _)| p)
             .collect();
         if !doomed.is_empty() {
-            let commit_lock = self.commit_lock(group_id);
-            let _serial = commit_lock.lock().await;
-            self.store
-                .delete_offsets(group_id, Some(doomed.clone()))
-                .await?;
-            let mut g = lock(&group);
-            for k in doomed {
-                g.offsets.remove(&k);
-            }
+            self.forget_offsets(&group, group_id, doomed).await?;
         }
         Ok(results)
     }
 
+    /// Durably deletes `doomed` offsets of a group, then forgets them in memory (serialized with
+    /// the group's commits, so the store and memory agree on the order).
+    async fn forget_offsets(
+        &self,
+        group: &GroupRef,
+        id: &str,
+        doomed: Vec<(String, i32)>,
+    ) -> Result<()> {
+        let commit_lock = self.commit_lock(id);
+        let _serial = commit_lock.lock().await;
+        self.store.delete_offsets(id, Some(doomed.clone())).await?;
+        let mut g = lock(group);
+        for k in doomed {
+            g.offsets.remove(&k);
+        }
+        Ok(())
+    }
+
+    /// Every group, classic entries (which hold all committed offsets).
+    fn all_groups(&self) -> Vec<GroupRef> {
+        lock(&self.groups).values().cloned().collect()
+    }
+
     /// Forgets every group's offsets of a deleted topic.
     pub async fn topic_deleted(&self, topic: &str) {
-        let groups: Vec<GroupRef> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all_groups();
         for group in groups {
             let (id, doomed): (String, Vec<(String, i32)>) = {
                 let g = lock(&group);
@@ -581,15 +590,8 @@ impl GroupCoordinator {
             if doomed.is_empty() {
                 continue;
             }
-            let commit_lock = self.commit_lock(&id);
-            let _serial = commit_lock.lock().await;
-            if let Err(e) = self.store.delete_offsets(&id, Some(doomed.clone())).await {
+            if let Err(e) = self.forget_offsets(&group, &id, doomed).await {
                 tracing::warn!(group = %id, "cannot delete offsets of deleted topic {topic}: {e}");
-                continue;
-            }
-            let mut g = lock(&group);
-            for k in doomed {
-                g.offsets.remove(&k);
             }
         }
     }
@@ -605,13 +607,7 @@ impl GroupCoordinator {
             lock(g).tick(now, topics);
         }
         let now_ms = now_ms();
-        let groups: Vec<GroupRef> = self
-            .groups
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let groups = self.all_groups();
         let retention_due = {
             let mut last = self
                 .last_retention
