@@ -127,6 +127,13 @@ def _member_main(cfg: dict) -> None:
             return None
 
     lib = cfg["lib"]
+    if os.environ.get("GROUP_MEMBER_DEBUG"):  # client debug logs to the member's stderr file
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        if lib == "confluent":
+            cfg.setdefault("conf", {}).update({"debug": "cgrp,protocol", "log_level": 7})
     if lib == "confluent":
         _run_confluent(cfg, emit, next_cmd)
     elif lib == "kafka-python":
@@ -206,6 +213,13 @@ def _run_kafka_python(cfg, emit, next_cmd):
                 request_timeout_ms=15000)
     conf.update(_client_conf("kafka-python", cfg))
     c = KafkaConsumer(**conf)
+    # kafka-python 3.0.12 race: when the leader's first assignment was computed without topic
+    # metadata it rejoins; if a poll() timer expires while that join is in flight, need_rejoin()
+    # turns false before the join completes and the heartbeat is never re-enabled (the member
+    # is expelled after its session timeout and never rejoins). Fetching the metadata first
+    # avoids that rejoin; longer poll timeouts shrink the window.
+    for t in cfg["topics"]:
+        c.partitions_for_topic(t)
     cur: set = set()
 
     class Listener(ConsumerRebalanceListener):
@@ -242,7 +256,7 @@ def _run_kafka_python(cfg, emit, next_cmd):
             time.sleep(0.05)
             continue
         try:
-            recs = c.poll(timeout_ms=100)
+            recs = c.poll(timeout_ms=500)
         except KPError as e:
             emit(ev="error", name=type(e).__name__, str=str(e))
             time.sleep(0.2)
@@ -633,10 +647,12 @@ def test_commit_and_restart_resumes_where_the_group_left_off(broker, members, li
     offsets = committed_map(broker, group, topic, 4)
     assert offsets == {p: 10 for p in range(4)}, offsets
 
-    second = [f"b{i}" for i in range(40)]
-    produce_values(broker, topic, second, 4)
     ms2 = [members(f"{lib}-r{i}", lib, broker, group, [topic], session_ms=6000, heartbeat_ms=500)
            for i in range(2)]
+    wait_split(ms2, parts, timeout=45)
+    second = [f"b{i}" for i in range(40)]
+    produce_values(broker, topic, second, 4)
+    # nothing of `first` is read again (the commits hold), every new value once
     c = wait_consumed(ms2, set(second), timeout=45)
     assert_exactly_once(c, set(second), ms2)
 
@@ -711,24 +727,22 @@ def test_killed_member_is_evicted_after_session_timeout(broker, members, lib):
     wait_split([a, b], parts, timeout=45)
     first = [f"a{i}" for i in range(40)]
     produce_values(broker, topic, first, 4)
-    wait_consumed([a, b], set(first))
+    assert_exactly_once(wait_consumed([a, b], set(first)), set(first), [a, b])
     a.commit()  # the victim's progress must survive it
-    victim_parts = a.cur
+    b.commit()  # (eager rebalance: the survivor restarts its own partitions at its commits too)
 
     mark = b.mark()
     killed = time.monotonic()
     a.kill9()
-    later = [f"b{i}" for i in range(40)]
-    produce_values(broker, topic, later, 4)
     took = wait_owner(b, parts, 20, [a]) - killed
     # evicted by the session timeout, not earlier (the last heartbeat was <= 0.3 s before the
     # kill), and not much later
     assert session_s - 0.8 <= took <= session_s + 3.0, f"reassigned {took:.2f}s after SIGKILL"
+    later = [f"b{i}" for i in range(40)]
+    produce_values(broker, topic, later, 4)
     c = wait_consumed([b], set(later), {b.name: mark})
-    # The victim's partitions resume at its commit: nothing of `first` is read again there.
-    again = [e for e in b.msgs(mark) if e["v"].startswith("a") and (topic, e["p"]) in victim_parts]
-    assert not again, again[:5]
-    assert all(n == 1 for v, n in c.items() if v.startswith("b")), c
+    # Every partition resumes at its commit: nothing of `first` is read again.
+    assert_exactly_once(c, set(later), [a, b])
 
 
 @pytest.mark.parametrize("lib", LIBS)
@@ -1285,24 +1299,44 @@ def test_session_timeout_outside_broker_limits(broker, members):
 
 @pytest.mark.broker_settings(**{**FAST, "offset.metadata.max.bytes": "100"})
 def test_offset_metadata_too_large(broker):
+    """offset.metadata.max.bytes=100: 100 bytes are fine, 101 get OFFSET_METADATA_TOO_LARGE for
+    that partition only. (confluent-kafka sends the metadata string with a trailing NUL, so
+    its limit is 99 characters; kafka-python sends exactly the string.)"""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+    from kafka.errors import OffsetMetadataTooLargeError
+    from kafka.structs import OffsetAndMetadata
+
     topic = create_topic(broker, unique("gmeta"), partitions=2)
     group = unique("g")
     c = cconsumer(broker, group)
     try:
-        res = c.commit(offsets=[TopicPartition(topic, 0, 4, "m" * 100)], asynchronous=False)
+        res = c.commit(offsets=[TopicPartition(topic, 0, 4, "m" * 50)], asynchronous=False)
         assert res[0].error is None
         try:
-            res = c.commit(offsets=[TopicPartition(topic, 0, 9, "m" * 101), TopicPartition(topic, 1, 9, "ok")],
+            res = c.commit(offsets=[TopicPartition(topic, 0, 9, "m" * 150), TopicPartition(topic, 1, 9, "ok")],
                            asynchronous=False)
             errs = {tp.partition: tp.error and tp.error.code() for tp in res}
             assert errs == {0: KafkaError.OFFSET_METADATA_TOO_LARGE, 1: None}, errs
-        except KafkaException as e:
+        except KafkaException as e:  # librdkafka reports the first partition error for the call
             assert e.args[0].code() == KafkaError.OFFSET_METADATA_TOO_LARGE, e
         got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=10)
-        assert got[0].offset == 4 and got[0].metadata == "m" * 100, got
+        assert got[0].offset == 4 and got[0].metadata == "m" * 50, got
         assert got[1].offset == 9 and got[1].metadata == "ok", got
     finally:
         c.close()
+
+    kc = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=unique("g"),
+                       enable_auto_commit=False, request_timeout_ms=15000)
+    try:
+        tp = KTP(topic, 0)
+        kc.assign([tp])
+        kc.commit({tp: OffsetAndMetadata(3, "k" * 100, -1)})
+        with pytest.raises(OffsetMetadataTooLargeError):
+            kc.commit({tp: OffsetAndMetadata(5, "k" * 101, -1)})
+        assert kc.committed(tp) == 3
+    finally:
+        kc.close()
 
 
 @pytest.mark.broker_settings(**FAST)

@@ -36,6 +36,7 @@ while (($#)); do
   shift
 done
 T0=$(date +%s)
+LOAD0="$(cut -d' ' -f1-3 /proc/loadavg)"
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'bench.sh: error: %s\n' "$*" >&2; exit 1; }
 
@@ -163,19 +164,26 @@ run_produce() {  # broker size parts acks codec
   cnt=$(probe_count "$size")
   r="$(perf_produce "$RUN_DIR/perf-$tag-probe.log" "$cnt" "${args[@]}")"
   read -r msgs byts ms rate mbs failed wall <<<"$r"
-  if [ "${rate:-0}" -gt 0 ] && [ "$(echo "$wall < $MIN_S" | bc)" = 1 ]; then
-    cnt=$(( rate * TARGET_S ))
-    r="$(perf_produce "$RUN_DIR/perf-$tag.log" "$cnt" "${args[@]}")"
+  # Scale the count by the measured wall time until a run lasts at least MIN_S (the probe's
+  # rate is pessimistic: it includes client start-up and topic creation).
+  local try
+  for try in 1 2 3; do
+    [ "${rate:-0}" -gt 0 ] && [ "$(echo "$wall < $MIN_S" | bc)" = 1 ] || break
+    cnt=$(echo "c = $cnt * $TARGET_S / ($wall + 0.05); if (c > 200000000) c = 200000000; scale=0; c / 1" | bc)
+    r="$(perf_produce "$RUN_DIR/perf-$tag-$try.log" "$cnt" "${args[@]}")"
     read -r msgs byts ms rate mbs failed wall <<<"$r"
-  fi
+  done
   [ "${failed:-0}" != 0 ] && note="($failed failed deliveries)"
   [ "${rate:-0}" = 0 ] && note="(no result: see $RUN_DIR/perf-$tag*.log)"
   local cmd="rdkafka_performance -P -b 127.0.0.1:PORT -c $cnt ${args[*]}"
   # Latency at a fixed rate: enqueue -> delivery report, per message.
   local latf="$RUN_DIR/lat-$tag.txt" p50 p99 n
   local largs=(-t "$topic-lat" -s "$size" -a "$acks" "${zarg[@]}" -X linger.ms=0 -l -A "$latf" -r "$LAT_RATE")
+  # warm-up: create the topic and its partitions' logs first (not measured)
+  perf_produce "$RUN_DIR/perf-$tag-latwarm.log" 1000 -t "$topic-lat" -s "$size" -a "$acks" >/dev/null
   perf_produce "$RUN_DIR/perf-$tag-lat.log" "$LAT_COUNT" "${largs[@]}" >/dev/null
-  read -r p50 p99 n <<<"$(python3 "$HELPER" latency "$latf")"
+  # the first second of samples is dropped (client start-up: metadata, connections)
+  read -r p50 p99 n <<<"$(python3 "$HELPER" latency "$latf" "$LAT_RATE")"
   local latcmd="rdkafka_performance -P -b 127.0.0.1:PORT -c $LAT_COUNT ${largs[*]/$latf/LATENCY_FILE}"
   if ! kill -0 "$BPID" 2>/dev/null; then note="$note (broker died: $(tail -n 2 "$RUN_DIR/broker-$tag.log" | tr '\n\t' '  '))"; fi
   stop_broker
@@ -241,6 +249,7 @@ INFO="$RUN_DIR/header.md"
   echo
   echo "- machine: $(nproc) cores ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -n1)), $(free -g | awk '/^Mem:/{print $2}') GiB RAM, client on the same box (it competes with the broker for the cores)"
   echo "- date: $(date '+%Y-%m-%d %H:%M %Z'); strand at git $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)$(cd "$REPO" && git diff --quiet HEAD 2>/dev/null || echo '+local changes')"
+  echo "- load average before / after the run: $LOAD0 / $(cut -d' ' -f1-3 /proc/loadavg) (the machine is shared: other processes may have been running; figures are noisy)"
   echo "- command: \`scripts/bench.sh$( ((TANSU)) && echo ' --tansu')$( ((QUICK)) && echo ' --quick')\` (took $((DUR / 60)) min $((DUR % 60)) s)"
   echo "- each workload runs on a fresh broker (temp data dir, topic auto-created with \`num.partitions\` = partitions);"
   echo "  message counts are sized so each throughput run lasts ~${TARGET_S} s (a short probe run measures the rate first)"
@@ -251,7 +260,8 @@ INFO="$RUN_DIR/header.md"
   echo "- msgs/s and MB/s (10^6 bytes of payload per second) are rdkafka_performance's own figures: delivered"
   echo "  messages from the first produce call to the last delivery report"
   echo "- latency p50/p99: a separate run at a fixed ${LAT_RATE} msgs/s (\`-r\`), \`-X linger.ms=0\`, \`-l -A\`"
-  echo "  (time from produce() to the delivery report, per message)"
+  echo "  (time from produce() to the delivery report, per message; the topic is written to first and the"
+  echo "  first second of samples is dropped, so client start-up is not counted)"
   echo "- consume: a $((FILL_BYTES >> 20)) MiB topic of 1 KiB messages is produced (acks=1), then read from the beginning with the"
   echo "  non-group consumer (\`-C\`, every partition given with \`-p\`; consumer groups are not implemented yet)."
   echo "  The data is still in the page cache."

@@ -107,6 +107,8 @@ pub struct Config {
     pub group_consumer_session_timeout_ms: u64,
     /// `group.consumer.heartbeat.interval.ms` (KIP-848 groups)
     pub group_consumer_heartbeat_interval_ms: u64,
+    /// `producer.id.expiration.ms`: idempotence state of a silent producer is dropped after this.
+    pub producer_id_expiration_ms: i64,
     /// `metrics.listen`: where `GET /metrics` (Prometheus text format) is served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     /// The keys set explicitly (file, environment, flags), as given: DescribeConfigs reports
@@ -161,6 +163,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("offset.metadata.max.bytes", "4096"),
     ("group.consumer.session.timeout.ms", "45000"),
     ("group.consumer.heartbeat.interval.ms", "5000"),
+    ("producer.id.expiration.ms", "86400000"),
     ("shutdown.timeout.ms", "30000"),
     ("metrics.listen", ""),
 ];
@@ -381,6 +384,12 @@ impl Config {
                 &req("group.consumer.heartbeat.interval.ms"),
                 1,
                 i32::MAX as u64,
+            )?,
+            producer_id_expiration_ms: parse_num(
+                "producer.id.expiration.ms",
+                &req("producer.id.expiration.ms"),
+                1,
+                i32::MAX as i64,
             )?,
             metrics_listen,
             explicit: ExplicitKeys(overrides.clone()),

@@ -3,7 +3,7 @@
 
   report.py produce LOG            -> msgs<TAB>bytes<TAB>ms<TAB>msgs_s<TAB>mb_s<TAB>failed   (last summary)
   report.py consume LOG            -> msgs<TAB>bytes<TAB>ms<TAB>msgs_s<TAB>mb_s
-  report.py latency FILE           -> p50_ms<TAB>p99_ms<TAB>count      (latencies in us, one per line)
+  report.py latency FILE [SKIP]    -> p50_ms<TAB>p99_ms<TAB>count  (latencies in us, one per line; drop the first SKIP)
   report.py render RESULTS.tsv OUT.md HEADER_INFO_FILE
 """
 import re
@@ -40,8 +40,9 @@ def consume(path):
     print("\t".join(m.groups()))
 
 
-def latency(path):
-    v = sorted(int(x) for x in open(path) if x.strip().isdigit())
+def latency(path, skip=0):
+    v = [int(x) for x in open(path) if x.strip().isdigit()]
+    v = sorted(v[skip:] if len(v) > 2 * skip else v)
     if not v:
         print("-\t-\t0")
         return
@@ -123,7 +124,7 @@ if __name__ == "__main__":
     elif cmd == "consume":
         consume(sys.argv[2])
     elif cmd == "latency":
-        latency(sys.argv[2])
+        latency(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 0)
     elif cmd == "render":
         render(sys.argv[2], sys.argv[3], sys.argv[4])
     else:

@@ -65,9 +65,13 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
-    /// The last stable offset. Without transactions it equals the high watermark.
+    /// The last stable offset: below the first offset of any open transaction, and never
+    /// above the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
-        self.high_watermark()
+        let hw = self.high_watermark();
+        self.log
+            .first_unstable_offset()
+            .map_or(hw, |first| first.min(hw))
     }
 
     /// Watches the high watermark (long-polling fetches wait on it).
@@ -78,6 +82,10 @@ impl Partition {
     /// Appends validated batches and makes them visible to readers.
     pub fn append(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
         let info = self.log.append(records, self.leader_epoch, now_ms)?;
+        if info.duplicate {
+            // A retried batch: nothing was written, the original offsets are answered.
+            return Ok(info);
+        }
         self.metrics.bytes_in.increment(records.len() as u64);
         let end = info.last_offset + 1;
         self.high_watermark.send_if_modified(|hw| {

@@ -179,6 +179,7 @@ pub fn log_config(config: &Config, overrides: &BTreeMap<String, String>) -> LogC
             Some(v) => v == "LogAppendTime",
             None => config.log_message_timestamp_type == TimestampType::LogAppendTime,
         },
+        producer_id_expiration_ms: config.producer_id_expiration_ms,
     }
 }
 

@@ -18,8 +18,10 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{HandlerError, HandlerResult, RequestContext};
+use crate::broker::topic_config;
 use crate::broker::{now_ms, Partition};
 use crate::storage::batch::BatchHeader;
+use crate::storage::records::BatchRecords;
 
 struct Outcome {
     error: Option<ResponseError>,
@@ -85,7 +87,14 @@ pub async fn handle(
             let outcome = match (&partition, &pd.records) {
                 (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition),
                 (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
-                (Some(p), Some(records)) => append(p, records, now, acks),
+                (Some(p), Some(records)) => {
+                    if compacted(&ctx, &name) && !all_records_keyed(records) {
+                        // Kafka refuses records without a key on a compacted topic.
+                        Outcome::error(ResponseError::InvalidRecord)
+                    } else {
+                        append(p, records, now, acks)
+                    }
+                }
             };
             parts.push((pd.index, partition, outcome));
         }
@@ -155,6 +164,37 @@ fn has_control_batch(records: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Whether `topic` has `cleanup.policy` including `compact`.
+fn compacted(ctx: &RequestContext, topic: &str) -> bool {
+    ctx.broker.topic(topic).is_some_and(|t| {
+        topic_config::effective(&ctx.broker.config, &t.record.configs, "cleanup.policy")
+            .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
+    })
+}
+
+/// True if every record of every batch has a key. Decodes (and decompresses) the records, so
+/// it runs only for compacted topics. Malformed batches pass here and fail validation later.
+fn all_records_keyed(records: &[u8]) -> bool {
+    let mut pos = 0;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        let Some(n) = h.total_size().filter(|n| *n > 0) else {
+            return true;
+        };
+        let Some(batch) = records.get(pos..pos + n) else {
+            return true;
+        };
+        if !h.is_control() {
+            if let Ok(decoded) = BatchRecords::decode(batch) {
+                if decoded.iter().any(|r| r.is_ok_and(|r| r.key.is_none())) {
+                    return false;
+                }
+            }
+        }
+        pos += n;
+    }
+    true
 }
 
 fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {

@@ -2,7 +2,8 @@
 //!
 //! Role: the knobs of one [`PartitionLog`](super::PartitionLog), named after Kafka's topic
 //! configs (`segment.bytes`, `segment.ms`, `retention.ms`, `retention.bytes`,
-//! `index.interval.bytes`, `max.message.bytes`, `message.timestamp.type`). The broker maps its
+//! `index.interval.bytes`, `max.message.bytes`, `message.timestamp.type`, and the broker's
+//! `producer.id.expiration.ms`). The broker maps its
 //! config file and topic overrides onto this struct; the store never reads config files itself.
 //!
 //! Invariant: values are used as given, except that `segment_bytes` is capped at `i32::MAX`
@@ -29,6 +30,10 @@ pub struct LogConfig {
     /// `message.timestamp.type == LogAppendTime`: the broker stamps batches with its clock.
     /// Default false (CreateTime).
     pub log_append_time: bool,
+    /// `producer.id.expiration.ms` (a broker config in Kafka): idempotent-producer state whose
+    /// last write is older than this is dropped by `enforce_retention` (unless a transaction is
+    /// ongoing); negative = never. Default 1 day.
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -41,6 +46,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             max_message_bytes: 1_048_588,
             log_append_time: false,
+            producer_id_expiration_ms: 24 * 60 * 60 * 1000,
         }
     }
 }

@@ -45,6 +45,26 @@ pub enum StorageError {
         log_start_offset: i64,
         log_end_offset: i64,
     },
+    /// An idempotent/transactional batch carries an older producer epoch than the partition
+    /// knows (a zombie producer is fenced).
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    /// A batch's base sequence does not follow the producer's last sequence (or is not 0 on a
+    /// new epoch).
+    #[error("producer {producer_id} epoch {epoch}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        expected: i32,
+        got: i32,
+    },
+    /// A request mixes a retried (duplicate) batch with new ones.
+    #[error("producer {producer_id}: duplicate batch at sequence {first_seq} among new batches")]
+    DuplicateSequence { producer_id: i64, first_seq: i32 },
 }
 
 impl StorageError {
@@ -59,6 +79,9 @@ impl StorageError {
             StorageError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,
             StorageError::RecordListTooLarge { .. } => ResponseError::RecordListTooLarge,
             StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+            StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+            StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+            StorageError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
         }
     }
 }
@@ -88,5 +111,23 @@ mod tests {
             StorageError::InvalidRecord("x".into()).error_code().code(),
             87
         );
+        let fenced = StorageError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1,
+        };
+        assert_eq!(fenced.error_code().code(), 47);
+        let gap = StorageError::OutOfOrderSequence {
+            producer_id: 1,
+            epoch: 0,
+            expected: 3,
+            got: 5,
+        };
+        assert_eq!(gap.error_code().code(), 45);
+        let dup = StorageError::DuplicateSequence {
+            producer_id: 1,
+            first_seq: 0,
+        };
+        assert_eq!(dup.error_code().code(), 46);
     }
 }

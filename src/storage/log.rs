@@ -3,7 +3,9 @@
 //! Layout of `<data_dir>/<topic>-<partition>/`:
 //! - `<base offset, 20 digits>.log` / `.index` / `.timeindex` per segment (see [`super::segment`]);
 //! - `leader-epoch-checkpoint` (see [`super::epoch`]);
-//! - `log-start-offset`: `0\n<offset>\n`, written atomically by `advance_log_start_offset`.
+//! - `log-start-offset`: `0\n<offset>\n`, written atomically by `advance_log_start_offset`;
+//! - `<offset, 20 digits>.snapshot`: idempotent-producer state as of `offset` (see
+//!   [`super::producer_state`]), written at every roll and at `close`, the 2 newest kept.
 //!
 //! Offsets: `log_start_offset <= log_end_offset`; the log end offset (LEO) is the last valid
 //! batch's `baseOffset + lastOffsetDelta + 1` (the active segment's base offset when it is
@@ -27,6 +29,17 @@
 //!   whose offset is covered returns without another sync, so one fdatasync serves every batch
 //!   appended meanwhile. The append lock is never held during that fsync.
 //! - Rolling fsyncs under the append lock (once per segment, by design of the invariant above).
+//!
+//! Producer state (KIP-98/KIP-360): `append` checks every batch with a producer id against the
+//! per-producer state (epoch fencing, sequence continuity, duplicate detection over the last 5
+//! batches) under the append lock, before anything is written; a request whose batches are all
+//! retries writes nothing and returns the original offsets (`AppendInfo::duplicate`). The
+//! staged state updates are committed only after the write succeeded, so the state always
+//! describes exactly the batches below the log end offset. At open the state is the newest
+//! valid snapshot at or below the log end offset plus a replay of the batch headers after it
+//! (the whole log without one); snapshots above the end or below the first segment, and
+//! invalid ones, are deleted. Retention drops producers whose batches are all deleted and, by
+//! `producer.id.expiration.ms`, idle producers without an ongoing transaction.
 //!
 //! Recovery ([`PartitionLog::open`] with `clean = false`): leftover `*.tmp`, `*.cleaned`,
 //! `*.deleted`, `*.swap` files and index files without a `.log` are deleted; the active segment
@@ -53,8 +66,13 @@ use super::config::LogConfig;
 use super::epoch::{EpochEntry, LeaderEpochCache};
 use super::error::{Result, StorageError};
 use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
+use super::producer_state::{
+    delete_snapshot, list_snapshots, prune_snapshots, ActiveProducer, PendingAppend,
+    ProducerStateManager, Verdict,
+};
 use super::segment::{
-    parse_segment_file_name, Segment, SegmentSnapshot, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    parse_segment_file_name, scan_batches, Segment, SegmentSnapshot, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 
 /// Name of the persisted log start offset file.
@@ -72,6 +90,9 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// One per appended batch, in order, with assigned offsets.
     pub batches: Vec<BatchInfo>,
+    /// Every batch was a retry of an already appended idempotent batch: nothing was written and
+    /// the offsets (in this struct and in `batches`) are those of the original append.
+    pub duplicate: bool,
 }
 
 /// Result of a read.
@@ -98,6 +119,8 @@ struct Inner {
     log_start_offset: i64,
     log_end_offset: i64,
     epochs: LeaderEpochCache,
+    /// Idempotent-producer state as of `log_end_offset`.
+    producers: ProducerStateManager,
 }
 
 /// The log of one partition. `Send + Sync`; share it in an `Arc`.
@@ -190,7 +213,83 @@ impl Inner {
         let old = std::mem::replace(&mut self.active, new);
         tracing::debug!(dir = %dir.display(), base = self.log_end_offset, "rolled segment");
         self.closed.insert(old.base_offset(), old);
+        // A snapshot only shortens the rebuild at open: failing to write one is not fatal.
+        if let Err(e) = self.snapshot_producers(dir) {
+            tracing::warn!(dir = %dir.display(), error = %e, "producer state snapshot failed");
+        }
         Ok(())
+    }
+
+    /// Writes the producer state snapshot at the log end offset and prunes old snapshots.
+    fn snapshot_producers(&self, dir: &Path) -> io::Result<()> {
+        self.producers.write_snapshot(dir, self.log_end_offset)?;
+        if prune_snapshots(dir, self.first_base_offset())? {
+            fsync_dir(dir)?;
+        }
+        Ok(())
+    }
+
+    fn first_base_offset(&self) -> i64 {
+        self.closed
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active.base_offset())
+    }
+
+    /// Loads the producer state at open: the newest valid snapshot at or below the log end
+    /// offset (newer, invalid and below-the-first-segment snapshots are deleted), then the
+    /// batch headers from its offset to the end (the whole log without a snapshot). Returns
+    /// whether files were deleted.
+    fn load_producer_state(&mut self, dir: &Path) -> Result<bool> {
+        let leo = self.log_end_offset;
+        let first_base = self.first_base_offset();
+        let mut changed = false;
+        let mut loaded: Option<(i64, ProducerStateManager)> = None;
+        for offset in list_snapshots(dir)?.into_iter().rev() {
+            if offset > leo || offset < first_base {
+                delete_snapshot(dir, offset)?;
+                changed = true;
+                continue;
+            }
+            if loaded.is_some() {
+                continue;
+            }
+            match ProducerStateManager::read_snapshot(dir, offset) {
+                Ok(state) => loaded = Some((offset, state)),
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), offset, error = %e,
+                        "deleting invalid producer state snapshot");
+                    delete_snapshot(dir, offset)?;
+                    changed = true;
+                }
+            }
+        }
+        let (from, mut state) = loaded.unwrap_or((first_base, ProducerStateManager::default()));
+        for seg in self.segments().filter(|s| s.next_offset() > from) {
+            let snap = seg.snapshot_for_offset(from);
+            let problem = scan_batches(
+                &snap.file,
+                snap.start_position,
+                snap.size,
+                snap.base_offset,
+                false,
+                |_, h| {
+                    if h.base_offset >= from {
+                        state.replay(h);
+                    }
+                },
+            )?;
+            if let Some(p) = problem {
+                tracing::warn!(dir = %dir.display(), segment = snap.base_offset,
+                    position = p.position, reason = %p.reason,
+                    "producer state rebuild stopped at an unreadable batch");
+            }
+        }
+        state.truncate_head(self.log_start_offset);
+        self.producers = state;
+        changed |= prune_snapshots(dir, first_base)?;
+        Ok(changed)
     }
 
     /// Deletes the `n` oldest segments (rolling first if that includes the active one), then
@@ -217,6 +316,8 @@ impl Inner {
             .copied()
             .unwrap_or(self.active.base_offset());
         self.log_start_offset = self.log_start_offset.max(first);
+        prune_snapshots(dir, first)?;
+        self.producers.truncate_head(self.log_start_offset);
         fsync_dir(dir)?;
         if self.epochs.truncate_from_start(self.log_start_offset) {
             self.epochs.persist(dir)?;
@@ -320,6 +421,7 @@ impl PartitionLog {
             log_start_offset: first_base.max(persisted_start.unwrap_or(0)),
             log_end_offset,
             epochs: LeaderEpochCache::load(dir)?,
+            producers: ProducerStateManager::default(),
         };
         if inner.log_start_offset > inner.log_end_offset {
             // Everything below the persisted start offset is gone: start over there.
@@ -352,6 +454,7 @@ impl PartitionLog {
         if end_changed || start_changed {
             inner.epochs.persist(dir)?;
         }
+        dir_changed |= inner.load_producer_state(dir)?;
         if !clean {
             inner.active.sync_all()?;
         }
@@ -408,6 +511,10 @@ impl PartitionLog {
         let mut headers: Vec<(usize, BatchHeader)> = Vec::with_capacity(batches.len());
         let mut infos = Vec::with_capacity(batches.len());
         let mut max_timestamp = i64::MIN;
+        // Producer checks happen here, under the append lock and before anything is written;
+        // their updates are committed only after the write.
+        let mut pending = PendingAppend::default();
+        let mut duplicates: Vec<BatchInfo> = Vec::new();
         for (pos, h) in &batches {
             let size = h.total_size().unwrap_or(0);
             let Some(slice) = data.get_mut(*pos..*pos + size) else {
@@ -420,10 +527,44 @@ impl PartitionLog {
             }
             let h = BatchHeader::parse(slice)
                 .ok_or_else(|| StorageError::CorruptMessage("batch header".into()))?;
+            if let Verdict::Duplicate(original) =
+                inner.producers.check_and_stage(&mut pending, &h)?
+            {
+                duplicates.push(BatchInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    max_timestamp: original.max_timestamp,
+                    ..BatchInfo::from_header(&h, size)
+                });
+                continue;
+            }
             max_timestamp = max_timestamp.max(h.max_timestamp);
             infos.push(BatchInfo::from_header(&h, size));
             headers.push((*pos, h));
             next = h.next_offset();
+        }
+        if let Some(first) = duplicates.first() {
+            if !infos.is_empty() {
+                return Err(StorageError::DuplicateSequence {
+                    producer_id: first.producer_id,
+                    first_seq: first.base_sequence,
+                });
+            }
+            // A retry of batches already appended: nothing is written (Kafka answers with the
+            // original offsets and no error).
+            let last = duplicates.last().unwrap_or(first);
+            return Ok(AppendInfo {
+                base_offset: first.base_offset,
+                last_offset: last.last_offset,
+                log_append_time: if config.log_append_time {
+                    first.max_timestamp
+                } else {
+                    -1
+                },
+                log_start_offset: inner.log_start_offset,
+                batches: duplicates,
+                duplicate: true,
+            });
         }
         let last_offset = next - 1;
         let active = &inner.active;
@@ -442,12 +583,14 @@ impl PartitionLog {
         }
         inner.active.append(&data, &headers)?;
         inner.log_end_offset = next;
+        inner.producers.commit(pending);
         Ok(AppendInfo {
             base_offset,
             last_offset,
             log_append_time: if config.log_append_time { now_ms } else { -1 },
             log_start_offset: inner.log_start_offset,
             batches: infos,
+            duplicate: false,
         })
     }
 
@@ -673,6 +816,12 @@ impl PartitionLog {
         }
         let below = inner.segments_below_start();
         deleted += inner.delete_oldest(&self.dir, below, now_ms)?;
+        let expired = inner
+            .producers
+            .remove_expired(now_ms, config.producer_id_expiration_ms);
+        if expired > 0 {
+            tracing::debug!(dir = %self.dir.display(), expired, "expired producer ids");
+        }
         Ok(deleted)
     }
 
@@ -698,6 +847,7 @@ impl PartitionLog {
         }
         let below = inner.segments_below_start();
         inner.delete_oldest(&self.dir, below, wall_clock_ms())?;
+        inner.producers.truncate_head(offset);
         if inner.epochs.truncate_from_start(offset) {
             inner.epochs.persist(&self.dir)?;
         }
@@ -730,12 +880,39 @@ impl PartitionLog {
         self.lock().config
     }
 
-    /// Seals the active segment (final time index entry) and fdatasyncs it with its indexes;
-    /// used at clean shutdown. The log stays usable.
+    /// The state of an idempotent producer: (epoch, last sequence (-1 if none), last
+    /// timestamp, first offset of its ongoing transaction). `None` if the partition has no state
+    /// for it (never seen, expired, or its batches deleted).
+    pub fn producer_state(&self, producer_id: i64) -> Option<(i16, i32, i64, Option<i64>)> {
+        self.lock().producers.get(producer_id).map(|p| {
+            (
+                p.epoch,
+                p.last_sequence,
+                p.last_timestamp,
+                p.ongoing_txn_first_offset,
+            )
+        })
+    }
+
+    /// Every producer with state, by producer id (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<ActiveProducer> {
+        self.lock().producers.active()
+    }
+
+    /// The smallest first offset of an ongoing transaction, if any (the last stable offset is
+    /// at most this).
+    pub fn first_unstable_offset(&self) -> Option<i64> {
+        self.lock().producers.first_unstable_offset()
+    }
+
+    /// Seals the active segment (final time index entry), fdatasyncs it with its indexes and
+    /// writes the producer state snapshot at the log end offset; used at clean shutdown. The
+    /// log stays usable.
     pub fn close(&self) -> Result<()> {
         let leo = {
             let mut inner = self.lock();
             inner.active.seal()?;
+            inner.snapshot_producers(&self.dir)?;
             inner.log_end_offset
         };
         self.publish_durable(leo);

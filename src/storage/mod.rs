@@ -6,7 +6,9 @@
 //!   under LogAppendTime where max timestamp and the timestamp-type bit are set and the CRC
 //!   recomputed ([`batch`]);
 //! - `.index` (8-byte entries) and `.timeindex` (12-byte entries), sparse ([`index`]);
-//! - `leader-epoch-checkpoint` and `log-start-offset`, replaced atomically.
+//! - `leader-epoch-checkpoint` and `log-start-offset`, replaced atomically;
+//! - `<offset, 20 digits>.snapshot`: idempotent-producer state as of that offset, written
+//!   atomically at every roll and at close, checksummed ([`producer_state`]).
 //!
 //! Hot path: append validates batch headers and CRC32C, rewrites two header fields and writes
 //! bytes; read returns whole stored batches via `pread`. Records are decoded ([`records`]) only
@@ -20,6 +22,10 @@
 //! unclean stop, `open(.., clean = false)` re-validates the active segment and truncates its
 //! torn tail; other segments only get missing or invalid indexes rebuilt.
 //!
+//! Idempotence: `append` fences old producer epochs, rejects sequence gaps and answers retried
+//! batches with their original offsets without writing them, atomically with the write
+//! (Kafka's `ProducerStateManager`; state per producer id in [`producer_state`]).
+//!
 //! Nothing here panics on corrupt files or client bytes: every problem is a [`StorageError`].
 
 pub mod batch;
@@ -31,6 +37,9 @@ mod index;
 mod log;
 #[cfg(test)]
 mod log_tests;
+#[cfg(test)]
+mod producer_log_tests;
+mod producer_state;
 pub mod records;
 mod segment;
 #[cfg(test)]
@@ -41,3 +50,4 @@ pub use config::LogConfig;
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};
+pub use producer_state::ActiveProducer;

@@ -21,6 +21,10 @@ pub struct BatchSpec {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// Attribute bit 4.
+    pub transactional: bool,
+    /// Attribute bit 5 (a transaction marker).
+    pub control: bool,
 }
 
 impl BatchSpec {
@@ -32,6 +36,8 @@ impl BatchSpec {
             producer_id: -1,
             producer_epoch: -1,
             base_sequence: -1,
+            transactional: false,
+            control: false,
         }
     }
     pub fn codec(mut self, c: Compression) -> BatchSpec {
@@ -42,6 +48,14 @@ impl BatchSpec {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = seq;
+        self
+    }
+    pub fn transactional(mut self) -> BatchSpec {
+        self.transactional = true;
+        self
+    }
+    pub fn control(mut self) -> BatchSpec {
+        self.control = true;
         self
     }
 }
@@ -120,7 +134,10 @@ pub fn batch(spec: &BatchSpec) -> Vec<u8> {
     b.extend_from_slice(&(-1i32).to_be_bytes()); // partition leader epoch
     b.push(2); // magic
     b.extend_from_slice(&[0; 4]); // crc
-    b.extend_from_slice(&i16::from(spec.codec.id()).to_be_bytes());
+    let attributes = i16::from(spec.codec.id())
+        | if spec.transactional { 0x10 } else { 0 }
+        | if spec.control { 0x20 } else { 0 };
+    b.extend_from_slice(&attributes.to_be_bytes());
     b.extend_from_slice(&(n - 1).to_be_bytes());
     b.extend_from_slice(&base_ts.to_be_bytes());
     b.extend_from_slice(&max_ts.to_be_bytes());

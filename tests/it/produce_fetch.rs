@@ -178,3 +178,52 @@ async fn message_too_large_is_rejected_per_topic_config() {
     assert_eq!(resp.responses[0].partitions[0].high_watermark, 0);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn compacted_topics_refuse_records_without_a_key() {
+    use bytes::{Bytes, BytesMut};
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic("compacted", 1, &[("cleanup.policy", "compact")])
+        .await;
+    let keyless = Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: 1,
+        key: None,
+        value: Some(Bytes::from_static(b"v")),
+        headers: Default::default(),
+    };
+    for codec in [Compression::None, Compression::Lz4] {
+        let mut buf = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut buf,
+            std::slice::from_ref(&keyless),
+            &RecordEncodeOptions {
+                version: 2,
+                compression: codec,
+            },
+        )
+        .unwrap();
+        let resp = c.produce("compacted", 0, buf.freeze(), 1).await;
+        assert_eq!(
+            resp.responses[0].partition_responses[0].error_code,
+            kafka_protocol::ResponseError::InvalidRecord.code(),
+            "{codec:?}"
+        );
+    }
+    // Keyed records are fine.
+    let resp = c
+        .produce("compacted", 0, batch(&["a"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    b.stop().await;
+}

@@ -85,9 +85,12 @@ fn to_wire(
     }
     if v >= 3 {
         r.config_type = e.config_type as i8;
-        if include_documentation {
-            r.documentation = e.documentation.map(StrBytes::from_static_str);
-        }
+        // Null unless asked for (the field's default is an empty string).
+        r.documentation = if include_documentation {
+            e.documentation.map(StrBytes::from_static_str)
+        } else {
+            None
+        };
     }
     r
 }
