@@ -137,6 +137,8 @@ pub struct Broker {
     pub groups: Arc<GroupCoordinator>,
     /// Producer ids for idempotent producers.
     pub producer_ids: crate::txn::ProducerIdManager,
+    /// The transaction coordinator (every transactional id).
+    pub txns: crate::txn::coordinator::TxnCoordinator,
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
@@ -209,7 +211,9 @@ impl Broker {
             .await
             .map_err(|e| anyhow::anyhow!("cannot load committed offsets: {e}"))?,
         );
+        let txns = crate::txn::coordinator::TxnCoordinator::new(store.load_transactions().await?);
         Ok(Arc::new(Broker {
+            txns,
             producer_ids: crate::txn::ProducerIdManager::new(store.clone()),
             groups,
             cluster_id: store.cluster_id(),
@@ -220,6 +224,11 @@ impl Broker {
             dynamic_configs: RwLock::new(BTreeMap::new()),
             _lock: lock,
         }))
+    }
+
+    /// The metadata store (the transaction coordinator persists through it).
+    pub fn store(&self) -> &Arc<dyn MetadataStore> {
+        &self.store
     }
 
     pub fn node_id(&self) -> i32 {

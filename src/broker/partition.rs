@@ -100,6 +100,61 @@ impl Partition {
     }
 }
 
+impl Partition {
+    /// Appends a transaction marker (a control batch: COMMIT or ABORT) for `producer_id` at
+    /// `producer_epoch`, as the transaction coordinator does when a transaction completes.
+    pub fn append_control(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        now_ms: i64,
+    ) -> storage::Result<AppendInfo> {
+        let batch = control_batch(producer_id, producer_epoch, commit, now_ms);
+        self.append(&batch, now_ms)
+    }
+}
+
+/// A control batch holding one marker record: key = version 0 + type (0 abort, 1 commit),
+/// value = version 0 + coordinator epoch (0: one coordinator).
+fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms: i64) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let mut key = Vec::with_capacity(4);
+    key.extend_from_slice(&0i16.to_be_bytes());
+    key.extend_from_slice(&i16::from(commit).to_be_bytes());
+    let mut value = Vec::with_capacity(6);
+    value.extend_from_slice(&0i16.to_be_bytes());
+    value.extend_from_slice(&0i32.to_be_bytes());
+    let record = Record {
+        transactional: true,
+        control: true,
+        delete_horizon: false,
+        partition_leader_epoch: 0,
+        producer_id,
+        producer_epoch,
+        timestamp_type: TimestampType::Creation,
+        offset: 0,
+        sequence: -1,
+        timestamp: now_ms,
+        key: Some(bytes::Bytes::from(key)),
+        value: Some(bytes::Bytes::from(value)),
+        headers: Default::default(),
+    };
+    let mut buf = bytes::BytesMut::new();
+    // An uncompressed one-record batch of plain fields: encoding cannot fail.
+    let _ = RecordBatchEncoder::encode(
+        &mut buf,
+        std::slice::from_ref(&record),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    );
+    buf.freeze()
+}
+
 /// Reads the topic id recorded in a partition directory.
 pub fn read_partition_topic_id(dir: &Path) -> Option<Uuid> {
     let text = fs::read_to_string(dir.join(PARTITION_METADATA)).ok()?;

@@ -20,7 +20,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::offset_log::{Entry, OffsetLog};
-use super::{CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result, TopicRecord};
+use super::{
+    CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result, TopicRecord, TxnRecord,
+};
 
 const FILE: &str = "metadata.json";
 
@@ -193,6 +195,14 @@ impl MetadataStore for LocalStore {
             None => Err(MetadataError::UnknownTopic(topic.name)),
         })
         .await
+    }
+
+    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
+        Ok(self.offsets.transactions())
+    }
+
+    async fn put_transaction(&self, record: TxnRecord) -> Result<()> {
+        Ok(self.offsets.append(Entry::PutTxn { record }).await?)
     }
 
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {

@@ -47,6 +47,50 @@ pub struct CommittedOffset {
     pub commit_timestamp: i64,
 }
 
+/// Where a transaction is in its life (Kafka's TransactionState).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnState {
+    Empty,
+    Ongoing,
+    PrepareCommit,
+    PrepareAbort,
+    CompleteCommit,
+    CompleteAbort,
+}
+
+impl TxnState {
+    pub fn name(self) -> &'static str {
+        match self {
+            TxnState::Empty => "Empty",
+            TxnState::Ongoing => "Ongoing",
+            TxnState::PrepareCommit => "PrepareCommit",
+            TxnState::PrepareAbort => "PrepareAbort",
+            TxnState::CompleteCommit => "CompleteCommit",
+            TxnState::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// The durable state of one transactional id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// Partitions written in the current transaction.
+    pub partitions: std::collections::BTreeSet<(String, i32)>,
+    /// Offsets committed in the current transaction (TxnOffsetCommit), made visible by a
+    /// commit: `(group, topic, partition, offset)`.
+    pub pending_offsets: Vec<(String, String, i32, CommittedOffset)>,
+    /// Groups added with AddOffsetsToTxn.
+    pub groups: std::collections::BTreeSet<String>,
+    /// When the current transaction started (ms since the epoch), for its timeout.
+    pub start_ms: i64,
+    pub last_update_ms: i64,
+}
+
 /// One group's committed offsets by `(topic, partition)`.
 pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
@@ -90,6 +134,11 @@ pub trait MetadataStore: Send + Sync {
     async fn update_topic(&self, topic: TopicRecord) -> Result<()>;
     /// Removes a topic and returns what it was.
     async fn delete_topic(&self, name: &str) -> Result<TopicRecord>;
+
+    /// Every transactional id's durable state (read once at start-up).
+    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>>;
+    /// Durably records a transactional id's state.
+    async fn put_transaction(&self, record: TxnRecord) -> Result<()>;
 
     /// Reserves `count` producer ids and returns the first: blocks never overlap, even across
     /// restarts (the reservation is durable before it is returned).

@@ -1,9 +1,11 @@
-//! The embedded store's consumer-group offsets: an append-only, checksummed log.
+//! The embedded store's coordinator state: consumer-group offsets and transaction states, in an
+//! append-only, checksummed log.
 //!
 //! On-disk format: `<data_dir>/meta/offsets.log` is a sequence of records, each
 //! `u32 length (big-endian) | u32 CRC32C of the payload | payload`, where the payload is a JSON
-//! [`Entry`]: a commit of some partitions' offsets for one group, or a deletion (some partitions
-//! of a group, or the whole group). Replaying the records in order gives the committed offsets.
+//! [`Entry`]: a commit of some partitions' offsets for one group, a deletion (some partitions
+//! of a group, or the whole group), or the new state of one transactional id (or its removal).
+//! Replaying the records in order gives the committed offsets and transaction states.
 //!
 //! Writes go through one writer thread: it takes every entry queued meanwhile, appends them,
 //! `fdatasync`s once and only then acknowledges them (group commit), so an acknowledged commit
@@ -24,7 +26,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{CommittedOffset, GroupOffsets};
+use super::{CommittedOffset, GroupOffsets, TxnRecord};
 
 const FILE: &str = "offsets.log";
 const COMPACT_MIN_BYTES: u64 = 16 << 20;
@@ -42,10 +44,22 @@ pub enum Entry {
         group: String,
         partitions: Option<Vec<(String, i32)>>,
     },
+    /// The state of a transactional id.
+    PutTxn { record: TxnRecord },
+    /// A transactional id is forgotten.
+    DeleteTxn { transactional_id: String },
+}
+
+/// Everything the log holds.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    pub offsets: BTreeMap<String, GroupOffsets>,
+    pub txns: BTreeMap<String, TxnRecord>,
 }
 
 impl Entry {
-    fn apply(&self, state: &mut BTreeMap<String, GroupOffsets>) {
+    fn apply(&self, all: &mut State) {
+        let state = &mut all.offsets;
         match self {
             Entry::Commit { group, offsets } => {
                 let g = state.entry(group.clone()).or_default();
@@ -68,6 +82,13 @@ impl Entry {
                     }
                 }
             },
+            Entry::PutTxn { record } => {
+                all.txns
+                    .insert(record.transactional_id.clone(), record.clone());
+            }
+            Entry::DeleteTxn { transactional_id } => {
+                all.txns.remove(transactional_id);
+            }
         }
     }
 }
@@ -76,7 +97,7 @@ type Request = (Entry, oneshot::Sender<io::Result<()>>);
 
 pub struct OffsetLog {
     tx: Mutex<Option<mpsc::Sender<Request>>>,
-    state: Arc<Mutex<BTreeMap<String, GroupOffsets>>>,
+    state: Arc<Mutex<State>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -85,7 +106,7 @@ impl OffsetLog {
     pub fn open(dir: &Path) -> io::Result<OffsetLog> {
         let path = dir.join(FILE);
         let _ = fs::remove_file(dir.join(format!("{FILE}.tmp")));
-        let mut state = BTreeMap::new();
+        let mut state = State::default();
         let valid_len = replay(&path, &mut state)?;
         let file = OpenOptions::new()
             .create(true)
@@ -122,7 +143,20 @@ impl OffsetLog {
 
     /// Every group's committed offsets as of now.
     pub fn snapshot(&self) -> BTreeMap<String, GroupOffsets> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .offsets
+            .clone()
+    }
+
+    /// Every transactional id's state as of now.
+    pub fn transactions(&self) -> BTreeMap<String, TxnRecord> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .txns
+            .clone()
     }
 
     /// Appends `entry` and resolves once it is durable.
@@ -156,7 +190,7 @@ impl Drop for OffsetLog {
 }
 
 /// Replays `path` into `state`; returns the length of its valid prefix.
-fn replay(path: &Path, state: &mut BTreeMap<String, GroupOffsets>) -> io::Result<u64> {
+fn replay(path: &Path, state: &mut State) -> io::Result<u64> {
     let mut bytes = Vec::new();
     match File::open(path) {
         Ok(mut f) => {
@@ -200,7 +234,7 @@ struct Writer {
     path: PathBuf,
     file: File,
     len: u64,
-    state: Arc<Mutex<BTreeMap<String, GroupOffsets>>>,
+    state: Arc<Mutex<State>>,
 }
 
 impl Writer {
@@ -253,7 +287,15 @@ impl Writer {
         let mut buf = Vec::new();
         {
             let state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-            for (group, offsets) in state.iter() {
+            for record in state.txns.values() {
+                encode(
+                    &Entry::PutTxn {
+                        record: record.clone(),
+                    },
+                    &mut buf,
+                );
+            }
+            for (group, offsets) in state.offsets.iter() {
                 let entry = Entry::Commit {
                     group: group.clone(),
                     offsets: offsets

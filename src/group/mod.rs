@@ -355,6 +355,41 @@ impl GroupCoordinator {
         }
     }
 
+    /// TxnOffsetCommit v3+: the committer must be a current member of the group.
+    pub fn check_txn_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> Result<()> {
+        if let Some(cg) = self.active_consumer_group(group_id) {
+            return lock(&cg).check_member_epoch(member_id, generation);
+        }
+        match self.get(group_id) {
+            Some(g) => lock(&g).check_member(member_id, instance_id, generation),
+            None => Err(GroupError::IllegalGeneration),
+        }
+    }
+
+    /// Makes a committed transaction's offsets visible (no membership check: the transaction
+    /// coordinator checked the producer, and TxnOffsetCommit the member).
+    pub async fn commit_transactional(
+        &self,
+        group_id: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()> {
+        let group = self.get_or_create(group_id);
+        let commit_lock = self.commit_lock(group_id);
+        let _serial = commit_lock.lock().await;
+        self.store.commit_offsets(group_id, offsets.clone()).await?;
+        let mut g = lock(&group);
+        for (t, p, o) in offsets {
+            g.offsets.insert((t, p), o);
+        }
+        Ok(())
+    }
+
     /// Committed offsets of a group (all, or the requested partitions; -1 where none).
     pub fn fetch_offsets(
         &self,

@@ -6,6 +6,10 @@
 //! whole batch, so a batch larger than the limits can never stall a consumer. Batches go from
 //! the page cache into the response as bytes; nothing is decoded.
 //!
+//! read_committed (isolation level 1) reads stop at the last stable offset, and each partition
+//! lists the aborted transactions overlapping the returned offsets (from the fetch offset to the
+//! last offset of the last returned batch), so the consumer can drop their records.
+//!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which clients treat as
 //! "send full fetch requests"; that is always allowed by the protocol.
 
@@ -13,13 +17,16 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{HandlerResult, RequestContext};
+use crate::storage::batch::BatchHeader;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -138,6 +145,22 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                                 }
                                 remaining = remaining.saturating_sub(n);
                                 total += n;
+                                if req.isolation_level == READ_COMMITTED {
+                                    if let Some(last) = last_offset(&r.records) {
+                                        let aborted = p
+                                            .log
+                                            .aborted_transactions(fp.fetch_offset, last + 1)
+                                            .into_iter()
+                                            .map(|(pid, first)| {
+                                                let mut a = AbortedTransaction::default();
+                                                a.producer_id = ProducerId(pid);
+                                                a.first_offset = first;
+                                                a
+                                            })
+                                            .collect();
+                                        pd.aborted_transactions = Some(aborted);
+                                    }
+                                }
                                 pd.records = Some(r.records);
                             }
                             Err(e) => {
@@ -159,4 +182,20 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
         resp.responses.push(out);
     }
     (resp, total, any_error)
+}
+
+/// The last offset (`baseOffset + lastOffsetDelta`) of the last whole batch in `records`.
+fn last_offset(records: &[u8]) -> Option<i64> {
+    let mut pos = 0usize;
+    let mut last = None;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        match h.total_size() {
+            Some(n) if pos + n <= records.len() => {
+                last = Some(h.last_offset());
+                pos += n;
+            }
+            _ => break,
+        }
+    }
+    last
 }

@@ -132,6 +132,20 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(DeleteGroups, 0, 2, group::delete_groups::handle),
         api!(OffsetDelete, 0, 0, group::offset_delete::handle),
         api!(InitProducerId, 0, 5, txn::init_producer_id::handle),
+        // Transactions (KIP-98, "transaction version 1": no KIP-890 server-side verification
+        // API versions are advertised).
+        api!(AddPartitionsToTxn, 0, 3, txn::add_partitions_to_txn::handle),
+        api!(AddOffsetsToTxn, 0, 3, txn::add_offsets_to_txn::handle),
+        api!(EndTxn, 0, 3, txn::end_txn::handle),
+        api!(TxnOffsetCommit, 0, 3, txn::txn_offset_commit::handle),
+        api!(
+            DescribeTransactions,
+            0,
+            0,
+            txn::describe_transactions::handle
+        ),
+        api!(ListTransactions, 0, 1, txn::list_transactions::handle),
+        api!(DescribeProducers, 0, 0, txn::describe_producers::handle),
         // KIP-848. v1 (client-generated member ids) is what librdkafka 2.12 requires.
         api!(
             ConsumerGroupHeartbeat,

@@ -58,16 +58,6 @@ pub async fn handle(
     }
     let acks = req.acks;
     let valid_acks = matches!(acks, -1..=1);
-    if req.transactional_id.is_some() {
-        // Transactions are not served yet (InitProducerId is not advertised), so a
-        // transactional produce cannot be legitimate.
-        return respond_all(
-            &ctx,
-            req,
-            ResponseError::TransactionalIdAuthorizationFailed,
-            acks,
-        );
-    }
     if !valid_acks {
         return respond_all(&ctx, req, ResponseError::InvalidRequiredAcks, acks);
     }
@@ -88,7 +78,9 @@ pub async fn handle(
                 (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition),
                 (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
                 (Some(p), Some(records)) => {
-                    if compacted(&ctx, &name) && !all_records_keyed(records) {
+                    if let Err(e) = verify_transactional(&ctx, &name, pd.index, records) {
+                        Outcome::error(e)
+                    } else if compacted(&ctx, &name) && !all_records_keyed(records) {
                         // Kafka refuses records without a key on a compacted topic.
                         Outcome::error(ResponseError::InvalidRecord)
                     } else {
@@ -164,6 +156,28 @@ fn has_control_batch(records: &[u8]) -> bool {
         }
     }
     false
+}
+
+/// Transactional batches must be part of their producer's open transaction on this partition.
+fn verify_transactional(
+    ctx: &RequestContext,
+    topic: &str,
+    partition: i32,
+    records: &[u8],
+) -> Result<(), ResponseError> {
+    let mut pos = 0;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        if h.is_transactional() && !h.is_control() {
+            ctx.broker
+                .txns
+                .verify_partition(h.producer_id, h.producer_epoch, topic, partition)?;
+        }
+        match h.total_size() {
+            Some(n) if n > 0 => pos += n,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 /// Whether `topic` has `cleanup.policy` including `compact`.

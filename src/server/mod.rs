@@ -39,6 +39,9 @@ impl Server {
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
         let mut conns = JoinSet::new();
         let retention = AbortOnDrop(spawn_retention(broker.clone(), shutdown.clone()));
+        let txn_timers = AbortOnDrop(tokio::spawn(
+            crate::txn::coordinator::TxnCoordinator::run_timers(broker.clone(), shutdown.clone()),
+        ));
         let view_of = broker.clone();
         let group_timers = AbortOnDrop(tokio::spawn(
             broker
@@ -92,6 +95,7 @@ impl Server {
         }
         drop(retention);
         drop(group_timers);
+        drop(txn_timers);
         let b = broker.clone();
         tokio::task::spawn_blocking(move || b.close())
             .await

@@ -63,6 +63,7 @@ use super::batch::{
     BatchHeader, BatchInfo,
 };
 use super::config::LogConfig;
+use super::control::{control_type, end_txn_marker, ControlType};
 use super::epoch::{EpochEntry, LeaderEpochCache};
 use super::error::{Result, StorageError};
 use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
@@ -74,6 +75,7 @@ use super::segment::{
     parse_segment_file_name, scan_batches, Segment, SegmentSnapshot, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
 };
+use super::txn_index::{AbortedTxn, TXN_INDEX_SUFFIX};
 
 /// Name of the persisted log start offset file.
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";
@@ -153,6 +155,16 @@ fn is_leftover(name: &str) -> bool {
     })
 }
 
+/// The control type of the control batch `h` at `pos` of a segment snapshot.
+fn read_control_type(snap: &SegmentSnapshot, pos: u64, h: &BatchHeader) -> Result<ControlType> {
+    let total = h
+        .total_size()
+        .ok_or_else(|| StorageError::CorruptLog(format!("batch length at {pos}")))?;
+    let mut buf = vec![0u8; total];
+    std::os::unix::fs::FileExt::read_exact_at(&*snap.file, &mut buf, pos)?;
+    control_type(&buf)
+}
+
 fn parse_log_start_offset(text: &str) -> Option<i64> {
     let mut lines = text.lines();
     if lines.next()?.trim() != "0" {
@@ -164,6 +176,14 @@ fn parse_log_start_offset(text: &str) -> Option<i64> {
 impl Inner {
     fn segments(&self) -> impl Iterator<Item = &Segment> {
         self.closed.values().chain(std::iter::once(&self.active))
+    }
+
+    /// Every segment mutably, oldest first, each with whether it is the active one.
+    fn segments_mut(&mut self) -> impl Iterator<Item = (&mut Segment, bool)> {
+        self.closed
+            .values_mut()
+            .map(|s| (s, false))
+            .chain(std::iter::once((&mut self.active, true)))
     }
 
     /// The segment that would hold `offset` (the last one with base <= offset, else the first).
@@ -239,11 +259,22 @@ impl Inner {
 
     /// Loads the producer state at open: the newest valid snapshot at or below the log end
     /// offset (newer, invalid and below-the-first-segment snapshots are deleted), then the
-    /// batch headers from its offset to the end (the whole log without a snapshot). Returns
-    /// whether files were deleted.
+    /// batch headers from its offset to the end (the whole log without a snapshot). The same
+    /// replay rebuilds the aborted-transaction indexes: entries at or above the replay start
+    /// are replaced by the ABORT markers the replay finds; entries below it are trusted, unless
+    /// a segment's `.txnindex` is invalid, in which case the replay starts from a snapshot at
+    /// or below that segment's base (or from the start of the log). Returns whether files
+    /// were created or deleted.
     fn load_producer_state(&mut self, dir: &Path) -> Result<bool> {
         let leo = self.log_end_offset;
         let first_base = self.first_base_offset();
+        let active_base = self.active.base_offset();
+        let needed_from = self
+            .segments()
+            .filter(|s| !s.txn_index_valid(s.base_offset() == active_base))
+            .map(Segment::base_offset)
+            .min()
+            .unwrap_or(leo);
         let mut changed = false;
         let mut loaded: Option<(i64, ProducerStateManager)> = None;
         for offset in list_snapshots(dir)?.into_iter().rev() {
@@ -252,7 +283,7 @@ impl Inner {
                 changed = true;
                 continue;
             }
-            if loaded.is_some() {
+            if loaded.is_some() || offset > needed_from {
                 continue;
             }
             match ProducerStateManager::read_snapshot(dir, offset) {
@@ -266,17 +297,31 @@ impl Inner {
             }
         }
         let (from, mut state) = loaded.unwrap_or((first_base, ProducerStateManager::default()));
+        let mut aborted: BTreeMap<i64, Vec<AbortedTxn>> = BTreeMap::new();
         for seg in self.segments().filter(|s| s.next_offset() > from) {
             let snap = seg.snapshot_for_offset(from);
+            let found = aborted.entry(snap.base_offset).or_default();
             let problem = scan_batches(
                 &snap.file,
                 snap.start_position,
                 snap.size,
                 snap.base_offset,
                 false,
-                |_, h| {
-                    if h.base_offset >= from {
-                        state.replay(h);
+                |pos, h| {
+                    if h.base_offset < from {
+                        return;
+                    }
+                    let Some(done) = state.replay(h) else { return };
+                    match read_control_type(&snap, pos, h) {
+                        Ok(ControlType::Abort) => found.push(AbortedTxn {
+                            producer_id: done.producer_id,
+                            first_offset: done.first_offset,
+                            last_offset: done.last_offset,
+                            last_stable_offset: done.last_stable_offset,
+                        }),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(dir = %dir.display(), offset = h.base_offset,
+                            error = %e, "unreadable control batch: not indexed as an abort"),
                     }
                 },
             )?;
@@ -285,6 +330,14 @@ impl Inner {
                     position = p.position, reason = %p.reason,
                     "producer state rebuild stopped at an unreadable batch");
             }
+        }
+        // Every segment: entries at or above `from` may describe batches the recovery cut off
+        // even where nothing was replayed (a no-op when nothing changes).
+        for (seg, active) in self.segments_mut() {
+            let rebuilt = aborted.remove(&seg.base_offset()).unwrap_or_default();
+            let existed = seg.txn_index().path().exists();
+            seg.rebuild_txn_index(active, from, rebuilt)?;
+            changed |= existed != seg.txn_index().path().exists();
         }
         state.truncate_head(self.log_start_offset);
         self.producers = state;
@@ -359,7 +412,7 @@ impl PartitionLog {
             }
             match parse_segment_file_name(&name) {
                 Some((base, LOG_SUFFIX)) => logs.push(base),
-                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX)) => {
+                Some((base, INDEX_SUFFIX | TIME_INDEX_SUFFIX | TXN_INDEX_SUFFIX)) => {
                     indexes.push((base, entry.path()))
                 }
                 _ => {}
@@ -515,6 +568,8 @@ impl PartitionLog {
         // their updates are committed only after the write.
         let mut pending = PendingAppend::default();
         let mut duplicates: Vec<BatchInfo> = Vec::new();
+        // Offsets of the ABORT markers of this append (they get `.txnindex` entries).
+        let mut aborts: Vec<i64> = Vec::new();
         for (pos, h) in &batches {
             let size = h.total_size().unwrap_or(0);
             let Some(slice) = data.get_mut(*pos..*pos + size) else {
@@ -527,6 +582,19 @@ impl PartitionLog {
             }
             let h = BatchHeader::parse(slice)
                 .ok_or_else(|| StorageError::CorruptMessage("batch header".into()))?;
+            if h.is_control() && h.producer_id >= 0 {
+                // A transaction marker: Kafka's EndTransactionMarker, COMMIT or ABORT only.
+                match control_type(slice)? {
+                    ControlType::Abort => aborts.push(h.base_offset),
+                    ControlType::Commit => {}
+                    ControlType::Other(t) => {
+                        return Err(StorageError::InvalidRecord(format!(
+                            "control batch of producer {} has type {t}, not COMMIT or ABORT",
+                            h.producer_id
+                        )))
+                    }
+                }
+            }
             if let Verdict::Duplicate(original) =
                 inner.producers.check_and_stage(&mut pending, &h)?
             {
@@ -583,7 +651,21 @@ impl PartitionLog {
         }
         inner.active.append(&data, &headers)?;
         inner.log_end_offset = next;
-        inner.producers.commit(pending);
+        let completed = inner.producers.commit(pending);
+        for txn in completed.iter().filter(|t| aborts.contains(&t.last_offset)) {
+            let entry = AbortedTxn {
+                producer_id: txn.producer_id,
+                first_offset: txn.first_offset,
+                last_offset: txn.last_offset,
+                last_stable_offset: txn.last_stable_offset,
+            };
+            if let Err(e) = inner.active.append_aborted_txn(entry) {
+                // The entry is in memory (queries are right); the file is rewritten at the
+                // next sync, and rebuilt from the log after a crash.
+                tracing::warn!(dir = %self.dir.display(), error = %e,
+                    "transaction index write failed");
+            }
+        }
         Ok(AppendInfo {
             base_offset,
             last_offset,
@@ -650,7 +732,7 @@ impl PartitionLog {
     /// when rolled).
     pub fn flush(&self) -> Result<()> {
         let leo = {
-            let inner = self.lock();
+            let mut inner = self.lock();
             inner.active.sync_all()?;
             inner.log_end_offset
         };
@@ -903,6 +985,54 @@ impl PartitionLog {
     /// at most this).
     pub fn first_unstable_offset(&self) -> Option<i64> {
         self.lock().producers.first_unstable_offset()
+    }
+
+    /// Writes a transaction marker (KIP-98): a COMMIT (`commit = true`) or ABORT control batch
+    /// of producer (`producer_id`, `producer_epoch`) carrying `coordinator_epoch`, stamped
+    /// `now_ms`, appended through [`PartitionLog::append`] with `leader_epoch`. So the producer
+    /// state sees it: an epoch older than the producer's current one is
+    /// `InvalidProducerEpoch` (nothing written), a newer one becomes the current epoch, and the
+    /// producer's ongoing transaction ends. An ABORT records the aborted transaction in the
+    /// active segment's `.txnindex`. A marker for a producer without an ongoing transaction
+    /// here is still written (as in Kafka); its index entry, for an ABORT, covers only the
+    /// marker itself.
+    pub fn append_control(
+        &self,
+        producer_id: i64,
+        producer_epoch: i16,
+        commit: bool,
+        coordinator_epoch: i32,
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo> {
+        let marker = end_txn_marker(
+            producer_id,
+            producer_epoch,
+            commit,
+            coordinator_epoch,
+            now_ms,
+        );
+        self.append(&marker, leader_epoch, now_ms)
+    }
+
+    /// Kafka's `collectAbortedTxns`: `(producer id, first offset)` of every aborted transaction
+    /// whose offsets `[first, marker]` overlap `[from_offset, upper_offset)`, in marker order,
+    /// from the `.txnindex` (in memory) of the segment holding `from_offset` and the following
+    /// ones, until an entry's last stable offset reaches `upper_offset`. A read_committed
+    /// Fetch passes its fetch offset and the last offset it returns + 1.
+    pub fn aborted_transactions(&self, from_offset: i64, upper_offset: i64) -> Vec<(i64, i64)> {
+        let inner = self.lock();
+        let mut out = Vec::new();
+        if upper_offset <= from_offset {
+            return out;
+        }
+        let start = inner.floor_segment(from_offset).base_offset();
+        for seg in inner.segments().filter(|s| s.base_offset() >= start) {
+            if seg.txn_index().collect(from_offset, upper_offset, &mut out) {
+                break;
+            }
+        }
+        out
     }
 
     /// Seals the active segment (final time index entry), fdatasyncs it with its indexes and

@@ -30,6 +30,7 @@
 
 pub mod batch;
 mod config;
+pub mod control;
 mod epoch;
 mod error;
 mod files;
@@ -44,6 +45,9 @@ pub mod records;
 mod segment;
 #[cfg(test)]
 mod testutil;
+mod txn_index;
+#[cfg(test)]
+mod txn_log_tests;
 
 pub use batch::BatchInfo;
 pub use config::LogConfig;

@@ -35,13 +35,9 @@ fn txn(pid: i64, epoch: i16, seq: i32, n: usize, ts: i64) -> Vec<u8> {
     )
 }
 
+/// A COMMIT marker of producer (`pid`, `epoch`) stamped `ts`.
 fn marker(pid: i64, epoch: i16, ts: i64) -> Vec<u8> {
-    batch(
-        &BatchSpec::new(&[ts])
-            .producer(pid, epoch, -1)
-            .transactional()
-            .control(),
-    )
+    super::control::end_txn_marker(pid, epoch, true, 0, ts)
 }
 
 fn offsets(info: &AppendInfo) -> (i64, i64, bool) {

@@ -18,7 +18,10 @@
 //! - A producer id without state (never seen, expired, or all its batches deleted) accepts any
 //!   epoch and sequence (KIP-360).
 //! - A control batch (bit 5) ends the producer's ongoing transaction; a data batch with the
-//!   transactional bit (bit 4) starts one if none is ongoing.
+//!   transactional bit (bit 4) starts one if none is ongoing. Every control batch of a producer
+//!   yields a [`CompletedTxn`] (Kafka's `CompletedTxn`: first offset = the transaction's, or the
+//!   marker's own offset when none was open) with the last stable offset right after it; the
+//!   log turns those of ABORT markers into `.txnindex` entries.
 //! - Nothing here panics on any input: a bad snapshot is a [`StorageError::CorruptLog`].
 //!
 //! On-disk format of `<offset, 20 digits>.snapshot` (the state as of `offset`, i.e. of every
@@ -103,10 +106,24 @@ pub enum Verdict {
     Duplicate(BatchMetadata),
 }
 
+/// A transaction ended by a control batch (Kafka's `CompletedTxn`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompletedTxn {
+    pub producer_id: i64,
+    /// First offset of the transaction; the marker's offset if the producer had none open.
+    pub first_offset: i64,
+    /// Offset of the marker.
+    pub last_offset: i64,
+    /// Kafka's `lastStableOffset(completedTxn)`: the smallest first offset of another
+    /// producer's open transaction, else `last_offset + 1`.
+    pub last_stable_offset: i64,
+}
+
 /// Producer state updates of one append, committed only once the batches are written.
 #[derive(Debug, Default)]
 pub struct PendingAppend {
     entries: BTreeMap<i64, ProducerEntry>,
+    completed: Vec<CompletedTxn>,
 }
 
 /// Producer state of one partition.
@@ -124,6 +141,17 @@ pub fn increment_sequence(base: i32, delta: i32) -> i32 {
 /// Whether `next` directly follows `last` (wrapping from `i32::MAX` to 0).
 fn in_sequence(last: i32, next: i32) -> bool {
     i64::from(next) == i64::from(last) + 1 || (next == 0 && last == i32::MAX)
+}
+
+/// The transaction that the control batch `h` ends, given the first offset of the producer's
+/// open transaction and the smallest first offset of the other producers' open ones.
+fn completed_txn(h: &BatchHeader, txn_first: Option<i64>, others: Option<i64>) -> CompletedTxn {
+    CompletedTxn {
+        producer_id: h.producer_id,
+        first_offset: txn_first.unwrap_or(h.base_offset),
+        last_offset: h.last_offset(),
+        last_stable_offset: others.unwrap_or_else(|| h.next_offset()),
+    }
 }
 
 fn last_sequence(h: &BatchHeader) -> i32 {
@@ -263,25 +291,45 @@ impl ProducerStateManager {
             return Ok(Verdict::Duplicate(dup));
         }
         let mut entry = current.cloned().unwrap_or_else(ProducerEntry::new);
+        let txn_first = entry.ongoing_txn_first_offset;
         entry.apply(h);
         pending.entries.insert(pid, entry);
+        if h.is_control() {
+            let others = self
+                .producers
+                .iter()
+                .filter(|(id, _)| !pending.entries.contains_key(id))
+                .chain(pending.entries.iter())
+                .filter(|(id, _)| **id != pid)
+                .filter_map(|(_, e)| e.ongoing_txn_first_offset)
+                .min();
+            pending.completed.push(completed_txn(h, txn_first, others));
+        }
         Ok(Verdict::Append)
     }
 
-    /// Makes the staged updates of a written append part of the state.
-    pub fn commit(&mut self, pending: PendingAppend) {
+    /// Makes the staged updates of a written append part of the state. Returns the
+    /// transactions its control batches ended, in order.
+    pub fn commit(&mut self, pending: PendingAppend) -> Vec<CompletedTxn> {
         self.producers.extend(pending.entries);
+        pending.completed
     }
 
     /// Applies a batch read back from the log (rebuild): no checks, the log is the truth.
-    pub fn replay(&mut self, h: &BatchHeader) {
+    /// Returns the transaction a control batch ended.
+    pub fn replay(&mut self, h: &BatchHeader) -> Option<CompletedTxn> {
         if h.producer_id < 0 {
-            return;
+            return None;
         }
-        self.producers
+        let entry = self
+            .producers
             .entry(h.producer_id)
-            .or_insert_with(ProducerEntry::new)
-            .apply(h);
+            .or_insert_with(ProducerEntry::new);
+        let txn_first = entry.ongoing_txn_first_offset;
+        entry.apply(h);
+        // This producer's transaction is closed now: the minimum is over the others.
+        h.is_control()
+            .then(|| completed_txn(h, txn_first, self.first_unstable_offset()))
     }
 
     /// Drops producers with no ongoing transaction whose last write is at least `expiration_ms`

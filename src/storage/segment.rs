@@ -1,7 +1,9 @@
-//! One log segment: `<base offset, 20 digits>.log` + `.index` + `.timeindex`.
+//! One log segment: `<base offset, 20 digits>.log` + `.index` + `.timeindex`, plus
+//! `.txnindex` when the segment holds ABORT markers.
 //!
 //! The `.log` holds RecordBatch v2 batches back to back, exactly as appended (see
-//! [`super::batch`]); the indexes are described in [`super::index`]. The base offset in the file
+//! [`super::batch`]); the offset and time indexes are described in [`super::index`], the
+//! aborted-transaction index in [`super::txn_index`]. The base offset in the file
 //! names is the offset of the segment's first batch (or the log end offset when it was created
 //! empty).
 //!
@@ -12,7 +14,9 @@
 //! - Batches have increasing offsets, all >= the base offset, and `last offset - base offset`
 //!   fits in the u32 relative offsets of the indexes (the log rolls before it would not).
 //! - Only the active segment is written. `seal` (at roll and close) adds the final time index
-//!   entry and fdatasyncs the `.log` and both indexes.
+//!   entry and fdatasyncs the `.log` and the indexes (with the `.txnindex`, if any).
+//! - The `.txnindex` is derived from the log and the producer state, so the segment only loads,
+//!   appends and stores it; `PartitionLog::open` decides whether to trust or rebuild it.
 //! - Recovery (`recover`) re-validates every batch (length, magic, CRC32C, offsets), truncates the
 //!   file at the first invalid one (set_len + fdatasync) and rebuilds both indexes.
 
@@ -30,6 +34,7 @@ use super::error::{Result, StorageError};
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::log::TimestampOffset;
 use super::records::BatchRecords;
+use super::txn_index::{AbortedTxn, TxnIndex, TXN_INDEX_SUFFIX};
 
 /// Extension of segment data files.
 pub const LOG_SUFFIX: &str = "log";
@@ -285,6 +290,7 @@ pub struct Segment {
     log: Arc<File>,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
+    txn_index: TxnIndex,
     size: u64,
     next_offset: i64,
     created_ms: i64,
@@ -328,6 +334,7 @@ impl Segment {
             log: Arc::new(log),
             offset_index: OffsetIndex::create(&segment_file(dir, base_offset, INDEX_SUFFIX))?,
             time_index: TimeIndex::create(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?,
+            txn_index: TxnIndex::create(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?,
             size: 0,
             next_offset: base_offset,
             created_ms: now_ms,
@@ -365,6 +372,7 @@ impl Segment {
                 Some(i) => i,
                 None => TimeIndex::create(&time_path)?,
             },
+            txn_index: TxnIndex::open(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?,
             size,
             next_offset: base_offset,
             created_ms: now_ms(),
@@ -541,11 +549,46 @@ impl Segment {
         self.sync_all()
     }
 
-    /// fdatasync of the `.log` and both indexes.
-    pub fn sync_all(&self) -> io::Result<()> {
+    /// fdatasync of the `.log` and the indexes (the `.txnindex` too when it exists, plus the
+    /// directory when that file was created since the last sync).
+    pub fn sync_all(&mut self) -> io::Result<()> {
         self.log.sync_data()?;
         self.offset_index.sync()?;
-        self.time_index.sync()
+        self.time_index.sync()?;
+        self.txn_index.sync()
+    }
+
+    /// Records an aborted transaction whose ABORT marker was just appended to this segment.
+    /// The entry is queryable even if the file write fails (the error is returned for logging;
+    /// the file is rewritten at the next sync).
+    pub fn append_aborted_txn(&mut self, txn: AbortedTxn) -> io::Result<()> {
+        self.txn_index.append(txn)
+    }
+
+    /// The aborted-transaction index.
+    pub fn txn_index(&self) -> &TxnIndex {
+        &self.txn_index
+    }
+
+    /// Whether the loaded `.txnindex` can be trusted (`active`: entries at or beyond the end
+    /// are tolerated, a rebuild drops them).
+    pub fn txn_index_valid(&self, active: bool) -> bool {
+        let limit = if active { i64::MAX } else { self.next_offset };
+        self.txn_index.is_valid(self.base_offset, limit)
+    }
+
+    /// Replaces the `.txnindex` entries at or above `from` (every entry if the index is not
+    /// valid) with `rebuilt`, found by replaying the log from `from`; rewrites the file only if
+    /// that changes it.
+    pub fn rebuild_txn_index(
+        &mut self,
+        active: bool,
+        from: i64,
+        rebuilt: Vec<AbortedTxn>,
+    ) -> io::Result<()> {
+        let limit = if active { i64::MAX } else { self.next_offset };
+        self.txn_index
+            .rebuild(self.base_offset, limit, from, rebuilt)
     }
 
     /// A snapshot to scan for `offset` outside the lock.
@@ -636,6 +679,7 @@ impl Segment {
             self.log_path.clone(),
             self.offset_index.path().to_path_buf(),
             self.time_index.path().to_path_buf(),
+            self.txn_index.path().to_path_buf(),
         ] {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}

@@ -4,6 +4,8 @@
 //! even across restarts: a block is durable before its first id is used, and the ids left in a
 //! block when the broker stops are simply never used.
 
+pub mod coordinator;
+
 use std::sync::Arc;
 
 use crate::cluster::{MetadataError, MetadataStore};

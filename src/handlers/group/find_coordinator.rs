@@ -1,5 +1,5 @@
 //! FindCoordinator: this broker coordinates every consumer group (v0–3 one key, v4+ batched).
-//! Transaction coordinators are not served yet: those keys get COORDINATOR_NOT_AVAILABLE.
+//! and every transactional id. Share-group keys get COORDINATOR_NOT_AVAILABLE.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
@@ -9,6 +9,7 @@ use kafka_protocol::ResponseError;
 use crate::handlers::{HandlerResult, RequestContext};
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 /// `(error, node id, host, port)` for one key.
 fn locate(
@@ -17,8 +18,9 @@ fn locate(
     key_type: i8,
 ) -> (Option<ResponseError>, i32, String, i32) {
     let b = &ctx.broker;
-    if key_type != KEY_TYPE_GROUP {
-        let e = if (1..=2).contains(&key_type) {
+    if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
+        // Share groups (2) are not served.
+        let e = if key_type == 2 {
             ResponseError::CoordinatorNotAvailable
         } else {
             ResponseError::InvalidRequest

@@ -25,6 +25,14 @@ fn fields(o: &Option<CommittedOffset>) -> (i64, i32, Option<StrBytes>) {
     }
 }
 
+const UNSTABLE: i16 = kafka_protocol::ResponseError::UnstableOffsetCommit.code();
+
+/// A transaction has uncommitted offsets for this partition (require_stable: the client must
+/// wait and retry instead of reading an offset about to change).
+fn unstable(ctx: &RequestContext, group: &str, topic: &str, partition: i32) -> bool {
+    ctx.broker.txns.has_pending_offsets(group, topic, partition)
+}
+
 pub async fn handle(
     ctx: RequestContext,
     req: OffsetFetchRequest,
@@ -55,7 +63,8 @@ pub async fn handle(
                 Ok(topics) => {
                     for (t, parts) in topics {
                         let mut rt = OffsetFetchResponseTopics::default();
-                        rt.name = kafka_protocol::messages::TopicName(StrBytes::from_string(t));
+                        rt.name =
+                            kafka_protocol::messages::TopicName(StrBytes::from_string(t.clone()));
                         for (p, o) in parts {
                             let (offset, epoch, meta) = fields(&o);
                             let mut rp = OffsetFetchResponsePartitions::default();
@@ -63,6 +72,9 @@ pub async fn handle(
                             rp.committed_offset = offset;
                             rp.committed_leader_epoch = epoch;
                             rp.metadata = meta;
+                            if req.require_stable && unstable(&ctx, &g.group_id.0, &t, p) {
+                                rp.error_code = UNSTABLE;
+                            }
                             rt.partitions.push(rp);
                         }
                         rg.topics.push(rt);
@@ -87,7 +99,7 @@ pub async fn handle(
         Ok(topics) => {
             for (t, parts) in topics {
                 let mut rt = OffsetFetchResponseTopic::default();
-                rt.name = kafka_protocol::messages::TopicName(StrBytes::from_string(t));
+                rt.name = kafka_protocol::messages::TopicName(StrBytes::from_string(t.clone()));
                 for (p, o) in parts {
                     let (offset, epoch, meta) = fields(&o);
                     let mut rp = OffsetFetchResponsePartition::default();
@@ -97,6 +109,9 @@ pub async fn handle(
                         rp.committed_leader_epoch = epoch;
                     }
                     rp.metadata = meta;
+                    if v >= 7 && req.require_stable && unstable(&ctx, &req.group_id.0, &t, p) {
+                        rp.error_code = UNSTABLE;
+                    }
                     rt.partitions.push(rp);
                 }
                 resp.topics.push(rt);

@@ -1,0 +1,94 @@
+//! TxnOffsetCommit: offsets committed inside a transaction, visible once it commits.
+//! From v3 the group membership (generation, member id) is checked like OffsetCommit.
+
+use kafka_protocol::messages::txn_offset_commit_response::{
+    TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{TxnOffsetCommitRequest, TxnOffsetCommitResponse};
+use kafka_protocol::ResponseError;
+
+use crate::cluster::CommittedOffset;
+use crate::handlers::{HandlerResult, RequestContext};
+
+pub async fn handle(
+    ctx: RequestContext,
+    req: TxnOffsetCommitRequest,
+) -> HandlerResult<TxnOffsetCommitResponse> {
+    let b = &ctx.broker;
+    let v = ctx.api_version;
+    let now = crate::broker::now_ms();
+    let mut offsets = Vec::new();
+    let mut unknown = false;
+    for t in &req.topics {
+        for p in &t.partitions {
+            if b.partition(&t.name.0, p.partition_index).is_none() {
+                unknown = true;
+            }
+            offsets.push((
+                t.name.0.to_string(),
+                p.partition_index,
+                CommittedOffset {
+                    offset: p.committed_offset,
+                    leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
+                    metadata: p
+                        .committed_metadata
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                    commit_timestamp: now,
+                },
+            ));
+        }
+    }
+    let group = req.group_id.0.to_string();
+    let result: Result<(), ResponseError> = if unknown {
+        Err(ResponseError::UnknownTopicOrPartition)
+    } else if v >= 3 && req.generation_id >= 0 {
+        b.groups
+            .check_txn_member(
+                &group,
+                &req.member_id,
+                req.group_instance_id.as_deref(),
+                req.generation_id,
+            )
+            .map_err(|e| e.error_code())
+    } else {
+        Ok(())
+    };
+    let result = match result {
+        Ok(()) => b
+            .txns
+            .commit_offsets(
+                b,
+                &req.transactional_id.0,
+                req.producer_id.0,
+                req.producer_epoch,
+                &group,
+                offsets,
+            )
+            .await
+            .map_err(|e| e.error_code()),
+        Err(e) => Err(e),
+    };
+    let mut resp = TxnOffsetCommitResponse::default();
+    for t in &req.topics {
+        let mut rt = TxnOffsetCommitResponseTopic::default();
+        rt.name = t.name.clone();
+        for p in &t.partitions {
+            let mut rp = TxnOffsetCommitResponsePartition::default();
+            rp.partition_index = p.partition_index;
+            rp.error_code = match result {
+                Ok(()) => 0,
+                Err(ResponseError::UnknownTopicOrPartition)
+                    if b.partition(&t.name.0, p.partition_index).is_some() =>
+                {
+                    0
+                }
+                Err(e) => e.code(),
+            };
+            rt.partitions.push(rp);
+        }
+        resp.topics.push(rt);
+    }
+    Ok(Some(resp))
+}
