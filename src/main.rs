@@ -29,6 +29,8 @@ enum Command {
     Topics(strand::cli::TopicsArgs),
     /// Show the cluster a broker belongs to.
     Cluster(strand::cli::ClusterArgs),
+    /// Inspect, reset and delete consumer groups on any Kafka-compatible broker.
+    Groups(strand::cli::GroupsArgs),
 }
 
 #[derive(Args, Default)]
@@ -151,6 +153,7 @@ fn main() -> anyhow::Result<()> {
         None => cli.serve,
         Some(Command::Topics(a)) => admin(strand::cli::topics(a)),
         Some(Command::Cluster(a)) => admin(strand::cli::cluster(a)),
+        Some(Command::Groups(a)) => admin(strand::cli::groups(a)),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(args))

@@ -1,4 +1,5 @@
-//! The admin CLI: `strand topics create|list|describe|alter|delete` and `strand cluster status`.
+//! The admin CLI: `strand topics create|list|describe|alter|delete`, `strand cluster status`
+//! and `strand groups list|describe|reset-offsets|delete`.
 //!
 //! Every command speaks the Kafka protocol to the bootstrap broker ([`client`]), using only
 //! standard APIs (ApiVersions, Metadata, CreateTopics, DeleteTopics, CreatePartitions,
@@ -16,6 +17,7 @@ macro_rules! outln {
 
 pub mod client;
 mod cluster;
+mod groups;
 mod table;
 mod topics;
 
@@ -117,6 +119,79 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Cluster id, controller, brokers, and partition health.
     Status,
+}
+
+#[derive(Args)]
+pub struct GroupsArgs {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    command: GroupsCommand,
+}
+
+#[derive(Subcommand)]
+enum GroupsCommand {
+    /// List consumer groups with their state.
+    List,
+    /// Members, committed offsets and lag per partition of a group.
+    Describe { group: String },
+    /// Move a group's committed offsets (dry run unless --execute). The group must be empty.
+    ResetOffsets {
+        group: String,
+        /// Topics to reset (all partitions); default: every partition the group has offsets for.
+        #[arg(long = "topic")]
+        topics: Vec<String>,
+        /// To the log start offset.
+        #[arg(long, group = "target")]
+        to_earliest: bool,
+        /// To the log end offset.
+        #[arg(long, group = "target")]
+        to_latest: bool,
+        /// To the first record at or after this time (ms since the epoch).
+        #[arg(long, group = "target", value_name = "MS")]
+        to_datetime: Option<i64>,
+        /// To this offset (clamped to the partition's range).
+        #[arg(long, group = "target", value_name = "OFFSET")]
+        to_offset: Option<i64>,
+        /// Commit the new offsets (without it, only print them).
+        #[arg(long)]
+        execute: bool,
+    },
+    /// Delete empty groups and their committed offsets.
+    Delete {
+        #[arg(required = true)]
+        groups: Vec<String>,
+    },
+}
+
+/// Runs `strand groups ...`.
+pub async fn groups(args: GroupsArgs) -> anyhow::Result<()> {
+    let c = &args.common;
+    match args.command {
+        GroupsCommand::List => groups::list(c).await,
+        GroupsCommand::Describe { group } => groups::describe(c, &group).await,
+        GroupsCommand::ResetOffsets {
+            group,
+            topics,
+            to_earliest,
+            to_latest,
+            to_datetime,
+            to_offset,
+            execute,
+        } => {
+            let to = match (to_earliest, to_latest, to_datetime, to_offset) {
+                (true, _, _, _) => groups::ResetTo::Earliest,
+                (_, true, _, _) => groups::ResetTo::Latest,
+                (_, _, Some(ts), _) => groups::ResetTo::Timestamp(ts),
+                (_, _, _, Some(o)) => groups::ResetTo::Offset(o),
+                _ => anyhow::bail!(
+                    "say where to: --to-earliest, --to-latest, --to-datetime MS or --to-offset N"
+                ),
+            };
+            groups::reset_offsets(c, &group, &topics, to, execute).await
+        }
+        GroupsCommand::Delete { groups: names } => groups::delete(c, &names).await,
+    }
 }
 
 /// Runs `strand topics ...`.

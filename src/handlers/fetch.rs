@@ -122,9 +122,10 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                     } else {
                         hw
                     };
-                    if req.isolation_level == READ_COMMITTED {
-                        pd.aborted_transactions = Some(vec![]);
-                    }
+                    // Only read_committed answers carry the list (null otherwise, as Kafka;
+                    // the message's default is an empty list).
+                    pd.aborted_transactions =
+                        (req.isolation_level == READ_COMMITTED).then(Vec::new);
                     let current = p.leader_epoch();
                     if v >= 9 && fp.current_leader_epoch >= 0 && fp.current_leader_epoch != current
                     {

@@ -1,7 +1,8 @@
 //! `PartitionLog`: the log of one partition, a sequence of segments in one directory.
 //!
 //! Layout of `<data_dir>/<topic>-<partition>/`:
-//! - `<base offset, 20 digits>.log` / `.index` / `.timeindex` per segment (see [`super::segment`]);
+//! - `<base offset, 20 digits>.log` / `.index` / `.timeindex` per segment, and `.txnindex` for
+//!   segments holding ABORT markers (see [`super::segment`], [`super::txn_index`]);
 //! - `leader-epoch-checkpoint` (see [`super::epoch`]);
 //! - `log-start-offset`: `0\n<offset>\n`, written atomically by `advance_log_start_offset`;
 //! - `<offset, 20 digits>.snapshot`: idempotent-producer state as of `offset` (see
@@ -40,6 +41,16 @@
 //! (the whole log without one); snapshots above the end or below the first segment, and
 //! invalid ones, are deleted. Retention drops producers whose batches are all deleted and, by
 //! `producer.id.expiration.ms`, idle producers without an ongoing transaction.
+//!
+//! Transactions (KIP-98): a control batch of a producer must be a COMMIT or ABORT marker
+//! ([`super::control`]); it ends the producer's transaction, and an ABORT adds `(producer id,
+//! first offset, marker offset, LSO after it)` to the active segment's `.txnindex` (entries in
+//! memory, file written with the append and fdatasync'ed with the segment).
+//! `aborted_transactions` answers read_committed fetches from those entries. At open the
+//! producer-state replay also rebuilds the indexes: entries at or above the replay start are
+//! replaced by the aborts the replay meets; entries below it are trusted (they were synced before
+//! the snapshot the replay starts from was written); a segment with an invalid `.txnindex` forces
+//! the replay to start at or below its base (an older snapshot, or the whole log).
 //!
 //! Recovery ([`PartitionLog::open`] with `clean = false`): leftover `*.tmp`, `*.cleaned`,
 //! `*.deleted`, `*.swap` files and index files without a `.log` are deleted; the active segment

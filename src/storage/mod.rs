@@ -6,6 +6,9 @@
 //!   under LogAppendTime where max timestamp and the timestamp-type bit are set and the CRC
 //!   recomputed ([`batch`]);
 //! - `.index` (8-byte entries) and `.timeindex` (12-byte entries), sparse ([`index`]);
+//! - `.txnindex` (34-byte entries `version i16 = 0 | producerId i64 | firstOffset i64 |
+//!   lastOffset i64 | lastStableOffset i64`), one per ABORT marker in the segment, the file
+//!   existing only once there is one ([`txn_index`]);
 //! - `leader-epoch-checkpoint` and `log-start-offset`, replaced atomically;
 //! - `<offset, 20 digits>.snapshot`: idempotent-producer state as of that offset, written
 //!   atomically at every roll and at close, checksummed ([`producer_state`]).
@@ -25,6 +28,12 @@
 //! Idempotence: `append` fences old producer epochs, rejects sequence gaps and answers retried
 //! batches with their original offsets without writing them, atomically with the write
 //! (Kafka's `ProducerStateManager`; state per producer id in [`producer_state`]).
+//!
+//! Transactions (KIP-98): `append_control` writes COMMIT/ABORT markers ([`control`]) through
+//! `append`; producer state tracks each open transaction's first offset
+//! (`first_unstable_offset`, bounding the last stable offset); ABORT markers are indexed in the
+//! segment's `.txnindex`, queried by `aborted_transactions` for read_committed fetches and
+//! rebuilt at open by the producer-state replay (entries at or above its start).
 //!
 //! Nothing here panics on corrupt files or client bytes: every problem is a [`StorageError`].
 

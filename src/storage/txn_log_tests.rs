@@ -103,7 +103,10 @@ fn abort_marker_is_indexed() {
     assert_eq!(log.aborted_transactions(5, 6), vec![(PID, 2)]);
     assert_eq!(log.aborted_transactions(8, 9), vec![(PID, 2)]);
     assert!(log.aborted_transactions(0, 2).is_empty(), "ends before it");
-    assert!(log.aborted_transactions(9, 20).is_empty(), "starts after it");
+    assert!(
+        log.aborted_transactions(9, 20).is_empty(),
+        "starts after it"
+    );
     assert!(log.aborted_transactions(5, 5).is_empty(), "empty range");
     log.flush().expect("flush");
     assert_eq!(
@@ -132,7 +135,10 @@ fn commit_marker_aborts_nothing() {
     assert_eq!(log.first_unstable_offset(), None);
     assert!(log.aborted_transactions(0, i64::MAX).is_empty());
     log.close().expect("close");
-    assert!(!txn_index_path(dir.path(), 0).exists(), "no aborts, no file");
+    assert!(
+        !txn_index_path(dir.path(), 0).exists(),
+        "no aborts, no file"
+    );
 }
 
 #[test]
@@ -157,10 +163,7 @@ fn interleaved_producers_one_commits_one_aborts() {
     assert_eq!(log.first_unstable_offset(), Some(8));
     assert_eq!(end(&log, OTHER, 0, false), 11);
     assert_eq!(log.first_unstable_offset(), None);
-    assert_eq!(
-        log.aborted_transactions(0, 12),
-        vec![(PID, 0), (OTHER, 8)]
-    );
+    assert_eq!(log.aborted_transactions(0, 12), vec![(PID, 0), (OTHER, 8)]);
     assert_eq!(log.aborted_transactions(6, 9), vec![(OTHER, 8)]);
     assert_eq!(log.aborted_transactions(0, 1), vec![(PID, 0)]);
     log.flush().expect("flush");
@@ -427,6 +430,9 @@ fn orphan_txn_index_is_deleted_at_open() {
     std::fs::write(&garbage, b"garbage").expect("garbage");
     let log = open(dir.path(), cfg(), true);
     assert!(!orphan.exists());
-    assert!(!garbage.exists(), "an invalid index with nothing to hold is removed");
+    assert!(
+        !garbage.exists(),
+        "an invalid index with nothing to hold is removed"
+    );
     assert!(log.aborted_transactions(0, i64::MAX).is_empty());
 }

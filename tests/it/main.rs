@@ -9,4 +9,5 @@ mod lifecycle;
 mod offsets;
 mod produce_fetch;
 mod protocol_errors;
+mod read_committed;
 mod topics;
