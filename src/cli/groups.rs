@@ -206,6 +206,11 @@ async fn list_offsets(
     Ok(out)
 }
 
+/// `(member id, client id, host)` of a partition's owner.
+type Owner = (String, String, String);
+/// One line of `groups describe`: topic, partition, committed, end offset, owner.
+type Row<'a> = (String, i32, Option<i64>, Option<i64>, Option<&'a Owner>);
+
 pub async fn describe(c: &Common, group: &str) -> anyhow::Result<()> {
     let mut client = coordinator(c, group).await?;
     let mut req = DescribeGroupsRequest::default();
@@ -223,7 +228,7 @@ pub async fn describe(c: &Common, group: &str) -> anyhow::Result<()> {
         );
     }
     // Which member owns which partition (consumer protocol assignments).
-    let mut owner: BTreeMap<(String, i32), (String, String, String)> = BTreeMap::new();
+    let mut owner: BTreeMap<(String, i32), Owner> = BTreeMap::new();
     for m in &d.members {
         let mut bytes = m.member_assignment.clone();
         if bytes.len() < 2 {
@@ -259,13 +264,7 @@ pub async fn describe(c: &Common, group: &str) -> anyhow::Result<()> {
     } else {
         list_offsets(&mut client, &partitions, -1).await?
     };
-    let rows: Vec<(
-        String,
-        i32,
-        Option<i64>,
-        Option<i64>,
-        Option<&(String, String, String)>,
-    )> = partitions
+    let rows: Vec<Row> = partitions
         .iter()
         .map(|k| {
             (
