@@ -110,14 +110,15 @@ class KafkaProxy:
     `stall_produce` those whose response is held back `stall_s` seconds before it is
     discarded and the connection closed (the client times the request out first)."""
 
-    def __init__(self, upstream: tuple[str, int], drop_produce=(), stall_produce=(), stall_s=0.0):
+    def __init__(self, upstream: tuple[str, int], port: int = 0, drop_produce=(), stall_produce=(),
+                 stall_s=0.0):
         self.upstream = upstream
         self.drop_produce = set(drop_produce)
         self.stall_produce = set(stall_produce)
         self.stall_s = stall_s
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.bind(("127.0.0.1", port))
         self.lsock.listen(64)
         self.port = self.lsock.getsockname()[1]
         self.lock = threading.Lock()
@@ -228,40 +229,20 @@ class KafkaProxy:
 
 @pytest.fixture
 def proxied(make_broker):
-    """(broker, proxy factory): the broker advertises the proxy's address, so every client
-    connection (bootstrap and the ones from Metadata) goes through the proxy."""
+    """Factory -> (broker, proxy): the broker advertises the proxy's address, so every client
+    connection (bootstrap and the ones Metadata names) goes through the proxy."""
     proxies = []
-    state = {}
 
     def make(**kw):
-        if "broker" not in state:
-            lsock = socket.socket()
-            lsock.bind(("127.0.0.1", 0))
-            port = lsock.getsockname()[1]
-            lsock.close()
-            state["port"] = port
-            state["broker"] = make_broker({"advertised.listeners": f"127.0.0.1:{port}"})
-        b = state["broker"]
-        p = KafkaProxy(b.address, **kw)
-        # rebind on the advertised port
-        p.lsock.close()
-        p.lsock = socket.socket()
-        p.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        p.lsock.bind(("127.0.0.1", state["port"]))
-        p.lsock.listen(64)
-        p.port = state["port"]
-        threading.Thread(target=p._accept, daemon=True).start()
+        port = free_port()
+        b = make_broker({"advertised.listeners": f"127.0.0.1:{port}"})
+        p = KafkaProxy(b.address, port=port, **kw)
         proxies.append(p)
         return b, p
 
     yield make
     for p in proxies:
         p.close()
-
-
-def _values_in_log(bootstrap_broker, topic, n):
-    msgs = consume(bootstrap_broker, topic, 0, n=n, timeout=20)
-    return [(m.offset(), m.value()) for m in msgs]
 
 
 def _check_exactly_once(broker_direct_consume, topic, n, acks):
