@@ -81,7 +81,7 @@ class InitPid:
 
 def init_producer_id(sock_or_addr, transactional_id: str | None, timeout_ms: int = 60000,
                      version: int = 1, producer_id: int = -1, epoch: int = -1) -> InitPid:
-    """v0/v1 (non-flexible) or v3 (flexible, KIP-360 producer id + epoch)."""
+    """v0/v1 (non-flexible) or v2-v4 (flexible; v3+ carry the KIP-360 producer id + epoch)."""
     if version <= 1:
         r = _call(sock_or_addr, API_INIT_PRODUCER_ID, version, string(transactional_id) + i32(timeout_ms))
         r.i32()  # throttle
@@ -128,6 +128,34 @@ def end_txn(sock_or_addr, transactional_id: str, producer_id: int, epoch: int, c
     r = _call(sock_or_addr, API_END_TXN, version, body)
     r.i32()
     return r.i16()
+
+
+# ---------------------------------------------------------------- TxnOffsetCommit v0-v2
+def txn_offset_commit(sock_or_addr, transactional_id: str, group: str, producer_id: int, epoch: int,
+                      offsets: dict, version: int = 2) -> dict:
+    """offsets: {(topic, partition): offset} -> {(topic, partition): error}."""
+    by_topic: dict = {}
+    for (t, p), o in offsets.items():
+        by_topic.setdefault(t, []).append((p, o))
+    topics = []
+    for t, ps in by_topic.items():
+        parts = []
+        for p, o in ps:
+            part = i32(p) + i64(o)
+            if version >= 2:
+                part += i32(-1)  # leader epoch
+            parts.append(part + string(None))
+        topics.append(string(t) + array(parts))
+    body = string(transactional_id) + string(group) + i64(producer_id) + i16(epoch) + array(topics)
+    r = _call(sock_or_addr, API_TXN_OFFSET_COMMIT, version, body)
+    r.i32()
+    out = {}
+    for _ in range(r.i32()):
+        t = r.string()
+        for _ in range(r.i32()):
+            p = r.i32()
+            out[(t, p)] = r.i16()
+    return out
 
 
 # ---------------------------------------------------------------- records

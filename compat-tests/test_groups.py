@@ -688,6 +688,7 @@ def test_auto_offset_reset_applies_only_without_commit(broker, members, lib):
     req = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, 0, 2), TopicPartition(topic, 1, 2)])
     res = a.alter_consumer_group_offsets([req], request_timeout=10)[group].result(15)
     assert all(tp.error is None for tp in res.topic_partitions), res.topic_partitions
+    assert committed_map(broker, group, topic, 2) == {0: 2, 1: 2}
     r = members("committed", lib, broker, group, [topic], reset="latest", session_ms=6000)
     expect = {f"old{i}" for i in range(4, 10)}  # offsets 2..4 of both partitions
     c = wait_consumed([r], expect, timeout=45)

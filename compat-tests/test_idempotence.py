@@ -111,8 +111,9 @@ class KafkaProxy:
     discarded and the connection closed (the client times the request out first)."""
 
     def __init__(self, upstream: tuple[str, int], port: int = 0, drop_produce=(), stall_produce=(),
-                 stall_s=0.0):
+                 stall_s=0.0, on_drop=None):
         self.upstream = upstream
+        self.on_drop = on_drop
         self.drop_produce = set(drop_produce)
         self.stall_produce = set(stall_produce)
         self.stall_s = stall_s
@@ -198,6 +199,8 @@ class KafkaProxy:
                     self.dropped += batches
                 if kind == "stall":
                     time.sleep(self.stall_s)
+                if self.on_drop is not None:
+                    self.on_drop()
                 # the broker has answered (so it has written the batch): the client never
                 # learns of it
                 return self._kill(conn)
@@ -418,53 +421,48 @@ def kt_create(broker, topic, partitions=1):
 # ======================================================================================
 
 
-def test_kill9_mid_stream_idempotent_exactly_once(broker):
-    """librdkafka idempotent producer streams; the broker is SIGKILLed and restarted
-    mid-stream. Batches written before the kill but not acknowledged are resent after the
-    restart and must be recognised from the rebuilt producer state: every record once, in
-    order, nothing reported as failed."""
+def test_kill9_after_write_before_ack_exactly_once(proxied):
+    """The broker writes (and fsyncs: acks=all) the 5th ProduceRequest; the proxy then
+    SIGKILLs and restarts it instead of passing the ack on. librdkafka resends that batch
+    (and the others in flight) to the restarted broker, which must recognise it from the
+    producer state rebuilt from the log: every record once, in order, no delivery error."""
+    kill, killed = threading.Event(), threading.Event()
+
+    def kill_and_restart():  # in a proxy thread, which must not start the broker (PDEATHSIG)
+        kill.set()
+        killed.wait(10)
+
+    broker, proxy = proxied(drop_produce=(5,), on_drop=kill_and_restart)
     topic = unique("idem-kill")
-    create_topic(broker, topic)
-    n = 3000
-    acks, errors = {}, []
+    kt_create(broker, topic)
+    result = {}
 
-    def cb(err, msg):
-        if err is not None:
-            errors.append(err)
-        else:
-            acks[msg.value()] = msg.offset()
+    def run():
+        try:
+            result["acks"] = _run_confluent(proxy.address, topic, {"reconnect.backoff.max.ms": 500})
+        except BaseException as e:  # noqa: BLE001
+            result["error"] = e
 
-    p = Producer({
-        "bootstrap.servers": broker.bootstrap, "enable.idempotence": True, "linger.ms": 2,
-        "batch.num.messages": 50, "message.timeout.ms": 45000, "retry.backoff.ms": 100,
-        "reconnect.backoff.ms": 100, "reconnect.backoff.max.ms": 500, "log_level": 0,
-    })
-    killed = False
-    for i in range(n):
-        while True:
-            try:
-                p.produce(topic, value=f"v{i:05d}".encode(), partition=0, on_delivery=cb)
-                break
-            except BufferError:
-                p.poll(0.05)
-        if i % 50 == 49:
-            p.poll(0)
-            time.sleep(0.005)
-        if i == n // 3 and not killed:
-            p.poll(0.2)  # some acknowledged, some in flight
-            broker.kill9()
-            killed = True
-            broker.start()
-    left = p.flush(45)
-    assert left == 0, f"{left} messages undelivered after the restart"
-    assert not errors, f"delivery errors: {errors[:5]}"
-    msgs = consume(broker, topic, 0, n=n, timeout=30)
-    values = [m.value() for m in msgs]
-    assert len(set(values)) == len(values), f"duplicates: {len(values) - len(set(values))}"
-    assert values == [f"v{i:05d}".encode() for i in range(n)]
-    assert acks == {f"v{i:05d}".encode(): i for i in range(n)}
-    # nothing after the last record
-    assert consume(broker, topic, 0, offset=n) == []
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    assert kill.wait(20), "the 5th ProduceRequest never got a response"
+    broker.kill9()
+    killed.set()
+    broker.start()
+    t.join(50)
+    assert not t.is_alive(), "producer did not finish"
+    if "error" in result:
+        raise result["error"]
+    acks = result["acks"]
+    assert broker.starts == 2, "the broker was not restarted"
+    assert proxy.dropped, "the scenario did not happen"
+    dropped = {(b[2], b[3], b[4]) for b in proxy.dropped}
+    assert any((b[2], b[3], b[4]) in dropped for b in proxy.resent()), (
+        "the batch written before the kill was not resent")
+    _check_exactly_once(_Direct(broker, topic), topic, N_MSGS, acks)
+    # and the producer state is also right for a new producer after the restart
+    n2 = _run_confluent(proxy.address, topic)
+    assert sorted(n2.values()) == list(range(N_MSGS, 2 * N_MSGS))
 
 
 # ======================================================================================

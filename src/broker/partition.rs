@@ -87,21 +87,11 @@ impl Partition {
             return Ok(info);
         }
         self.metrics.bytes_in.increment(records.len() as u64);
-        let end = info.last_offset + 1;
-        self.high_watermark.send_if_modified(|hw| {
-            if end > *hw {
-                *hw = end;
-                true
-            } else {
-                false
-            }
-        });
+        self.advance_high_watermark(info.last_offset + 1);
         Ok(info)
     }
-}
 
-impl Partition {
-    /// Appends a transaction marker (a control batch: COMMIT or ABORT) for `producer_id` at
+    /// Appends a transaction marker (COMMIT or ABORT control batch) for `producer_id` at
     /// `producer_epoch`, as the transaction coordinator does when a transaction completes.
     pub fn append_control(
         &self,
@@ -110,49 +100,30 @@ impl Partition {
         commit: bool,
         now_ms: i64,
     ) -> storage::Result<AppendInfo> {
-        let batch = control_batch(producer_id, producer_epoch, commit, now_ms);
-        self.append(&batch, now_ms)
+        // One coordinator, so its epoch is always 0.
+        let info = self.log.append_control(
+            producer_id,
+            producer_epoch,
+            commit,
+            0,
+            self.leader_epoch,
+            now_ms,
+        )?;
+        self.advance_high_watermark(info.last_offset + 1);
+        Ok(info)
     }
-}
 
-/// A control batch holding one marker record: key = version 0 + type (0 abort, 1 commit),
-/// value = version 0 + coordinator epoch (0: one coordinator).
-fn control_batch(producer_id: i64, producer_epoch: i16, commit: bool, now_ms: i64) -> bytes::Bytes {
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
-    let mut key = Vec::with_capacity(4);
-    key.extend_from_slice(&0i16.to_be_bytes());
-    key.extend_from_slice(&i16::from(commit).to_be_bytes());
-    let mut value = Vec::with_capacity(6);
-    value.extend_from_slice(&0i16.to_be_bytes());
-    value.extend_from_slice(&0i32.to_be_bytes());
-    let record = Record {
-        transactional: true,
-        control: true,
-        delete_horizon: false,
-        partition_leader_epoch: 0,
-        producer_id,
-        producer_epoch,
-        timestamp_type: TimestampType::Creation,
-        offset: 0,
-        sequence: -1,
-        timestamp: now_ms,
-        key: Some(bytes::Bytes::from(key)),
-        value: Some(bytes::Bytes::from(value)),
-        headers: Default::default(),
-    };
-    let mut buf = bytes::BytesMut::new();
-    // An uncompressed one-record batch of plain fields: encoding cannot fail.
-    let _ = RecordBatchEncoder::encode(
-        &mut buf,
-        std::slice::from_ref(&record),
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    );
-    buf.freeze()
+    /// Single node: everything appended is replicated, so the high watermark is the log end.
+    fn advance_high_watermark(&self, end: i64) {
+        self.high_watermark.send_if_modified(|hw| {
+            if end > *hw {
+                *hw = end;
+                true
+            } else {
+                false
+            }
+        });
+    }
 }
 
 /// Reads the topic id recorded in a partition directory.

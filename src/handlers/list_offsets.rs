@@ -86,8 +86,12 @@ fn lookup(p: &Partition, ts: i64, isolation: i8, v: i16) -> Result<(i64, i64), R
             .map_or((-1, -1), |t| (t.timestamp, t.offset))),
         t if t >= 0 => {
             let found = p.log.offset_for_timestamp(t).map_err(map)?;
-            // Never point past what readers may see.
-            let visible = p.high_watermark();
+            // Never point past what readers may see (read_committed: the last stable offset).
+            let visible = if isolation == READ_COMMITTED {
+                p.last_stable_offset()
+            } else {
+                p.high_watermark()
+            };
             Ok(found
                 .filter(|f| f.offset < visible)
                 .map_or((-1, -1), |f| (f.timestamp, f.offset)))
