@@ -464,6 +464,10 @@ impl GroupCoordinator {
 
     /// None if the group does not exist (DescribeGroups then answers state Dead).
     pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        if self.active_consumer_group(group_id).is_some() {
+            // Not a classic group: ConsumerGroupDescribe describes it (as in Kafka).
+            return None;
+        }
         let group = self.get(group_id)?;
         let g = lock(&group);
         let protocol = g.protocol.clone().unwrap_or_default();
