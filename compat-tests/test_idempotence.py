@@ -8,8 +8,9 @@
   (same producer id, epoch and sequence). The partition must hold every record exactly once,
   in order, at the offsets the delivery reports gave. The proxy parses the requests, so each
   test also proves that a batch really was sent twice.
-- SIGKILL of the broker in the middle of an idempotent stream: retries after the restart are
-  recognised from the producer state rebuilt from the log.
+- SIGKILL of the broker right after it wrote (and fsynced) a batch, before the ack reaches
+  librdkafka: the batch resent to the restarted broker is recognised from the producer state
+  rebuilt from the log.
 - Raw wire (kwire_txn.py): sequence gaps, duplicates of the last five batches, fenced epochs,
   unknown producer ids, a new epoch that does not start at sequence 0.
 """
@@ -23,12 +24,12 @@ import threading
 import time
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import Producer
 
 import kwire
 import kwire_txn as kt
 from conftest import free_port
-from helpers import consume, create_topic, unique
+from helpers import create_topic, unique
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -396,8 +397,8 @@ def test_request_timeout_retry_no_duplicates(proxied):
 
 
 def kt_create(broker, topic, partitions=1):
-    """Create a topic with a raw CreateTopics-free path: Metadata advertises the proxy, so
-    use the AdminClient through the broker's real port only for creation."""
+    """Create a topic through the broker's real port (Metadata advertises the proxy, and the
+    proxy may drop responses) and wait until a raw Fetch finds its partition 0."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
     a = AdminClient({"bootstrap.servers": broker.bootstrap, "log_level": 3})

@@ -107,8 +107,9 @@ section = "\n".join([
     "Targets: first member ≤ `group.initial.rebalance.delay.ms` + 0.5 s; second member and the "
     "10-member leave ≤ `heartbeat.interval.ms` + 1 s (existing members learn of a rebalance at "
     "their next heartbeat; the broker completes it as soon as every known member has rejoined, "
-    "never by waiting out a session timeout). The 10-member group has 20 partitions; the member "
-    "leaves with `close()` (LeaveGroup).",
+    "never by waiting out a session timeout). The second member subscribes, and the member of the "
+    "10-member group (20 partitions) leaves with `close()` (LeaveGroup), at a random phase of the "
+    "existing members' 3 s heartbeat cycle, so a run takes about 0-3 s plus the rejoin.",
     END,
 ])
 text = open(out).read() if os.path.exists(out) else ""

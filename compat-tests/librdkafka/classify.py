@@ -11,8 +11,8 @@ tests are scanned whole. Categories:
   skip (not run):  local, java, security, sockem, known-issue, manual
   run:             basic, groups, idempotence, admin, cluster   (non-basic = expected to fail today)
 
-A test whose source matches several needs gets the first of groups, idempotence, admin as its
-category; the reason lists every matched symbol. Hand-reviewed corrections are in OVERRIDES.
+A test whose source matches several needs gets the first of cluster, groups, idempotence, admin
+as its category; the reason lists every matched symbol. Hand-reviewed corrections are in OVERRIDES.
 """
 import os
 import re
@@ -41,7 +41,6 @@ OVERRIDES = {
     "0014_reconsume_191": ("groups", "legacy consumer with offset.store.method=broker: OffsetCommit/OffsetFetch"),
     # Need a multi-broker cluster (run anyway: expected to fail on a single broker)
     "0101_fetch_from_follower": ("cluster", "fetch from follower: needs >= 2 brokers with racks (and subscribe)"),
-    "0111_delay_create_topics": ("cluster", "creates a topic with replication factor 3: needs 3 brokers"),
 }
 
 JAVA = {"0052", "0077", "0098", "0109", "0115", "0119"}
@@ -53,6 +52,11 @@ def _lits(*names):
 
 # category -> [(label, regex)] ; matched against the test's (comment-stripped) source
 NEEDS = [
+    ("cluster", [
+        ("topic with replication factor >= 2",
+         r"create_topic_wait_exists\(\s*[^,;]+,\s*[^,;]+,\s*[^,;]+,\s*[2-9]\s*,"
+         r"|\bcreate_topic\(\s*[^,;]+,\s*[^,;]+,\s*[^,;]+,\s*[2-9]\s*\)"),
+    ]),
     ("groups", _lits(
         "rd_kafka_subscribe", "test_consumer_subscribe", "rd_kafka_commit", "rd_kafka_committed",
         "test_consumer_commit", "rd_kafka_list_groups", "test_consume_msgs_easy",

@@ -7,6 +7,9 @@ Every consumer is a confluent-kafka Consumer (bundled librdkafka) with only boot
 and group.id set (session.timeout.ms 45000, heartbeat.interval.ms 3000, range,roundrobin,
 auto commit), polled by its own thread. A background producer writes one message to every
 partition every 10 ms, so "consuming" is seen within a few ms of a partition being fetched.
+The second member's subscribe and the leave happen at a random phase of the existing members'
+heartbeats (they learn of a rebalance at their next heartbeat, 0-3 s later), so the spread
+over runs reflects that.
 
 Scenarios (fresh group and topic per run):
   first   a lone first member: subscribe() -> its on_assign (the broker waits
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import statistics
 import sys
 import threading
@@ -182,7 +186,7 @@ def run_second(bootstrap: str) -> dict:
     b = None
     try:
         wait_until(lambda: settled([a], 4, True), 60, "the first member to consume")
-        time.sleep(0.5)
+        time.sleep(0.5 + random.uniform(0, HEARTBEAT_S))  # a random phase of A's heartbeats
         b = Member(bootstrap, group, topic, "b")
         t0 = time.monotonic()
         b.start()
@@ -207,7 +211,7 @@ def run_leave10(bootstrap: str, n: int = 10, partitions: int = 20) -> dict:
         m.start()
     try:
         wait_until(lambda: settled(ms, partitions, True), 90, f"{n} members to consume")
-        time.sleep(0.5)
+        time.sleep(0.5 + random.uniform(0, HEARTBEAT_S))  # a random phase of the heartbeats
         leaver, rest = ms[-1], ms[:-1]
         before = {id(m): m.state()[1] for m in rest}
         t0 = time.monotonic()

@@ -114,7 +114,17 @@ def render(results, out, info):
             if len(r) > 15 and r[15]:
                 o.append(r[15])
     o.append("```")
-    open(out, "w").write("\n".join(o) + "\n")
+    # Keep sections other scripts maintain in the same file: <!-- BEGIN name ... --> ... <!-- END name -->
+    kept = []
+    try:
+        prev = open(out).read()
+        kept = [m.group(0) for m in re.finditer(r"<!-- BEGIN ([\w-]+)[^>]*-->.*?<!-- END \1 -->", prev, re.S)]
+    except OSError:
+        pass
+    text = "\n".join(o) + "\n"
+    for block in kept:
+        text += "\n" + block + "\n"
+    open(out, "w").write(text)
 
 
 if __name__ == "__main__":

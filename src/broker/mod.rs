@@ -142,6 +142,8 @@ pub struct Broker {
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Turns true when the broker starts shutting down (long polls end early).
+    shutting_down: tokio::sync::watch::Sender<bool>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
     /// Dynamic broker configs set through AlterConfigs (see `config_entries`), in memory.
@@ -221,9 +223,22 @@ impl Broker {
             store,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
+            shutting_down: tokio::sync::watch::channel(false).0,
             dynamic_configs: RwLock::new(BTreeMap::new()),
             _lock: lock,
         }))
+    }
+
+    /// Starts the shutdown: parked group requests are answered and long polls end, so that
+    /// connections drain promptly.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.send_replace(true);
+        self.groups.shutdown();
+    }
+
+    /// Resolves when the broker begins to shut down.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutting_down.subscribe()
     }
 
     /// The metadata store (the transaction coordinator persists through it).

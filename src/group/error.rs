@@ -11,6 +11,9 @@ pub enum GroupError {
     InvalidGroupId,
     #[error("the coordinator is not available")]
     CoordinatorNotAvailable,
+    /// The broker is shutting down: the client finds the coordinator again.
+    #[error("not the coordinator")]
+    NotCoordinator,
     #[error("unknown member id")]
     UnknownMemberId,
     #[error("illegal generation")]
@@ -63,6 +66,7 @@ impl GroupError {
         match self {
             GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            GroupError::NotCoordinator => ResponseError::NotCoordinator,
             GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
             GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
             GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,

@@ -611,6 +611,14 @@ impl GroupCoordinator {
         lock(&self.groups).values().cloned().collect()
     }
 
+    /// At shutdown: answers every parked JoinGroup/SyncGroup with NOT_COORDINATOR so that
+    /// connections can drain at once (clients look for the coordinator again).
+    pub fn shutdown(&self) {
+        for g in self.all_groups() {
+            lock(&g).release_waiters(GroupError::NotCoordinator);
+        }
+    }
+
     /// Forgets every group's offsets of a deleted topic.
     pub async fn topic_deleted(&self, topic: &str) {
         let groups = self.all_groups();

@@ -749,6 +749,15 @@ impl Group {
         }
     }
 
+    /// Answers every parked JoinGroup/SyncGroup with `error` (the coordinator is going away).
+    pub fn release_waiters(&mut self, error: GroupError) {
+        for m in self.members.values_mut() {
+            let id = m.id.clone();
+            m.answer_join(JoinResult::error(error.clone(), &id));
+            m.answer_sync(Err(error.clone()));
+        }
+    }
+
     /// Refreshes a member's session (offset commits count as liveness, as in Kafka).
     pub fn touch(&mut self, member_id: &str, now: Instant) {
         if let Some(m) = self.members.get_mut(member_id) {

@@ -53,7 +53,13 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
         }
         let _waiting = crate::metrics::Purgatory::Fetch.enter();
         let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-        if tokio::time::timeout_at(deadline, changed).await.is_err() {
+        let mut stopping = ctx.broker.shutdown_signal();
+        let woke = tokio::select! {
+            r = tokio::time::timeout_at(deadline, changed) => r.is_ok(),
+            // The broker is stopping: answer with what there is now.
+            _ = stopping.wait_for(|s| *s) => false,
+        };
+        if !woke {
             let (resp, _, _) = read_all(&ctx, &req);
             count_bytes_out(&ctx, &resp);
             return Ok(Some(resp));

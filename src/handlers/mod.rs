@@ -57,8 +57,21 @@ pub struct RequestContext {
     pub client_id: Option<String>,
     pub peer: SocketAddr,
     /// This request's place in its connection's order (see `server::sequencer`); only for
-    /// APIs registered as `ordered`.
+    /// APIs registered with [`Order::Handler`] (the handler enters its turn itself).
     pub ticket: Option<Ticket>,
+}
+
+/// How a request is ordered against the other requests of its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Runs concurrently with the rest (reads, long polls, group joins).
+    Free,
+    /// Takes effect strictly after every earlier ordered request and before every later one:
+    /// the whole handler runs in its turn (commits, admin changes, transaction steps).
+    Whole,
+    /// The handler takes its turn for the part that must be ordered (Produce: the append, not
+    /// the fsync wait).
+    Handler,
 }
 
 type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerError>> + Send>>;
@@ -68,21 +81,21 @@ pub struct Api {
     pub key: ApiKey,
     pub min: i16,
     pub max: i16,
-    /// Whether the handler takes effect in request order on its connection (gets a ticket).
-    pub ordered: bool,
+    /// Whether (and how) the handler takes effect in request order on its connection.
+    pub order: Order,
     pub handle: fn(RequestContext, Bytes) -> HandlerFuture,
 }
 
 macro_rules! api {
     ($key:ident, $min:expr, $max:expr, $($handler:ident)::+) => {
-        api!($key, $min, $max, $($handler)::+, ordered = false)
+        api!($key, $min, $max, $($handler)::+, Order::Free)
     };
-    ($key:ident, $min:expr, $max:expr, $($handler:ident)::+, ordered = $ordered:expr) => {
+    ($key:ident, $min:expr, $max:expr, $($handler:ident)::+, $order:expr) => {
         Api {
             key: ApiKey::$key,
             min: $min,
             max: $max,
-            ordered: $ordered,
+            order: $order,
             handle: |ctx, body| Box::pin(run(ctx, body, $($handler)::+)),
         }
     };
@@ -94,24 +107,55 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
     vec![
         // Produce v0-2 are advertised only because librdkafka < 2.11 decides whether it may
         // compress by looking for v0; requests below v3 are refused (closed), as in Kafka 4.
-        api!(Produce, 0, 11, produce::handle, ordered = true),
+        api!(Produce, 0, 11, produce::handle, Order::Handler),
         api!(Fetch, 4, 12, fetch::handle),
         api!(ListOffsets, 1, 7, list_offsets::handle),
         api!(Metadata, 0, 12, metadata::handle),
         api!(ApiVersions, 0, 3, api_versions::handle),
-        api!(CreateTopics, 2, 7, admin::create_topics::handle),
-        api!(DeleteTopics, 1, 6, admin::delete_topics::handle),
-        api!(CreatePartitions, 0, 3, admin::create_partitions::handle),
+        api!(
+            CreateTopics,
+            2,
+            7,
+            admin::create_topics::handle,
+            Order::Whole
+        ),
+        api!(
+            DeleteTopics,
+            1,
+            6,
+            admin::delete_topics::handle,
+            Order::Whole
+        ),
+        api!(
+            CreatePartitions,
+            0,
+            3,
+            admin::create_partitions::handle,
+            Order::Whole
+        ),
         api!(DescribeConfigs, 1, 4, admin::describe_configs::handle),
-        api!(AlterConfigs, 0, 2, admin::alter_configs::handle),
+        api!(
+            AlterConfigs,
+            0,
+            2,
+            admin::alter_configs::handle,
+            Order::Whole
+        ),
         api!(
             IncrementalAlterConfigs,
             0,
             1,
-            admin::incremental_alter_configs::handle
+            admin::incremental_alter_configs::handle,
+            Order::Whole
         ),
         api!(DescribeCluster, 0, 2, admin::describe_cluster::handle),
-        api!(DeleteRecords, 0, 2, admin::delete_records::handle),
+        api!(
+            DeleteRecords,
+            0,
+            2,
+            admin::delete_records::handle,
+            Order::Whole
+        ),
         api!(DescribeLogDirs, 1, 4, admin::describe_log_dirs::handle),
         api!(
             ListConfigResources,
@@ -125,19 +169,55 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         api!(SyncGroup, 0, 5, group::sync_group::handle),
         api!(Heartbeat, 0, 4, group::heartbeat::handle),
         api!(LeaveGroup, 0, 5, group::leave_group::handle),
-        api!(OffsetCommit, 2, 9, group::offset_commit::handle),
+        api!(
+            OffsetCommit,
+            2,
+            9,
+            group::offset_commit::handle,
+            Order::Whole
+        ),
         api!(OffsetFetch, 1, 9, group::offset_fetch::handle),
         api!(ListGroups, 0, 5, group::list_groups::handle),
         api!(DescribeGroups, 0, 6, group::describe_groups::handle),
-        api!(DeleteGroups, 0, 2, group::delete_groups::handle),
-        api!(OffsetDelete, 0, 0, group::offset_delete::handle),
+        api!(
+            DeleteGroups,
+            0,
+            2,
+            group::delete_groups::handle,
+            Order::Whole
+        ),
+        api!(
+            OffsetDelete,
+            0,
+            0,
+            group::offset_delete::handle,
+            Order::Whole
+        ),
         api!(InitProducerId, 0, 5, txn::init_producer_id::handle),
         // Transactions (KIP-98, "transaction version 1": no KIP-890 server-side verification
         // API versions are advertised).
-        api!(AddPartitionsToTxn, 0, 3, txn::add_partitions_to_txn::handle),
-        api!(AddOffsetsToTxn, 0, 3, txn::add_offsets_to_txn::handle),
-        api!(EndTxn, 0, 3, txn::end_txn::handle),
-        api!(TxnOffsetCommit, 0, 3, txn::txn_offset_commit::handle),
+        api!(
+            AddPartitionsToTxn,
+            0,
+            3,
+            txn::add_partitions_to_txn::handle,
+            Order::Whole
+        ),
+        api!(
+            AddOffsetsToTxn,
+            0,
+            3,
+            txn::add_offsets_to_txn::handle,
+            Order::Whole
+        ),
+        api!(EndTxn, 0, 3, txn::end_txn::handle, Order::Whole),
+        api!(
+            TxnOffsetCommit,
+            0,
+            3,
+            txn::txn_offset_commit::handle,
+            Order::Whole
+        ),
         api!(
             DescribeTransactions,
             0,
@@ -185,7 +265,17 @@ where
     let started = std::time::Instant::now();
     let req = decode_guarded(|| Req::decode(&mut body, version))
         .ok_or_else(|| HandlerError::Decode(format!("{api_key:?} v{version} request")))?;
+    let mut ctx = ctx;
+    // Order::Whole: hold this connection's turn for the whole handler.
+    let turn = match lookup(api_key).map(|a| a.order) {
+        Some(Order::Whole) => match ctx.ticket.take() {
+            Some(t) => Some(t.enter().await),
+            None => None,
+        },
+        _ => None,
+    };
     let resp = handler(ctx, req).await;
+    drop(turn);
     let observed = match &resp {
         Ok(Some(r)) => Some(r as &dyn std::any::Any),
         _ => None,

@@ -13,7 +13,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
@@ -30,6 +32,8 @@ struct Outcome {
     log_start_offset: i64,
     /// Exclusive end offset to wait for with acks=all.
     durable_until: Option<i64>,
+    /// KIP-467: the records (index within the batch) that made the batch fail, with why.
+    record_errors: Vec<(i32, String)>,
 }
 
 /// `(partition index, the partition if it exists, what happened)`.
@@ -43,6 +47,7 @@ impl Outcome {
             log_append_time: -1,
             log_start_offset: -1,
             durable_until: None,
+            record_errors: vec![],
         }
     }
 }
@@ -80,9 +85,23 @@ pub async fn handle(
                 (Some(p), Some(records)) => {
                     if let Err(e) = verify_transactional(&ctx, &name, pd.index, records) {
                         Outcome::error(e)
-                    } else if compacted(&ctx, &name) && !all_records_keyed(records) {
-                        // Kafka refuses records without a key on a compacted topic.
-                        Outcome::error(ResponseError::InvalidRecord)
+                    } else if let Some(bad) = compacted(&ctx, &name)
+                        .then(|| keyless_records(records))
+                        .filter(|bad| !bad.is_empty())
+                    {
+                        // Kafka refuses records without a key on a compacted topic, naming them.
+                        let mut o = Outcome::error(ResponseError::InvalidRecord);
+                        o.record_errors = bad
+                            .into_iter()
+                            .map(|i| {
+                                let why = format!(
+                                    "Compacted topic cannot accept message without key in topic partition {name}-{}.",
+                                    pd.index
+                                );
+                                (i, why)
+                            })
+                            .collect();
+                        o
                     } else {
                         append(p, records, now, acks)
                     }
@@ -188,27 +207,33 @@ fn compacted(ctx: &RequestContext, topic: &str) -> bool {
     })
 }
 
-/// True if every record of every batch has a key. Decodes (and decompresses) the records, so
-/// it runs only for compacted topics. Malformed batches pass here and fail validation later.
-fn all_records_keyed(records: &[u8]) -> bool {
+/// The indexes (counted across the request's records) of records without a key. Decodes (and
+/// decompresses) the records, so it runs only for compacted topics. Malformed batches pass
+/// here and fail validation later.
+fn keyless_records(records: &[u8]) -> Vec<i32> {
+    let mut bad = Vec::new();
     let mut pos = 0;
+    let mut index = 0i32;
     while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
         let Some(n) = h.total_size().filter(|n| *n > 0) else {
-            return true;
+            break;
         };
         let Some(batch) = records.get(pos..pos + n) else {
-            return true;
+            break;
         };
         if !h.is_control() {
             if let Ok(decoded) = BatchRecords::decode(batch) {
-                if decoded.iter().any(|r| r.is_ok_and(|r| r.key.is_none())) {
-                    return false;
+                for r in decoded.iter().map_while(Result::ok) {
+                    if r.key.is_none() {
+                        bad.push(index);
+                    }
+                    index += 1;
                 }
             }
         }
         pos += n;
     }
-    true
+    bad
 }
 
 fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
@@ -222,6 +247,7 @@ fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
             log_append_time: info.log_append_time,
             log_start_offset: info.log_start_offset,
             durable_until: (acks == -1).then_some(info.last_offset + 1),
+            record_errors: vec![],
         },
         Err(e) => {
             tracing::debug!(topic = %p.topic, partition = p.index, "produce rejected: {e}");
@@ -240,6 +266,19 @@ fn partition_response(ctx: &RequestContext, index: i32, o: &Outcome) -> Partitio
     }
     if ctx.api_version >= 5 {
         r.log_start_offset = o.log_start_offset;
+    }
+    if ctx.api_version >= 8 && !o.record_errors.is_empty() {
+        r.record_errors = o
+            .record_errors
+            .iter()
+            .map(|(i, why)| {
+                let mut e = BatchIndexAndErrorMessage::default();
+                e.batch_index = *i;
+                e.batch_index_error_message = Some(why.clone().into());
+                e
+            })
+            .collect();
+        r.error_message = Some("One or more records have been rejected".to_string().into());
     }
     r
 }

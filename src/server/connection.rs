@@ -164,7 +164,7 @@ fn start_request(
         correlation_id,
         client_id: header.client_id.map(|c| c.to_string()),
         peer,
-        ticket: api.ordered.then(|| seq.ticket()),
+        ticket: (api.order != handlers::Order::Free).then(|| seq.ticket()),
     };
     Ok(tokio::spawn((api.handle)(ctx, frame)))
 }

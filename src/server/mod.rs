@@ -81,6 +81,7 @@ impl Server {
             while conns.try_join_next().is_some() {}
         }
         drop(self.listener);
+        broker.begin_shutdown();
         info!("shutting down: draining {} connection(s)", conns.len());
         let drain = async { while conns.join_next().await.is_some() {} };
         if tokio::time::timeout(

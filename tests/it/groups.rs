@@ -400,3 +400,35 @@ async fn find_coordinator_names_this_broker() {
         .all(|c| c.error_code == 0 && c.node_id.0 == 0));
     b.stop().await;
 }
+
+#[tokio::test]
+async fn shutdown_answers_parked_joins_and_long_polls_at_once() {
+    let b = TestBroker::start_with(&fast_groups()).await;
+    let mut c1 = b.client().await;
+    let j1 = join_new(&mut c1, "park", 10_000).await;
+    let m1 = j1.member_id.to_string();
+    sync(&mut c1, "park", &m1, 1, &[(&m1, "a")]).await;
+    // A second member's join parks until the first rejoins, which it never does.
+    let mut c2 = b.client().await;
+    let r = join(&mut c2, "park", "", 10_000).await;
+    let m2 = r.member_id.to_string();
+    let parked = tokio::spawn(async move { join(&mut c2, "park", &m2, 10_000).await });
+    // And a long poll that would wait 60 s.
+    c1.create_topic("quiet", 1, &[]).await;
+    let addr = b.addr();
+    let poll = tokio::spawn(async move {
+        let mut c = Client::connect(addr).await;
+        c.fetch("quiet", 0, 0, 60_000, 1).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    b.stop().await;
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "shutdown waited"
+    );
+    let j = parked.await.unwrap();
+    assert_eq!(j.error_code, E::NotCoordinator.code());
+    let f = poll.await.unwrap();
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+}
