@@ -1417,9 +1417,6 @@ def test_offset_metadata_too_large(broker):
         kc.close()
 
 
-@pytest.mark.xfail(strict=True, reason="strand rejects the empty group id in FindCoordinator "
-                   "(INVALID_REQUEST) and OffsetCommit/OffsetFetch (INVALID_GROUP_ID); Kafka 4.x "
-                   "accepts both for backwards compatibility")
 @pytest.mark.broker_settings(**FAST)
 def test_empty_group_id_offsets_like_kafka(broker):
     from kafka import KafkaAdminClient

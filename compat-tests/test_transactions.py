@@ -1,13 +1,19 @@
 """Transactions (KIP-98 exactly-once) against a real strand process.
 
 Real clients: confluent-kafka 2.16 (librdkafka) for consume-transform-produce with
-send_offsets_to_transaction, commit/abort visibility across partitions, read_committed vs
-read_uncommitted, the last stable offset, zombie fencing, transactions left open by a killed
-producer (aborted after transaction.timeout.ms), SIGKILL of the broker in the middle of a
-transaction; kafka-python 3.x and aiokafka for a commit/abort round trip each.
-Raw wire (kwire_txn.py): the error codes Kafka gives for wrong epochs, unknown producer ids,
-produce to a partition not added to the transaction, EndTxn without a transaction, invalid
-transaction timeouts.
+send_offsets_to_transaction (every third transaction aborted), commit/abort visibility across
+partitions, read_committed vs read_uncommitted, the last stable offset (ListOffsets and Fetch),
+interleaved transactions on one partition, 40 transactions over 2 KiB segments read with tiny
+fetches and from inside aborted transactions (before/after SIGKILL and SIGTERM restarts),
+zombie fencing, transactions left open by a killed producer (aborted after
+transaction.timeout.ms, also across a broker SIGKILL), a live producer outliving its timeout,
+SIGKILL/SIGTERM of the broker in the middle of a transaction, pending transactional offsets
+(OffsetFetch require_stable waits); kafka-python 3.x and aiokafka commit/abort with
+send_offsets_to_transaction.
+Raw wire (kwire_txn.py): the error codes Kafka gives for wrong epochs (per request version,
+KIP-588), unknown producer/transactional ids, produce to a partition not added to the
+transaction, EndTxn without a transaction, invalid transaction timeouts, TxnOffsetCommit with an
+unknown partition.
 
 Producers that must die with an open transaction run as child processes (this file re-executed
 with `producer <json>`), which flush and then os._exit().
@@ -20,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -78,11 +85,39 @@ def run_dying_producer(bootstrap, txn_id, records, timeout_ms=5000) -> float:
 # =====================================================================================
 
 
+_CLIENTS: list = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients(make_broker):
+    """Closes the test's librdkafka producers while its broker still runs (set up after
+    make_broker, so torn down before it): otherwise a fenced or failed producer kept alive by
+    a traceback reconnects to the dead port for the rest of the session."""
+    yield
+    while _CLIENTS:
+        p = _CLIENTS.pop()
+        with warnings.catch_warnings():  # "abort_transaction failed during close" of fenced ones
+            warnings.simplefilter("ignore")
+            try:
+                p.purge()
+                p.close()
+            except Exception:  # noqa: BLE001 - a fatal producer may refuse; it is destroyed anyway
+                pass
+
+
 def txn_producer(broker, txn_id=None, **conf) -> "Producer":
     base = {"bootstrap.servers": broker.bootstrap, "transactional.id": txn_id or unique("tx"),
             "transaction.timeout.ms": 10000, "linger.ms": 2, "log_level": 3}
     base.update(conf)
-    return Producer(base)
+    p = Producer(base)
+    _CLIENTS.append(p)
+    return p
+
+
+def plain_producer(broker) -> "Producer":
+    p = producer(broker)
+    _CLIENTS.append(p)
+    return p
 
 
 def read(broker, topic, partitions=(0,), committed=True, timeout=20):
@@ -126,6 +161,15 @@ def wait_for(pred, timeout, step=0.2, what="condition"):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
+def committed_offset(broker, group, topic, partition) -> int:
+    c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "log_level": 3,
+                  "isolation.level": "read_committed"})
+    try:
+        return c.committed([TopicPartition(topic, partition)], timeout=10)[0].offset
+    finally:
+        c.close()
+
+
 def fatal_error(exc) -> KafkaError:
     assert isinstance(exc, KafkaException), repr(exc)
     return exc.args[0]
@@ -149,7 +193,7 @@ def test_consume_transform_produce_abort_every_third(broker):
     create_topic(broker, tout, 2)
     n = 90
     inputs = [{"key": f"k{i % 7}".encode(), "value": f"msg-{i:03d}".encode(), "partition": i % 3} for i in range(n)]
-    produce_and_wait(producer(broker), tin, inputs)
+    produce_and_wait(plain_producer(broker), tin, inputs)
     group = unique("ctp-g")
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "isolation.level": "read_committed",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
@@ -217,7 +261,7 @@ def test_commit_abort_visibility_and_last_stable_offset(broker):
     create_topic(broker, t, 2)
     p = txn_producer(broker)
     p.init_transactions(20)
-    plain = producer(broker)
+    plain = plain_producer(broker)
 
     # an open transaction on both partitions, then non-transactional records after it on p0
     p.begin_transaction()
@@ -279,7 +323,7 @@ def test_interleaved_transactions_one_partition(broker):
     a, b = txn_producer(broker), txn_producer(broker)
     a.init_transactions(20)
     b.init_transactions(20)
-    plain = producer(broker)
+    plain = plain_producer(broker)
     a.begin_transaction()
     b.begin_transaction()
 
@@ -385,7 +429,7 @@ def test_killed_producer_transaction_aborted_after_timeout(broker):
     txn_id = unique("tx-dead")
     recs = [(t, q, f"dead-{q}-{i}") for q in (0, 1) for i in range(3)]
     ready = run_dying_producer(broker.bootstrap, txn_id, recs, timeout_ms=5000)
-    produce_and_wait(producer(broker), t, [{"value": b"plain", "partition": 0}])
+    produce_and_wait(plain_producer(broker), t, [{"value": b"plain", "partition": 0}])
     assert list_offsets(broker, t, (0, 1), True) == {0: 0, 1: 0}
     assert read(broker, t, (0, 1)) == {0: [], 1: []}
     _wait_visible(broker, t, b"plain", 20)
@@ -414,7 +458,7 @@ def test_kill9_broker_mid_transaction_commit_after_restart(broker):
     t, tin = unique("k9"), unique("k9-in")
     create_topic(broker, t, 2)
     create_topic(broker, tin, 1)
-    produce_and_wait(producer(broker), tin, [{"value": f"in-{i}".encode()} for i in range(10)])
+    produce_and_wait(plain_producer(broker), tin, [{"value": f"in-{i}".encode()} for i in range(10)])
     group = unique("k9-g")
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "enable.auto.commit": False,
                   "isolation.level": "read_committed", "log_level": 3})
@@ -466,7 +510,7 @@ def test_kill9_broker_with_open_transaction_of_dead_producer(broker):
     ready = run_dying_producer(broker.bootstrap, unique("tx-k9"), recs, timeout_ms=5000)
     broker.kill9()
     broker.start()
-    produce_and_wait(producer(broker), t, [{"value": b"plain", "partition": 0}])
+    produce_and_wait(plain_producer(broker), t, [{"value": b"plain", "partition": 0}])
     assert list_offsets(broker, t, (0,), True) == {0: 0}, "the open transaction's records became stable"
     _wait_visible(broker, t, b"plain", 25)
     assert time.monotonic() - ready >= 3.5
@@ -505,7 +549,7 @@ def test_many_transactions_small_segments_and_fetches(broker):
     create_topic(broker, t, 1)
     p = txn_producer(broker, **{"batch.num.messages": 2, "linger.ms": 0})
     p.init_transactions(20)
-    plain = producer(broker)
+    plain = plain_producer(broker)
     expected, aborted_values = [], []
     for n in range(40):
         p.begin_transaction()
@@ -601,7 +645,7 @@ def test_pending_transactional_offsets_are_unstable_until_commit(broker):
 
     tin = unique("unst")
     create_topic(broker, tin, 1)
-    produce_and_wait(producer(broker), tin, [{"value": f"v{i}".encode()} for i in range(10)])
+    produce_and_wait(plain_producer(broker), tin, [{"value": f"v{i}".encode()} for i in range(10)])
     group = unique("unst-g")
     meta_c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "log_level": 3})
     meta = meta_c.consumer_group_metadata()
@@ -668,32 +712,40 @@ def test_invalid_transaction_timeout_client(broker):
 
 def test_kafka_python_transactions(broker):
     from kafka import KafkaProducer
+    from kafka.structs import OffsetAndMetadata
+    from kafka.structs import TopicPartition as KTP
 
     t = unique("kp-txn")
     create_topic(broker, t, 2)
     p = KafkaProducer(bootstrap_servers=broker.bootstrap, transactional_id=unique("tx-kp"),
                       transaction_timeout_ms=10000)
+    group = unique("kp-g")
     p.init_transactions()
     p.begin_transaction()
     for i in range(4):
         p.send(t, value=f"c{i}".encode(), partition=i % 2)
+    p.send_offsets_to_transaction({KTP(t, 0): OffsetAndMetadata(4, "", -1)}, group)
     p.commit_transaction()
     p.begin_transaction()
     for i in range(4):
         p.send(t, value=f"a{i}".encode(), partition=i % 2)
+    p.send_offsets_to_transaction({KTP(t, 0): OffsetAndMetadata(9, "", -1)}, group)
     p.flush()
     p.abort_transaction()
     p.close(5)
     assert sorted(values(read(broker, t, (0, 1)))) == [f"c{i}".encode() for i in range(4)]
     assert len(values(read(broker, t, (0, 1), committed=False))) == 8
+    assert committed_offset(broker, group, t, 0) == 4
 
 
 def test_aiokafka_transactions(broker):
     import asyncio
 
     from aiokafka import AIOKafkaProducer
+    from aiokafka.structs import TopicPartition as ATP
 
     t = unique("aio-txn")
+    group = unique("aio-g")
     create_topic(broker, t, 2)
 
     async def main():
@@ -704,9 +756,11 @@ def test_aiokafka_transactions(broker):
             async with p.transaction():
                 for i in range(4):
                     await p.send(t, value=f"c{i}".encode(), partition=i % 2)
+                await p.send_offsets_to_transaction({ATP(t, 1): 3}, group)
             await p.begin_transaction()
             for i in range(4):
                 await (await p.send(t, value=f"a{i}".encode(), partition=i % 2))
+            await p.send_offsets_to_transaction({ATP(t, 1): 8}, group)
             await p.abort_transaction()
         finally:
             await p.stop()
@@ -714,6 +768,7 @@ def test_aiokafka_transactions(broker):
     asyncio.run(main())
     assert sorted(values(read(broker, t, (0, 1)))) == [f"c{i}".encode() for i in range(4)]
     assert len(values(read(broker, t, (0, 1), committed=False))) == 8
+    assert committed_offset(broker, group, t, 1) == 3
 
 
 # =====================================================================================
@@ -736,30 +791,30 @@ def test_txn_error_codes_raw(broker):
 
     # InitProducerId: timeouts and ids
     for bad in (0, -1, 900001):
-        check(kt.init_producer_id(s, tx, bad).error, kt.INVALID_TRANSACTION_TIMEOUT, bad)
-    check(kt.init_producer_id(s, "", 60000).error, kt.INVALID_REQUEST, 'kt.init_producer_id(s, "", 60000).error')
-    check(kt.find_coordinator(s, tx)[0], 0, 'kt.find_coordinator(s, tx)[0]')
+        check(kt.init_producer_id(s, tx, bad).error, kt.INVALID_TRANSACTION_TIMEOUT, f"InitProducerId with transaction timeout {bad}")
+    check(kt.init_producer_id(s, "", 60000).error, kt.INVALID_REQUEST, 'InitProducerId with an empty transactional id')
+    check(kt.find_coordinator(s, tx)[0], 0, 'FindCoordinator(transaction)')
     ip = kt.init_producer_id(s, tx, 900000)
     check((ip.error, ip.epoch), (0, 0), 'InitProducerId with timeout 900000')
     pid, ep = ip.producer_id, ip.epoch
 
     # EndTxn without a transaction, for an unknown id, with a wrong producer id or epoch
-    check(kt.end_txn(s, tx, pid, ep, True), kt.INVALID_TXN_STATE, 'kt.end_txn(s, tx, pid, ep, True)')
-    check(kt.end_txn(s, tx, pid, ep, False), kt.INVALID_TXN_STATE, 'kt.end_txn(s, tx, pid, ep, False)')
-    check(kt.end_txn(s, unique("tx-none"), pid, ep, True), kt.INVALID_PRODUCER_ID_MAPPING, 'kt.end_txn(s, unique("tx-none"), pid, ep, True)')
-    check(kt.end_txn(s, tx, pid + 100000, ep, True), kt.INVALID_PRODUCER_ID_MAPPING, 'kt.end_txn(s, tx, pid + 100000, ep, True)')
-    check(kt.end_txn(s, tx, pid, ep + 1, True, version=2), kt.PRODUCER_FENCED, 'kt.end_txn(s, tx, pid, ep + 1, True, version=2)')
-    check(kt.end_txn(s, tx, pid, ep + 1, True, version=1), kt.INVALID_PRODUCER_EPOCH, 'kt.end_txn(s, tx, pid, ep + 1, True, version=1)')
+    check(kt.end_txn(s, tx, pid, ep, True), kt.INVALID_TXN_STATE, 'EndTxn(commit) without a transaction')
+    check(kt.end_txn(s, tx, pid, ep, False), kt.INVALID_TXN_STATE, 'EndTxn(abort) without a transaction')
+    check(kt.end_txn(s, unique("tx-none"), pid, ep, True), kt.INVALID_PRODUCER_ID_MAPPING, 'EndTxn for an unknown transactional id')
+    check(kt.end_txn(s, tx, pid + 100000, ep, True), kt.INVALID_PRODUCER_ID_MAPPING, 'EndTxn with another producer id')
+    check(kt.end_txn(s, tx, pid, ep + 1, True, version=2), kt.PRODUCER_FENCED, 'EndTxn v2 with a wrong epoch')
+    check(kt.end_txn(s, tx, pid, ep + 1, True, version=1), kt.INVALID_PRODUCER_EPOCH, 'EndTxn v1 with a wrong epoch (KIP-588: old versions get INVALID_PRODUCER_EPOCH)')
 
     # a transactional batch for a partition not added to the transaction: nothing written
     err, _ = kt.produce(s, t, 0, kt.batch([b"x"], pid, ep, 0, transactional=True), transactional_id=tx)
-    check(err, kt.INVALID_TXN_STATE, 'err')
+    check(err, kt.INVALID_TXN_STATE, 'transactional produce to a partition not in the transaction')
     # AddPartitionsToTxn: an unknown partition fails the whole request
     res = kt.add_partitions_to_txn(s, tx, pid, ep, {t: [0, 7]})
     check(res, {(t, 0): kt.OPERATION_NOT_ATTEMPTED, (t, 7): kt.UNKNOWN_TOPIC_OR_PARTITION}, 'AddPartitionsToTxn with an unknown partition')
     err, _ = kt.produce(s, t, 0, kt.batch([b"x"], pid, ep, 0, transactional=True), transactional_id=tx)
-    check(err, kt.INVALID_TXN_STATE, 'err')
-    check(kt.fetch(s, t, 0, 0, 0).high_watermark, 0, 'kt.fetch(s, t, 0, 0, 0).high_watermark')
+    check(err, kt.INVALID_TXN_STATE, 'transactional produce to a partition not in the transaction')
+    check(kt.fetch(s, t, 0, 0, 0).high_watermark, 0, 'high watermark after the refused produces')
 
     check(kt.add_partitions_to_txn(s, tx, pid, ep, {t: [0]}), {(t, 0): 0}, 'AddPartitionsToTxn')
     check(kt.add_partitions_to_txn(s, tx, pid, ep + 1, {t: [1]}), {(t, 1): kt.PRODUCER_FENCED}, 'AddPartitionsToTxn v2 with a wrong epoch')
@@ -767,23 +822,23 @@ def test_txn_error_codes_raw(broker):
     check(kt.produce(s, t, 0, kt.batch([b"in-0", b"in-1"], pid, ep, 0, transactional=True), transactional_id=tx), (0, 0), 'transactional produce to an added partition')
     # partition 1 was never added
     err, _ = kt.produce(s, t, 1, kt.batch([b"y"], pid, ep, 0, transactional=True), transactional_id=tx)
-    check(err, kt.INVALID_TXN_STATE, 'err')
+    check(err, kt.INVALID_TXN_STATE, 'transactional produce to a partition not in the transaction')
     f = kt.fetch(s, t, 0, 0, 1)
     check((f.high_watermark, f.last_stable_offset), (2, 0), 'HW/LSO with the transaction open')
 
     # offsets inside the transaction
     group = unique("raw-g")
-    check(kt.add_offsets_to_txn(s, tx, pid, ep, group), 0, 'kt.add_offsets_to_txn(s, tx, pid, ep, group)')
+    check(kt.add_offsets_to_txn(s, tx, pid, ep, group), 0, 'AddOffsetsToTxn')
     res = kt.txn_offset_commit(s, tx, group, pid, ep, {(t, 1): 5})
     check(res, {(t, 1): 0}, 'TxnOffsetCommit')
 
-    check(kt.end_txn(s, tx, pid, ep, True), 0, 'kt.end_txn(s, tx, pid, ep, True)')
+    check(kt.end_txn(s, tx, pid, ep, True), 0, 'EndTxn(commit)')
     check(kt.end_txn(s, tx, pid, ep, True), 0, "a retried EndTxn(commit) must succeed")
-    check(kt.end_txn(s, tx, pid, ep, False), kt.INVALID_TXN_STATE, 'kt.end_txn(s, tx, pid, ep, False)')
+    check(kt.end_txn(s, tx, pid, ep, False), kt.INVALID_TXN_STATE, 'EndTxn(abort) after the commit')
     f = kt.fetch(s, t, 0, 0, 1)
     check((f.high_watermark, f.last_stable_offset), (3, 3), 'HW/LSO after commit')
     check([v for _o, v, _p, _tx in f.data_values()], [b"in-0", b"in-1"], 'read_committed records after commit')
-    check([m[2] for m in f.control_markers()], [True], '[m[2] for m in f.control_markers()]')
+    check([m[2] for m in f.control_markers()], [True], 'control markers (commit?)')
     c = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group, "log_level": 3})
     try:
         assert c.committed([TopicPartition(t, 1)], timeout=10)[0].offset == 5
@@ -794,16 +849,18 @@ def test_txn_error_codes_raw(broker):
     ip2 = kt.init_producer_id(s, tx, 60000)
     check((ip2.error, ip2.producer_id, ip2.epoch), (0, pid, ep + 1), 'InitProducerId again (new incarnation)')
     check(kt.add_partitions_to_txn(s, tx, pid, ep, {t: [0]}), {(t, 0): kt.PRODUCER_FENCED}, 'AddPartitionsToTxn v2 from the fenced epoch')
-    check(kt.add_offsets_to_txn(s, tx, pid, ep, group), kt.PRODUCER_FENCED, 'kt.add_offsets_to_txn(s, tx, pid, ep, group)')
-    check(kt.end_txn(s, tx, pid, ep, False), kt.PRODUCER_FENCED, 'kt.end_txn(s, tx, pid, ep, False)')
+    check(kt.add_offsets_to_txn(s, tx, pid, ep, group), kt.PRODUCER_FENCED, 'AddOffsetsToTxn v2 from the fenced epoch')
+    check(kt.add_offsets_to_txn(s, tx, pid, ep, group, version=1), kt.INVALID_PRODUCER_EPOCH,
+          'AddOffsetsToTxn v1 from the fenced epoch (KIP-588)')
+    check(kt.end_txn(s, tx, pid, ep, False), kt.PRODUCER_FENCED, 'EndTxn v2 from the fenced epoch')
     check(kt.add_partitions_to_txn(s, tx, pid, ep + 1, {t: [0]}), {(t, 0): 0}, 'AddPartitionsToTxn with the new epoch')
     err, _ = kt.produce(s, t, 0, kt.batch([b"zombie"], pid, ep, 2, transactional=True), transactional_id=tx)
-    check(err, kt.INVALID_PRODUCER_EPOCH, 'err')
+    check(err, kt.INVALID_PRODUCER_EPOCH, 'transactional produce from the fenced epoch')
     check(kt.produce(s, t, 0, kt.batch([b"e1"], pid, ep + 1, 0, transactional=True), transactional_id=tx), (0, 3))
     # KIP-360: InitProducerId with the wrong current epoch is fenced (v4: PRODUCER_FENCED,
     # older versions: INVALID_PRODUCER_EPOCH)
-    check(kt.init_producer_id(s, tx, 60000, version=4, producer_id=pid, epoch=ep).error, kt.PRODUCER_FENCED, 'kt.init_producer_id(s, tx, 60000, version=4, producer_id=pid, epoch=ep')
-    check(kt.init_producer_id(s, tx, 60000, version=3, producer_id=pid, epoch=ep).error, kt.INVALID_PRODUCER_EPOCH, 'kt.init_producer_id(s, tx, 60000, version=3, producer_id=pid, epoch=ep')
+    check(kt.init_producer_id(s, tx, 60000, version=4, producer_id=pid, epoch=ep).error, kt.PRODUCER_FENCED, 'InitProducerId v4 with a stale epoch')
+    check(kt.init_producer_id(s, tx, 60000, version=3, producer_id=pid, epoch=ep).error, kt.INVALID_PRODUCER_EPOCH, 'InitProducerId v3 with a stale epoch (KIP-588: old versions get INVALID_PRODUCER_EPOCH)')
     # ... and with the right one it bumps the epoch and aborts the open transaction
     ip3 = kt.init_producer_id(s, tx, 60000, version=4, producer_id=pid, epoch=ep + 1)
     check((ip3.error, ip3.producer_id, ip3.epoch), (0, pid, ep + 2), 'InitProducerId v4 with the current pid/epoch')

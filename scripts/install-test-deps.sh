@@ -12,7 +12,7 @@ log() { printf '\n==> %s\n' "$*"; }
 APT_PACKAGES=(
   protobuf-compiler cmake kcat librdkafka-dev libssl-dev libsasl2-dev
   libzstd-dev liblz4-dev zlib1g-dev etcd-server etcd-client python3-venv
-  build-essential pkg-config
+  build-essential pkg-config rapidjson-dev
 )
 
 # --- Debian packages -------------------------------------------------------

@@ -2,40 +2,75 @@
 # Runs librdkafka's own regression test suite (librdkafka 2.12.1, from the rdkafka-sys 4.10.0
 # crate) against a real Strand broker.
 #
-#   run.sh [--full]            every test; writes docs/compatibility.md; exits 0 (reports only)
-#   run.sh --ci                the fixed subset in ci-tests.txt; exits non-zero if any fails
-#   run.sh --tests 0001,0004   just these test numbers (debugging; no docs written)
-# options:
+#   run.sh [--full]            every test in one mode; records results/<mode>.tsv and re-renders
+#                              docs/compatibility.md from every results/*.tsv; exits 0 (reports only)
+#   run.sh --full --all-modes  the same for the modes classic, idempotent and consumer, in sequence
+#   run.sh --ci                the fixed subset in ci-tests.txt (each entry in its own mode);
+#                              exits non-zero if any does not pass
+#   run.sh --tests 0001,0004   just these test numbers (debugging; nothing recorded)
+# mode options (default: "classic"):
 #   -P, --idempotent           pass -P to the test runner (every producer enable.idempotence=true)
-#   --timeout SECS             per-test wall-clock limit (default: 240 basic, 120 other categories)
+#                              -> mode "idempotent"
+#   --consumer-protocol        TEST_CONSUMER_GROUP_PROTOCOL=consumer: the test framework's consumers
+#                              use group.protocol=consumer (KIP-848) -> mode "consumer"
+# other options:
+#   --timeout SECS             per-test wall-clock limit (default: 120 cluster, 240 other categories)
+#   --no-quick                 run without -Q (quick mode skips every non-quick subtest; debugging)
 #   --no-build                 use the existing target/release/strand (or $STRAND_BIN) as is
 #   --keep                     keep broker data dirs
 #
 # Each test number runs as its own `test-runner` process (TESTS=NNNN, -Q -E -L, broker mode,
-# TEST_KAFKA_VERSION=4.0.0) against a freshly started broker (its own port and data dir), so a
-# hang or a broker crash only costs that one test. Logs: compat-tests/.work/librdkafka-runs/<time>/.
+# TEST_KAFKA_VERSION=4.0.0, TEST_NO_ACLS=1) against a freshly started broker (its own port and
+# data dir), so a hang or a broker crash only costs that one test.
+# Logs: compat-tests/.work/librdkafka-runs/<time>-<what>-<mode>/.
 # Test categories (what each test needs from the broker) are in tests.tsv, made by classify.py.
 set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-MODE=full TESTS_ARG="" IDEMP="" TMOUT="" BUILD=1 KEEP=0
+MODE=full TESTS_ARG="" IDEMP=0 CPROTO=0 TMOUT="" BUILD=1 KEEP=0 QUICK=1 ALL_MODES=0
+ARGS=("$@")
 while (($#)); do
   case "$1" in
     --full) MODE=full ;;
     --ci) MODE=ci ;;
     --tests) MODE=tests; TESTS_ARG="${2:?--tests needs a list}"; shift ;;
     --tests=*) MODE=tests; TESTS_ARG="${1#*=}" ;;
-    -P|--idempotent) IDEMP="-P" ;;
+    -P|--idempotent) IDEMP=1 ;;
+    --consumer-protocol) CPROTO=1 ;;
+    --all-modes) ALL_MODES=1 ;;
     --timeout) TMOUT="${2:?}"; shift ;;
+    --no-quick) QUICK=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}${IDEMP:+ -P}${TMOUT:+ --timeout $TMOUT}"
+# Run mode: how the test runner is configured (see mode_flags). One per --full record.
+RMODE=classic
+((IDEMP && CPROTO)) && RMODE=idempotent+consumer
+((IDEMP && !CPROTO)) && RMODE=idempotent
+((!IDEMP && CPROTO)) && RMODE=consumer
+mode_opts() {  # $1 mode -> run.sh options
+  case "$1" in classic) ;; idempotent) echo "-P" ;; consumer) echo "--consumer-protocol" ;;
+    idempotent+consumer) echo "-P --consumer-protocol" ;; *) return 1 ;; esac
+}
+
+if ((ALL_MODES)); then
+  [ "$MODE" = full ] || { echo "run.sh: --all-modes goes with --full" >&2; exit 2; }
+  rest=()
+  for a in "${ARGS[@]}"; do case "$a" in --all-modes|-P|--idempotent|--consumer-protocol) ;; *) rest+=("$a") ;; esac; done
+  nb=()
+  for m in classic idempotent consumer; do
+    # shellcheck disable=SC2046
+    "$0" "${rest[@]}" "${nb[@]}" $(mode_opts "$m") || exit $?
+    nb=(--no-build)
+  done
+  exit 0
+fi
+CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}$( ((IDEMP)) && echo ' -P')$( ((CPROTO)) && echo ' --consumer-protocol')${TMOUT:+ --timeout $TMOUT}$( ((QUICK)) || echo ' --no-quick')"
 
 T0=$(date +%s)
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -75,19 +110,25 @@ missing="$(grep -o '_TEST([0-9]\{4\}_[A-Za-z0-9_]*' "$SRC/tests/test.c" | sed 's
 [ -z "$missing" ] || log "WARNING: not in tests.tsv (re-run classify.py): $missing"
 
 runnable() { case "${CAT[$1]}" in basic|groups|idempotence|admin|cluster) return 0 ;; *) return 1 ;; esac; }
+must_pass() { case "${CAT[$1]}" in basic|groups|idempotence|admin) return 0 ;; *) return 1 ;; esac; }
 
-SELECT=()   # test entry names to consider
+SELECT=()   # "test-entry-name mode" pairs to consider
 case "$MODE" in
-  full) SELECT=("${ORDER[@]}") ;;
-  ci) mapfile -t SELECT < <(grep -v '^\s*#' "$HERE/ci-tests.txt" | awk 'NF{print $1}') ;;
-  tests) for n in "${ORDER[@]}"; do [[ ",$TESTS_ARG," == *",${n:0:4},"* ]] && SELECT+=("$n"); done ;;
+  full) for n in "${ORDER[@]}"; do SELECT+=("$n $RMODE"); done ;;
+  ci)  # ci-tests.txt: "name [mode]" (mode: classic, idempotent or consumer; default classic)
+    while read -r n m _; do
+      m="${m:-classic}"
+      mode_opts "$m" >/dev/null || die "ci-tests.txt: unknown mode '$m' for $n"
+      SELECT+=("$n $m")
+    done < <(grep -v '^\s*#' "$HERE/ci-tests.txt" | awk 'NF') ;;
+  tests) for n in "${ORDER[@]}"; do [[ ",$TESTS_ARG," == *",${n:0:4},"* ]] && SELECT+=("$n $RMODE"); done ;;
 esac
 ((${#SELECT[@]})) || die "no tests selected"
 
-RUN_DIR="$REPO/compat-tests/.work/librdkafka-runs/$(date +%Y%m%d-%H%M%S)-$MODE"
+RUN_DIR="$REPO/compat-tests/.work/librdkafka-runs/$(date +%Y%m%d-%H%M%S)-$MODE$([ "$MODE" = ci ] || echo "-$RMODE")"
 mkdir -p "$RUN_DIR"
 RESULTS="$RUN_DIR/results.tsv"
-echo "# test	category	result	detail" >"$RESULTS"
+echo "# test	mode	category	result	detail" >"$RESULTS"
 log "librdkafka $RDK_VERSION, strand $STRAND, logs in $RUN_DIR"
 
 # --- broker lifecycle ---------------------------------------------------------------------
@@ -131,43 +172,50 @@ broker_tail() {  # last warnings/errors (or lines) of the broker's stderr, one l
 }
 
 # --- run ------------------------------------------------------------------------------------
-# Group runnable entries by (test number, scenario): one test-runner process each.
+# Group runnable entries by (test number, scenario, mode): one test-runner process each.
 declare -A GROUP_NAMES
 GROUP_ORDER=()
-for n in "${SELECT[@]}"; do
+for e in "${SELECT[@]}"; do
+  read -r n m <<<"$e"
   [ -n "${CAT[$n]+x}" ] || { log "unknown test '$n' (not in tests.tsv)"; continue; }
   if ! runnable "$n"; then
-    printf '%s\t%s\tskip\t%s\n' "$n" "${CAT[$n]}" "${REASON[$n]}" >>"$RESULTS"
+    printf '%s\t%s\t%s\tskip\t%s\n' "$n" "$m" "${CAT[$n]}" "${REASON[$n]}" >>"$RESULTS"
     continue
   fi
   sc="${SCEN[$n]%%,*}"
-  key="${n:0:4} $sc"
+  key="${n:0:4} $sc $m"
   [ -n "${GROUP_NAMES[$key]+x}" ] || GROUP_ORDER+=("$key")
   GROUP_NAMES[$key]="${GROUP_NAMES[$key]:-} $n"
 done
 
 FAILS=0 PASSES=0
 for key in "${GROUP_ORDER[@]}"; do
-  read -r num sc <<<"$key"
+  read -r num sc m <<<"$key"
   read -ra names <<<"${GROUP_NAMES[$key]}"
   tm="$TMOUT"
   if [ -z "$tm" ]; then
     tm=120
-    for n in "${names[@]}"; do [ "${CAT[$n]}" = basic ] && tm=240; done
+    for n in "${names[@]}"; do must_pass "$n" && tm=240; done
   fi
-  tlog="$RUN_DIR/test-$num-$sc.log" blog="$RUN_DIR/broker-$num-$sc.log"
+  # test-runner flags and environment of mode $m
+  rflags=(-E -L -s "$sc") renv=(TEST_NO_ACLS=1)
+  ((QUICK)) && rflags+=(-Q)
+  [[ "$m" == idempotent* ]] && rflags+=(-P)
+  [[ "$m" == *consumer ]] && renv+=(TEST_CONSUMER_GROUP_PROTOCOL=consumer)
+  tag="$num-$sc$([ "$MODE" = ci ] && echo "-$m")"
+  tlog="$RUN_DIR/test-$tag.log" blog="$RUN_DIR/broker-$tag.log"
   if ! start_broker "$sc" "$blog"; then
     d="broker failed to start: $(broker_tail "$blog")"
-    for n in "${names[@]}"; do printf '%s\t%s\tfail\t%s\n' "$n" "${CAT[$n]}" "$d" >>"$RESULTS"; done
+    for n in "${names[@]}"; do printf '%s\t%s\t%s\tfail\t%s\n' "$n" "$m" "${CAT[$n]}" "$d" >>"$RESULTS"; done
     FAILS=$((FAILS + ${#names[@]})); stop_broker; continue
   fi
   conf="$RUN_DIR/test-$sc.conf"
   printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$conf"
   printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$SRC/tests/test.conf"  # for manual reruns
   t1=$(date +%s)
-  { (cd "$SRC/tests" && exec env TESTS="$num" TEST_KAFKA_VERSION=4.0.0 RDKAFKA_TEST_CONF="$conf" \
+  { (cd "$SRC/tests" && exec env TESTS="$num" TEST_KAFKA_VERSION=4.0.0 RDKAFKA_TEST_CONF="$conf" "${renv[@]}" \
     LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    timeout -k 10 "$tm" ./test-runner -Q -E -L -s "$sc" $IDEMP) >"$tlog" 2>&1 </dev/null; } 2>/dev/null
+    timeout -k 10 "$tm" ./test-runner "${rflags[@]}") >"$tlog" 2>&1 </dev/null; } 2>/dev/null
   rc=$?
   dt=$(( $(date +%s) - t1 ))
   alive=1; kill -0 "$BPID" 2>/dev/null || alive=0
@@ -175,31 +223,45 @@ for key in "${GROUP_ORDER[@]}"; do
     if ((!alive)); then
       st=fail; d="broker died during the test: $(broker_tail "$blog") | test: $d"
     fi
-    if [ "$st" = fail ] && [ "${CAT[$n]}" != basic ]; then d="expected (${REASON[$n]}): $d"; fi
-    if [ "$st" = fail ] && [ "${CAT[$n]}" = basic ] && ((alive)); then d="$d | broker stderr: $(broker_tail "$blog")"; fi
-    printf '%s\t%s\t%s\t%s\n' "$n" "${CAT[$n]}" "$st" "$d" >>"$RESULTS"
+    if [ "$st" = fail ] && ! must_pass "$n"; then d="expected (${REASON[$n]}): $d"; fi
+    if [ "$st" = fail ] && must_pass "$n" && ((alive)); then d="$d | broker stderr: $(broker_tail "$blog")"; fi
+    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$m" "${CAT[$n]}" "$st" "$d" >>"$RESULTS"
     case "$st" in fail) FAILS=$((FAILS + 1)) ;; pass) PASSES=$((PASSES + 1)) ;; esac
-    log "$(printf '%-45s %-12s %-4s %4ss  %s' "$n" "${CAT[$n]}" "$st" "$dt" "${d:0:150}")"
+    log "$(printf '%-40s %-10s %-11s %-4s %4ss  %s' "$n" "$m" "${CAT[$n]}" "$st" "$dt" "${d:0:150}")"
   done < <(python3 "$HERE/report.py" parse "$tlog" "$rc" "$tm" "${names[@]}")
   stop_broker
 done
 
-# Keep results in tests.tsv order.
+# Keep results in tests.tsv order (stable: modes keep their run order).
 { head -n1 "$RESULTS"; awk -F'\t' 'NR==FNR{if($1!~/^#/)o[$1]=NR;next} FNR>1{print o[$1]"\t"$0}' "$TSV" "$RESULTS" |
-  sort -n -k1,1 | cut -f2-; } >"$RESULTS.sorted" && mv "$RESULTS.sorted" "$RESULTS"
+  sort -s -n -k1,1 | cut -f2-; } >"$RESULTS.sorted" && mv "$RESULTS.sorted" "$RESULTS"
 
 DUR=$(( $(date +%s) - T0 ))
-log "done in ${DUR}s: $(awk -F'\t' 'NR>1{c[$3]++} END{printf "%d pass, %d fail, %d skip", c["pass"], c["fail"], c["skip"]}' "$RESULTS")"
-awk -F'\t' 'NR>1 && $3=="fail" && $2=="basic"{print "  FAIL (basic): " $1 ": " $4}' "$RESULTS" >&2
+log "done in ${DUR}s: $(awk -F'\t' 'NR>1{c[$4]++} END{printf "%d pass, %d fail, %d skip", c["pass"], c["fail"], c["skip"]}' "$RESULTS")"
+awk -F'\t' 'NR>1 && $4=="fail" && $3!="cluster"{print "  FAIL (" $2 ", " $3 "): " $1 ": " $5}' "$RESULTS" >&2
 
 if [ "$MODE" = full ]; then
-  python3 "$HERE/report.py" render "$RESULTS" "$REPO/docs/compatibility.md" "$RDK_VERSION" "$CMDLINE" "$DUR" &&
+  # The record of this mode (committed), then the page from the records of every mode.
+  REC_DIR="$HERE/results" REC="$HERE/results/$RMODE.tsv"
+  mkdir -p "$REC_DIR"
+  {
+    printf '# mode: %s\n' "$RMODE"
+    printf '# date: %s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
+    printf '# command: %s\n' "$CMDLINE"
+    printf '# wall time: %s\n' "$DUR"
+    printf '# strand: %s\n' "$(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')"
+    printf '# librdkafka: %s\n' "$RDK_VERSION"
+    awk -F'\t' -v OFS='\t' 'NR>1{print $1, $3, $4, $5}' "$RESULTS"
+  } >"$REC.tmp" && mv "$REC.tmp" "$REC"
+  log "recorded $REC"
+  python3 "$HERE/report.py" render "$TSV" "$HERE/ci-tests.txt" "$REPO/docs/compatibility.md" "$REC_DIR"/*.tsv &&
     log "wrote docs/compatibility.md"
   exit 0
 fi
 if [ "$MODE" = ci ]; then
-  nf=$(awk -F'\t' 'NR>1 && $3!="pass"' "$RESULTS" | wc -l)
-  if ((nf)); then log "CI subset: $nf test(s) did not pass"; exit 1; fi
-  log "CI subset: all ${PASSES} passed"
+  awk -F'\t' 'NR>1 && $4!="pass"{print "  NOT PASSED (" $2 "): " $1 ": " $4 " " $5}' "$RESULTS" >&2
+  nf=$(awk -F'\t' 'NR>1 && $4!="pass"' "$RESULTS" | wc -l)
+  if ((nf)); then log "CI subset: $nf test(s) did not pass (in ${DUR}s)"; exit 1; fi
+  log "CI subset: all ${PASSES} passed in ${DUR}s"
 fi
 exit 0

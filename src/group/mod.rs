@@ -169,6 +169,13 @@ impl GroupCoordinator {
         self.consumer_group(group_id).map(|g| f(&lock(&g)))
     }
 
+    /// Whether a commit or deletion of this group's offsets is being written right now.
+    fn commit_in_flight(&self, id: &str) -> bool {
+        lock(&self.commit_locks)
+            .get(id)
+            .is_some_and(|l| l.try_lock().is_err())
+    }
+
     fn commit_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.commit_locks
             .lock()
@@ -271,9 +278,8 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<GroupRef> {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
+        // An empty group id is accepted here (not in JoinGroup), as Kafka does for old clients
+        // that commit offsets without a group.
         if let Some(cg) = self.active_consumer_group(group_id) {
             // KIP-848 group: the committer must be a member at its current epoch.
             lock(&cg).check_member_epoch(member_id, generation)?;
@@ -340,11 +346,19 @@ impl GroupCoordinator {
         self.store
             .commit_offsets(group_id, to_store.clone())
             .await?;
+        drop(group);
+        self.apply_offsets(group_id, to_store);
+        Ok(results)
+    }
+
+    /// Applies durable offsets to the group in the map, creating it again if the timer dropped
+    /// it (an empty group without offsets) while the commit was being written.
+    fn apply_offsets(&self, group_id: &str, offsets: Vec<(String, i32, CommittedOffset)>) {
+        let group = self.get_or_create(group_id);
         let mut g = lock(&group);
-        for (t, p, o) in to_store {
+        for (t, p, o) in offsets {
             g.offsets.insert((t, p), o);
         }
-        Ok(results)
     }
 
     /// OffsetFetch v9 from a KIP-848 member: its epoch must be current.
@@ -379,14 +393,10 @@ impl GroupCoordinator {
         group_id: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
-        let group = self.get_or_create(group_id);
         let commit_lock = self.commit_lock(group_id);
         let _serial = commit_lock.lock().await;
         self.store.commit_offsets(group_id, offsets.clone()).await?;
-        let mut g = lock(&group);
-        for (t, p, o) in offsets {
-            g.offsets.insert((t, p), o);
-        }
+        self.apply_offsets(group_id, offsets);
         Ok(())
     }
 
@@ -396,9 +406,6 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<TopicOffsets> {
-        if group_id.is_empty() {
-            return Err(GroupError::InvalidGroupId);
-        }
         let offsets = self
             .get(group_id)
             .map(|g| lock(&g).offsets.clone())
@@ -710,9 +717,10 @@ impl GroupCoordinator {
         self.groups
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|_, g| {
+            .retain(|id, g| {
                 let g = lock(g);
-                !(g.state == GroupState::Empty && g.is_empty() && g.offsets.is_empty())
+                let idle = g.state == GroupState::Empty && g.is_empty() && g.offsets.is_empty();
+                !idle || self.commit_in_flight(id)
             });
     }
 

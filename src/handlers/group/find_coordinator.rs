@@ -27,7 +27,8 @@ fn locate(
         };
         return (Some(e), -1, String::new(), -1);
     }
-    if key.is_empty() {
+    // An empty group id is served too (Kafka keeps this for old clients' offset commits).
+    if key.is_empty() && key_type != KEY_TYPE_GROUP {
         return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
     }
     (
