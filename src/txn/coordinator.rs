@@ -71,6 +71,17 @@ impl TxnError {
     pub fn code(&self) -> i16 {
         self.error_code().code()
     }
+
+    /// The code for a request of `version`, where `fenced_since` is the first version that
+    /// knows PRODUCER_FENCED: older clients get INVALID_PRODUCER_EPOCH instead (KIP-588).
+    pub fn code_for(&self, version: i16, fenced_since: i16) -> i16 {
+        match self {
+            TxnError::ProducerFenced if version < fenced_since => {
+                kafka_protocol::ResponseError::InvalidProducerEpoch.code()
+            }
+            e => e.code(),
+        }
+    }
 }
 
 pub type Result<T> = std::result::Result<T, TxnError>;

@@ -21,7 +21,7 @@ pub async fn handle(
         )
         .await
     {
-        resp.error_code = e.code();
+        resp.error_code = e.code_for(ctx.api_version, 2);
     }
     Ok(Some(resp))
 }

@@ -48,7 +48,7 @@ pub async fn handle(
             rp.partition_index = *p;
             rp.partition_error_code = match &result {
                 Ok(()) => 0,
-                Err(Some(e)) => e.code(),
+                Err(Some(e)) => e.code_for(ctx.api_version, 2),
                 Err(None) if b.partition(&t.name.0, *p).is_none() => {
                     ResponseError::UnknownTopicOrPartition.code()
                 }

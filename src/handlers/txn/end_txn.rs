@@ -19,7 +19,7 @@ pub async fn handle(ctx: RequestContext, req: EndTxnRequest) -> HandlerResult<En
         )
         .await
     {
-        resp.error_code = e.code();
+        resp.error_code = e.code_for(ctx.api_version, 2);
     }
     Ok(Some(resp))
 }

@@ -28,7 +28,7 @@ pub async fn handle(
                 resp.producer_id = ProducerId(pid);
                 resp.producer_epoch = epoch;
             }
-            Err(e) => resp.error_code = e.code(),
+            Err(e) => resp.error_code = e.code_for(ctx.api_version, 4),
         }
         return Ok(Some(resp));
     }

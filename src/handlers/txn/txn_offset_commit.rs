@@ -1,5 +1,6 @@
 //! TxnOffsetCommit: offsets committed inside a transaction, visible once it commits.
 //! From v3 the group membership (generation, member id) is checked like OffsetCommit.
+//! Partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION; the others are committed.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
@@ -18,32 +19,28 @@ pub async fn handle(
     let v = ctx.api_version;
     let now = crate::broker::now_ms();
     let mut offsets = Vec::new();
-    let mut unknown = false;
     for t in &req.topics {
         for p in &t.partitions {
-            if b.partition(&t.name.0, p.partition_index).is_none() {
-                unknown = true;
+            if b.partition(&t.name.0, p.partition_index).is_some() {
+                offsets.push((
+                    t.name.0.to_string(),
+                    p.partition_index,
+                    CommittedOffset {
+                        offset: p.committed_offset,
+                        leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_timestamp: now,
+                    },
+                ));
             }
-            offsets.push((
-                t.name.0.to_string(),
-                p.partition_index,
-                CommittedOffset {
-                    offset: p.committed_offset,
-                    leader_epoch: if v >= 2 { p.committed_leader_epoch } else { -1 },
-                    metadata: p
-                        .committed_metadata
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_default(),
-                    commit_timestamp: now,
-                },
-            ));
         }
     }
     let group = req.group_id.0.to_string();
-    let result: Result<(), ResponseError> = if unknown {
-        Err(ResponseError::UnknownTopicOrPartition)
-    } else if v >= 3 && req.generation_id >= 0 {
+    let member_check = if v >= 3 && req.generation_id >= 0 {
         b.groups
             .check_txn_member(
                 &group,
@@ -51,11 +48,12 @@ pub async fn handle(
                 req.group_instance_id.as_deref(),
                 req.generation_id,
             )
-            .map_err(|e| e.error_code())
+            .map_err(|e| e.code())
     } else {
         Ok(())
     };
-    let result = match result {
+    let result: Result<(), i16> = match member_check {
+        Ok(()) if offsets.is_empty() => Ok(()),
         Ok(()) => b
             .txns
             .commit_offsets(
@@ -67,8 +65,9 @@ pub async fn handle(
                 offsets,
             )
             .await
-            .map_err(|e| e.error_code()),
-        Err(e) => Err(e),
+            // KIP-588: PRODUCER_FENCED from v2 on.
+            .map_err(|e| e.code_for(v, 2)),
+        Err(code) => Err(code),
     };
     let mut resp = TxnOffsetCommitResponse::default();
     for t in &req.topics {
@@ -77,14 +76,10 @@ pub async fn handle(
         for p in &t.partitions {
             let mut rp = TxnOffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = match result {
-                Ok(()) => 0,
-                Err(ResponseError::UnknownTopicOrPartition)
-                    if b.partition(&t.name.0, p.partition_index).is_some() =>
-                {
-                    0
-                }
-                Err(e) => e.code(),
+            rp.error_code = if b.partition(&t.name.0, p.partition_index).is_none() {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else {
+                result.err().unwrap_or(0)
             };
             rt.partitions.push(rp);
         }
