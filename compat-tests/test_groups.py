@@ -432,11 +432,17 @@ class Member:
         self.proc.stdin.write((cmd + "\n").encode())
         self.proc.stdin.flush()
 
-    def commit(self, timeout: float = 15) -> dict:
-        n = self.count("committed")
-        self.send("commit")
-        self.wait(lambda evs: sum(1 for e in evs if e["ev"] == "committed") > n, timeout, "commit")
-        ev = [e for e in self.snapshot() if e["ev"] == "committed"][-1]
+    def commit(self, timeout: float = 15, retries: int = 3) -> dict:
+        for attempt in range(retries):
+            n = self.count("committed")
+            self.send("commit")
+            self.wait(lambda evs: sum(1 for e in evs if e["ev"] == "committed") > n, timeout, "commit")
+            ev = [e for e in self.snapshot() if e["ev"] == "committed"][-1]
+            # A commit racing a rebalance is refused with REBALANCE_IN_PROGRESS; the client's
+            # advice (and Kafka's) is to poll and retry once it has rejoined.
+            if ev["ok"] or ev.get("name") != "RebalanceInProgressError" or attempt == retries - 1:
+                break
+            time.sleep(1)
         assert ev["ok"], f"{self.name}: commit failed: {ev}\n{self.describe()}"
         return ev
 
