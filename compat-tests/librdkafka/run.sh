@@ -14,6 +14,8 @@
 #   --consumer-protocol        TEST_CONSUMER_GROUP_PROTOCOL=consumer: the test framework's consumers
 #                              use group.protocol=consumer (KIP-848) -> mode "consumer"
 # other options:
+#   --jobs N                   run N tests at a time, each against its own broker (default: 2 with
+#                              --ci, 1 otherwise); with N > 1 the longest tests (per results/) go first
 #   --timeout SECS             per-test wall-clock limit (default: 120 cluster, 240 other categories)
 #   --no-quick                 run without -Q (quick mode skips every non-quick subtest; debugging)
 #   --no-build                 use the existing target/release/strand (or $STRAND_BIN) as is
@@ -28,7 +30,7 @@ set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-MODE=full TESTS_ARG="" IDEMP=0 CPROTO=0 TMOUT="" BUILD=1 KEEP=0 QUICK=1 ALL_MODES=0
+MODE=full TESTS_ARG="" IDEMP=0 CPROTO=0 TMOUT="" BUILD=1 KEEP=0 QUICK=1 ALL_MODES=0 JOBS=""
 ARGS=("$@")
 while (($#)); do
   case "$1" in
@@ -40,6 +42,8 @@ while (($#)); do
     --consumer-protocol) CPROTO=1 ;;
     --all-modes) ALL_MODES=1 ;;
     --timeout) TMOUT="${2:?}"; shift ;;
+    --jobs) JOBS="${2:?}"; shift ;;
+    --jobs=*) JOBS="${1#*=}" ;;
     --no-quick) QUICK=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -58,19 +62,9 @@ mode_opts() {  # $1 mode -> run.sh options
     idempotent+consumer) echo "-P --consumer-protocol" ;; *) return 1 ;; esac
 }
 
-if ((ALL_MODES)); then
-  [ "$MODE" = full ] || { echo "run.sh: --all-modes goes with --full" >&2; exit 2; }
-  rest=()
-  for a in "${ARGS[@]}"; do case "$a" in --all-modes|-P|--idempotent|--consumer-protocol) ;; *) rest+=("$a") ;; esac; done
-  nb=()
-  for m in classic idempotent consumer; do
-    # shellcheck disable=SC2046
-    "$0" "${rest[@]}" "${nb[@]}" $(mode_opts "$m") || exit $?
-    nb=(--no-build)
-  done
-  exit 0
-fi
-CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}$( ((IDEMP)) && echo ' -P')$( ((CPROTO)) && echo ' --consumer-protocol')${TMOUT:+ --timeout $TMOUT}$( ((QUICK)) || echo ' --no-quick')"
+[ -n "$JOBS" ] || { JOBS=1; [ "$MODE" = ci ] && JOBS=2; }
+[[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --jobs needs a positive number" >&2; exit 2; }
+CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}$( ((IDEMP)) && echo ' -P')$( ((CPROTO)) && echo ' --consumer-protocol')${TMOUT:+ --timeout $TMOUT}$( ((QUICK)) || echo ' --no-quick')$( ((JOBS > 1)) && echo " --jobs $JOBS")"
 
 T0=$(date +%s)
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -94,6 +88,33 @@ if ((BUILD)) && [ -z "${STRAND_BIN:-}" ]; then
   fi
 fi
 [ -x "$STRAND" ] || die "$STRAND not found (build it: cargo build --release)"
+# What the binary was built from (recorded by --full). With --no-build it may be older than HEAD.
+if [ -z "${STRAND_REV:-}" ]; then
+  STRAND_REV="$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo '?')"
+  [ -n "$(cd "$REPO" && git status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ] && STRAND_REV+="+local changes"
+  ((BUILD)) && [ -z "${STRAND_BIN:-}" ] || STRAND_REV+=" (--no-build: binary of $(date -u -r "$STRAND" '+%Y-%m-%d %H:%M UTC'))"
+fi
+# Every test of a run uses a copy of the binary: another build may replace target/release/strand
+# while the suite runs (this is a shared machine).
+snapshot_strand() {  # $1 destination
+  cp "$STRAND" "$1" || die "could not copy $STRAND to $1"
+  STRAND="$1"
+}
+
+if ((ALL_MODES)); then
+  [ "$MODE" = full ] || die "--all-modes goes with --full"
+  rest=()
+  for a in "${ARGS[@]}"; do case "$a" in --all-modes|-P|--idempotent|--consumer-protocol|--no-build) ;; *) rest+=("$a") ;; esac; done
+  mkdir -p "$REPO/compat-tests/.work"
+  snap="$REPO/compat-tests/.work/strand-all-modes.$$"
+  snapshot_strand "$snap"
+  trap 'rm -f "$snap"' EXIT
+  for m in classic idempotent consumer; do
+    # shellcheck disable=SC2046
+    STRAND_BIN="$snap" STRAND_REV="$STRAND_REV" STRAND_SNAPSHOT=1 "$0" "${rest[@]}" $(mode_opts "$m") || exit $?
+  done
+  exit 0
+fi
 
 # --- what to run --------------------------------------------------------------------------
 TSV="$HERE/tests.tsv"
@@ -129,23 +150,30 @@ RUN_DIR="$REPO/compat-tests/.work/librdkafka-runs/$(date +%Y%m%d-%H%M%S)-$MODE$(
 mkdir -p "$RUN_DIR"
 RESULTS="$RUN_DIR/results.tsv"
 echo "# test	mode	category	result	detail" >"$RESULTS"
+if [ -z "${STRAND_SNAPSHOT:-}" ]; then
+  snapshot_strand "$RUN_DIR/strand"
+  trap 'rm -f "$RUN_DIR/strand"' EXIT
+fi
 log "librdkafka $RDK_VERSION, strand $STRAND, logs in $RUN_DIR"
 
 # --- broker lifecycle ---------------------------------------------------------------------
 BPID="" BPORT="" BDATA="" BLOG=""
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 start_broker() {  # $1 scenario, $2 log file
-  local autocreate=true
+  local autocreate=true try i
   [ "$1" = noautocreate ] && autocreate=false
-  BPORT="$(free_port)"; BDATA="$(mktemp -d "$RUN_DIR/data.XXXX")"; BLOG="$2"
-  "$STRAND" serve --listen "127.0.0.1:$BPORT" --data-dir "$BDATA" \
-    --set num.partitions=4 --set "auto.create.topics.enable=$autocreate" 2>"$BLOG" >/dev/null &
-  BPID=$!
-  local i
-  for i in $(seq 1 150); do
-    if ! kill -0 "$BPID" 2>/dev/null; then BPID=""; return 1; fi
-    if (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null; then return 0; fi
-    sleep 0.1
+  BDATA="$(mktemp -d "$RUN_DIR/data.XXXX")"; BLOG="$2"
+  for try in 1 2 3; do  # a broker that exits at once may have lost its port to a parallel one
+    BPORT="$(free_port)"
+    "$STRAND" serve --listen "127.0.0.1:$BPORT" --data-dir "$BDATA" \
+      --set num.partitions=4 --set "auto.create.topics.enable=$autocreate" 2>"$BLOG" >/dev/null &
+    BPID=$!
+    for i in $(seq 1 150); do
+      if ! kill -0 "$BPID" 2>/dev/null; then wait "$BPID" 2>/dev/null; BPID=""; break; fi
+      if (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null; then return 0; fi
+      sleep 0.1
+    done
+    [ -n "$BPID" ] && return 1  # alive but not listening after 15 s
   done
   return 1
 }
@@ -161,8 +189,8 @@ stop_broker() {
   BPID=""
   ((KEEP)) || rm -rf "$BDATA"
 }
-trap 'stop_broker' EXIT
-trap 'stop_broker; exit 130' INT TERM
+# Each test runs in a subshell (run_group) that owns its broker; the main shell stops them.
+trap 'kill -TERM $(jobs -rp) 2>/dev/null; wait; exit 130' INT TERM
 
 broker_tail() {  # last warnings/errors (or lines) of the broker's stderr, one line
   local f="$1" t
@@ -188,10 +216,28 @@ for e in "${SELECT[@]}"; do
   GROUP_NAMES[$key]="${GROUP_NAMES[$key]:-} $n"
 done
 
-FAILS=0 PASSES=0
-for key in "${GROUP_ORDER[@]}"; do
-  read -r num sc m <<<"$key"
-  read -ra names <<<"${GROUP_NAMES[$key]}"
+# Expected duration of each group (from the records of earlier --full runs): with --jobs > 1 the
+# longest start first, so that they do not end up last.
+declare -A EXPECT
+if ((JOBS > 1)); then
+  for rec in "$HERE"/results/*.tsv; do
+    [ -f "$rec" ] || continue
+    rm_="$(sed -n 's/^# mode: //p' "$rec")"
+    while IFS=$'\t' read -r n _ st d; do
+      [[ "$n" == \#* ]] && continue
+      [[ "$d" =~ ^([0-9]+)(\.[0-9]+)?s$ ]] && EXPECT["${n:0:4} $rm_"]=$(( ${EXPECT["${n:0:4} $rm_"]:-0} + ${BASH_REMATCH[1]} ))
+    done <"$rec"
+  done
+  mapfile -t GROUP_ORDER < <(for key in "${GROUP_ORDER[@]}"; do
+    read -r num sc m <<<"$key"; printf '%s\t%s\n' "${EXPECT["$num $m"]:-30}" "$key"; done | sort -s -t$'\t' -k1,1nr | cut -f2)
+fi
+
+run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a subshell
+  local num sc m names n tm rflags renv tag tlog blog conf t1 rc dt alive st d TPID=""
+  trap 'stop_broker' EXIT
+  trap '[ -n "$TPID" ] && kill -TERM "$TPID" 2>/dev/null; stop_broker; exit 130' INT TERM
+  read -r num sc m <<<"$1"
+  read -ra names <<<"${GROUP_NAMES[$1]}"
   tm="$TMOUT"
   if [ -z "$tm" ]; then
     tm=120
@@ -206,17 +252,22 @@ for key in "${GROUP_ORDER[@]}"; do
   tlog="$RUN_DIR/test-$tag.log" blog="$RUN_DIR/broker-$tag.log"
   if ! start_broker "$sc" "$blog"; then
     d="broker failed to start: $(broker_tail "$blog")"
-    for n in "${names[@]}"; do printf '%s\t%s\t%s\tfail\t%s\n' "$n" "$m" "${CAT[$n]}" "$d" >>"$RESULTS"; done
-    FAILS=$((FAILS + ${#names[@]})); stop_broker; continue
+    for n in "${names[@]}"; do printf '%s\t%s\t%s\tfail\t%s\n' "$n" "$m" "${CAT[$n]}" "$d" >>"$2"; done
+    log "$(printf '%-40s %-10s %s' "${names[*]}" "$m" "$d")"
+    return
   fi
-  conf="$RUN_DIR/test-$sc.conf"
+  conf="$RUN_DIR/test-$tag.conf"
   printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$conf"
-  printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$SRC/tests/test.conf"  # for manual reruns
+  ((JOBS > 1)) || printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$SRC/tests/test.conf"  # for manual reruns
   t1=$(date +%s)
-  { (cd "$SRC/tests" && exec env TESTS="$num" TEST_KAFKA_VERSION=4.0.0 RDKAFKA_TEST_CONF="$conf" "${renv[@]}" \
+  # in the background and waited for, so that a TERM/INT trap runs at once
+  (cd "$SRC/tests" && exec env TESTS="$num" TEST_KAFKA_VERSION=4.0.0 RDKAFKA_TEST_CONF="$conf" "${renv[@]}" \
     LD_LIBRARY_PATH="$SRC/src:$SRC/src-cpp${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
-    timeout -k 10 "$tm" ./test-runner "${rflags[@]}") >"$tlog" 2>&1 </dev/null; } 2>/dev/null
+    timeout -k 10 "$tm" ./test-runner "${rflags[@]}") >"$tlog" 2>&1 </dev/null &
+  TPID=$!
+  wait "$TPID" 2>/dev/null
   rc=$?
+  TPID=""
   dt=$(( $(date +%s) - t1 ))
   alive=1; kill -0 "$BPID" 2>/dev/null || alive=0
   while IFS=$'\t' read -r n st d; do
@@ -225,12 +276,24 @@ for key in "${GROUP_ORDER[@]}"; do
     fi
     if [ "$st" = fail ] && ! must_pass "$n"; then d="expected (${REASON[$n]}): $d"; fi
     if [ "$st" = fail ] && must_pass "$n" && ((alive)); then d="$d | broker stderr: $(broker_tail "$blog")"; fi
-    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$m" "${CAT[$n]}" "$st" "$d" >>"$RESULTS"
-    case "$st" in fail) FAILS=$((FAILS + 1)) ;; pass) PASSES=$((PASSES + 1)) ;; esac
+    printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$m" "${CAT[$n]}" "$st" "$d" >>"$2"
     log "$(printf '%-40s %-10s %-11s %-4s %4ss  %s' "$n" "$m" "${CAT[$n]}" "$st" "$dt" "${d:0:150}")"
   done < <(python3 "$HERE/report.py" parse "$tlog" "$rc" "$tm" "${names[@]}")
   stop_broker
+}
+
+((JOBS > 1)) && log "running ${#GROUP_ORDER[@]} test processes, $JOBS at a time"
+gi=0
+for key in "${GROUP_ORDER[@]}"; do
+  gi=$((gi + 1))
+  while (($(jobs -rp | wc -l) >= JOBS)); do wait -n; done
+  (run_group "$key" "$RUN_DIR/res.$gi") &  # in the background even for --jobs 1: traps run at once
 done
+wait
+for i in $(seq 1 "$gi"); do
+  f="$RUN_DIR/res.$i"; [ -f "$f" ] && cat "$f" >>"$RESULTS" && rm -f "$f"
+done
+PASSES=$(awk -F'\t' 'NR>1 && $4=="pass"' "$RESULTS" | wc -l)
 
 # Keep results in tests.tsv order (stable: modes keep their run order).
 { head -n1 "$RESULTS"; awk -F'\t' 'NR==FNR{if($1!~/^#/)o[$1]=NR;next} FNR>1{print o[$1]"\t"$0}' "$TSV" "$RESULTS" |
@@ -249,7 +312,7 @@ if [ "$MODE" = full ]; then
     printf '# date: %s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')"
     printf '# command: %s\n' "$CMDLINE"
     printf '# wall time: %s\n' "$DUR"
-    printf '# strand: %s\n' "$(cd "$REPO" && git describe --always --dirty 2>/dev/null || echo '?')"
+    printf '# strand: %s\n' "$STRAND_REV"
     printf '# librdkafka: %s\n' "$RDK_VERSION"
     awk -F'\t' -v OFS='\t' 'NR>1{print $1, $3, $4, $5}' "$RESULTS"
   } >"$REC.tmp" && mv "$REC.tmp" "$REC"
