@@ -31,6 +31,9 @@ pub type TopicsView = BTreeMap<String, (Uuid, i32)>;
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
 
+/// A joining member that gives no rebalance timeout gets Kafka's consumer default (5 minutes).
+const DEFAULT_REBALANCE_TIMEOUT: Duration = Duration::from_secs(300);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MemberState {
     Stable,
@@ -68,7 +71,8 @@ pub struct Heartbeat {
     pub rack_id: Option<String>,
     pub client_id: String,
     pub client_host: String,
-    pub rebalance_timeout: Duration,
+    /// `None`: unchanged since the last heartbeat (the request says -1).
+    pub rebalance_timeout: Option<Duration>,
     pub subscribed: Option<Vec<String>>,
     pub regex: Option<String>,
     pub assignor: Option<String>,
@@ -285,7 +289,9 @@ impl ConsumerGroup {
             if hb.rack_id != m.rack_id {
                 m.rack_id = hb.rack_id;
             }
-            m.rebalance_timeout = hb.rebalance_timeout;
+            if let Some(t) = hb.rebalance_timeout {
+                m.rebalance_timeout = t;
+            }
             if let Some(owned) = &hb.owned {
                 // Revocation is acknowledged when the member no longer reports the partitions.
                 if m.state == MemberState::UnrevokedPartitions
@@ -351,7 +357,7 @@ impl ConsumerGroup {
             subscribed: vec![],
             regex: None,
             assignor: None,
-            rebalance_timeout: hb.rebalance_timeout,
+            rebalance_timeout: hb.rebalance_timeout.unwrap_or(DEFAULT_REBALANCE_TIMEOUT),
             session_timeout,
             assigned: Assignment::new(),
             revoking: Assignment::new(),
@@ -601,7 +607,7 @@ mod tests {
             rack_id: None,
             client_id: "c".into(),
             client_host: "h".into(),
-            rebalance_timeout: Duration::from_secs(30),
+            rebalance_timeout: Some(Duration::from_secs(30)),
             subscribed: if epoch == 0 {
                 Some(vec!["a".into()])
             } else {

@@ -43,7 +43,9 @@ pub async fn handle(
         rack_id: req.rack_id.as_ref().map(|s| s.to_string()),
         client_id: ctx.client_id.clone().unwrap_or_default(),
         client_host: format!("/{}", ctx.peer.ip()),
-        rebalance_timeout: Duration::from_millis(req.rebalance_timeout_ms.max(0) as u64),
+        // -1 = unchanged (only the joining heartbeat must carry it).
+        rebalance_timeout: (req.rebalance_timeout_ms >= 0)
+            .then(|| Duration::from_millis(req.rebalance_timeout_ms as u64)),
         subscribed: req
             .subscribed_topic_names
             .as_ref()
