@@ -561,7 +561,11 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
-        let group = self.get(group_id).ok_or(GroupError::GroupIdNotFound)?;
+        let group = match self.get(group_id) {
+            Some(g) => g,
+            None if self.active_consumer_group(group_id).is_some() => self.get_or_create(group_id),
+            None => return Err(GroupError::GroupIdNotFound),
+        };
         let subscribed = {
             let g = lock(&group);
             if g.state == GroupState::Dead {
@@ -573,6 +577,13 @@ impl GroupCoordinator {
                 g.subscribed_topics()
             }
         };
+        // A KIP-848 group's members name their topics in their heartbeats.
+        let mut subscribed = subscribed;
+        if let Some(cg) = self.active_consumer_group(group_id) {
+            for m in lock(&cg).members.values() {
+                subscribed.extend(m.subscribed.iter().cloned());
+            }
+        }
         let results: Vec<Result<()>> = partitions
             .iter()
             .map(|(t, _)| {

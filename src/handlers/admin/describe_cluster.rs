@@ -11,9 +11,6 @@ use crate::handlers::{HandlerResult, RequestContext};
 
 const BROKERS: i8 = 1;
 
-/// Kafka's cluster-level ACL operations (AclOperation codes); with no authorizer, all allowed.
-const CLUSTER_OPERATIONS: &[i32] = &[2, 4, 7, 8, 9, 10, 11, 12, 13];
-
 pub async fn handle(
     ctx: RequestContext,
     req: DescribeClusterRequest,
@@ -39,8 +36,9 @@ pub async fn handle(
     b.port = broker.config.advertised_port as i32;
     resp.brokers.push(b);
     if req.include_cluster_authorized_operations {
-        resp.cluster_authorized_operations =
-            CLUSTER_OPERATIONS.iter().fold(0, |a, op| a | (1 << op));
+        resp.cluster_authorized_operations = crate::handlers::metadata::CLUSTER_OPERATIONS
+            .iter()
+            .fold(0, |a, op| a | (1 << op));
     }
     Ok(Some(resp))
 }
