@@ -148,7 +148,8 @@ def read_ci(ci_txt):
     for ln in open(ci_txt):
         f = ln.split("#", 1)[0].split()
         if f:
-            ci.setdefault(f[0], []).append(f[1] if len(f) > 1 else "classic")
+            mode = next((w for w in f[1:] if w != "noquick"), "classic")
+            ci.setdefault(f[0], []).append(mode + (" noquick" if "noquick" in f[1:] else ""))
     return ci
 
 
@@ -159,6 +160,11 @@ def doc_detail(d):
     d = d.split(" | broker stderr:", 1)[0]
     d = re.sub(r"rdkafkatest_rnd[0-9a-f]+", "rdkafkatest_rnd…", d)
     return d[:500]
+
+
+def ci_label(entry):
+    mode, _, nq = entry.partition(" ")
+    return MODE_LABEL.get(mode, mode) + (" (no -Q)" if nq else "")
 
 
 def esc(s):
@@ -202,7 +208,8 @@ def render(tests_tsv, ci_txt, out_md, records):
              "skip themselves when `TEST_NO_ACLS` is set (run.sh sets it), so the rest of 0081 runs")
     o.append("- a \"pass\" that ran no subtest in 0.000s (all its subtests are non-quick) is shown as "
              "a skip (\"quick mode\")")
-    o.append("- `ci` column: the modes in which the test is part of `run.sh --ci` (`ci-tests.txt`)\n")
+    o.append("- `ci` column: the modes in which the test is part of `run.sh --ci` (`ci-tests.txt`; "
+             "\"no -Q\": run there without quick mode)\n")
     o.append("## Modes\n")
     o.append("| mode | column | what | date | strand | wall time | command |")
     o.append("|---|---|---|---|---|---|---|")
@@ -262,7 +269,7 @@ def render(tests_tsv, ci_txt, out_md, records):
         else:
             detail = "<br>".join("%s: %s" % ("/".join(ms), d) for d, ms in details.items())
         o.append("| %s | %s | %s | %s | %s |" % (name, cat, " | ".join(cells),
-                                                 ", ".join(MODE_LABEL.get(m, m) for m in ci.get(name, [])),
+                                                 ", ".join(ci_label(m) for m in ci.get(name, [])),
                                                  esc(detail)))
     open(out_md, "w").write("\n".join(o) + "\n")
 

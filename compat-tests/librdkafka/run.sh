@@ -133,16 +133,20 @@ missing="$(grep -o '_TEST([0-9]\{4\}_[A-Za-z0-9_]*' "$SRC/tests/test.c" | sed 's
 runnable() { case "${CAT[$1]}" in basic|groups|idempotence|admin|cluster) return 0 ;; *) return 1 ;; esac; }
 must_pass() { case "${CAT[$1]}" in basic|groups|idempotence|admin) return 0 ;; *) return 1 ;; esac; }
 
-SELECT=()   # "test-entry-name mode" pairs to consider
+SELECT=()   # "test-entry-name mode quick(1|0)" to consider
 case "$MODE" in
-  full) for n in "${ORDER[@]}"; do SELECT+=("$n $RMODE"); done ;;
-  ci)  # ci-tests.txt: "name [mode]" (mode: classic, idempotent or consumer; default classic)
-    while read -r n m _; do
-      m="${m:-classic}"
-      mode_opts "$m" >/dev/null || die "ci-tests.txt: unknown mode '$m' for $n"
-      SELECT+=("$n $m")
-    done < <(grep -v '^\s*#' "$HERE/ci-tests.txt" | awk 'NF') ;;
-  tests) for n in "${ORDER[@]}"; do [[ ",$TESTS_ARG," == *",${n:0:4},"* ]] && SELECT+=("$n $RMODE"); done ;;
+  full) for n in "${ORDER[@]}"; do SELECT+=("$n $RMODE $QUICK"); done ;;
+  ci)  # ci-tests.txt: "name [mode] [noquick]" (mode: classic, idempotent or consumer; default classic)
+    while read -r n rest; do
+      m=classic q=$QUICK
+      for w in $rest; do
+        if [ "$w" = noquick ]; then q=0
+        elif mode_opts "$w" >/dev/null; then m="$w"
+        else die "ci-tests.txt: unknown word '$w' for $n (a mode or noquick)"; fi
+      done
+      SELECT+=("$n $m $q")
+    done < <(grep -v '^\s*#' "$HERE/ci-tests.txt" | sed 's/#.*//' | awk 'NF') ;;
+  tests) for n in "${ORDER[@]}"; do [[ ",$TESTS_ARG," == *",${n:0:4},"* ]] && SELECT+=("$n $RMODE $QUICK"); done ;;
 esac
 ((${#SELECT[@]})) || die "no tests selected"
 
@@ -204,14 +208,14 @@ broker_tail() {  # last warnings/errors (or lines) of the broker's stderr, one l
 declare -A GROUP_NAMES
 GROUP_ORDER=()
 for e in "${SELECT[@]}"; do
-  read -r n m <<<"$e"
+  read -r n m q <<<"$e"
   [ -n "${CAT[$n]+x}" ] || { log "unknown test '$n' (not in tests.tsv)"; continue; }
   if ! runnable "$n"; then
     printf '%s\t%s\t%s\tskip\t%s\n' "$n" "$m" "${CAT[$n]}" "${REASON[$n]}" >>"$RESULTS"
     continue
   fi
   sc="${SCEN[$n]%%,*}"
-  key="${n:0:4} $sc $m"
+  key="${n:0:4} $sc $m $q"
   [ -n "${GROUP_NAMES[$key]+x}" ] || GROUP_ORDER+=("$key")
   GROUP_NAMES[$key]="${GROUP_NAMES[$key]:-} $n"
 done
@@ -229,14 +233,15 @@ if ((JOBS > 1)); then
     done <"$rec"
   done
   mapfile -t GROUP_ORDER < <(for key in "${GROUP_ORDER[@]}"; do
-    read -r num sc m <<<"$key"; printf '%s\t%s\n' "${EXPECT["$num $m"]:-30}" "$key"; done | sort -s -t$'\t' -k1,1nr | cut -f2)
+    read -r num sc m q <<<"$key"; printf '%s\t%s\n' "${EXPECT["$num $m"]:-$( ((q)) && echo 30 || echo 90)}" "$key"; done |
+    sort -s -t$'\t' -k1,1nr | cut -f2)
 fi
 
 run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a subshell
-  local num sc m names n tm rflags renv tag tlog blog conf t1 rc dt alive st d TPID=""
+  local num sc m q names n tm rflags renv tag tlog blog conf t1 rc dt alive st d TPID=""
   trap 'stop_broker' EXIT
   trap '[ -n "$TPID" ] && kill -TERM "$TPID" 2>/dev/null; stop_broker; exit 130' INT TERM
-  read -r num sc m <<<"$1"
+  read -r num sc m q <<<"$1"
   read -ra names <<<"${GROUP_NAMES[$1]}"
   tm="$TMOUT"
   if [ -z "$tm" ]; then
@@ -245,10 +250,11 @@ run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a 
   fi
   # test-runner flags and environment of mode $m
   rflags=(-E -L -s "$sc") renv=(TEST_NO_ACLS=1)
-  ((QUICK)) && rflags+=(-Q)
+  ((q)) && rflags+=(-Q)
   [[ "$m" == idempotent* ]] && rflags+=(-P)
   [[ "$m" == *consumer ]] && renv+=(TEST_CONSUMER_GROUP_PROTOCOL=consumer)
-  tag="$num-$sc$([ "$MODE" = ci ] && echo "-$m")"
+  tag="$num-$sc$([ "$MODE" = ci ] && echo "-$m")$( ((q)) || echo "-noquick")"
+  ((q)) || m+="/noquick"  # as shown in results and logs
   tlog="$RUN_DIR/test-$tag.log" blog="$RUN_DIR/broker-$tag.log"
   if ! start_broker "$sc" "$blog"; then
     d="broker failed to start: $(broker_tail "$blog")"
