@@ -85,6 +85,9 @@ pub struct Config {
     pub log_retention_check_interval_ms: u64,
     /// `log.index.interval.bytes`
     pub log_index_interval_bytes: u32,
+    /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
+    /// background fdatasync that makes it visible to consumers.
+    pub log_flush_max_delay_ms: u64,
     /// `log.message.timestamp.type`
     pub log_message_timestamp_type: TimestampType,
     /// `min.insync.replicas`
@@ -153,6 +156,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.retention.bytes", "-1"),
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
+    ("log.flush.max.delay.ms", "1"),
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
@@ -322,6 +326,12 @@ impl Config {
                 &req("log.retention.check.interval.ms"),
                 1,
                 u64::MAX,
+            )?,
+            log_flush_max_delay_ms: parse_num(
+                "log.flush.max.delay.ms",
+                &req("log.flush.max.delay.ms"),
+                0,
+                3_600_000,
             )?,
             log_index_interval_bytes: parse_num(
                 "log.index.interval.bytes",

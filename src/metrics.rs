@@ -258,11 +258,18 @@ async fn sample_loop(broker: Arc<Broker>) {
     let purgatory_produce = gauge!("strand_purgatory_size", "operation" => "produce");
     let purgatory_fetch = gauge!("strand_purgatory_size", "operation" => "fetch");
     let info = gauge!("strand_build_info", "version" => env!("CARGO_PKG_VERSION"));
+    let offline = gauge!("strand_log_dir_offline",
+        "log_dir" => broker.log_dir().dir().display().to_string());
     let mut partitions: HashMap<(String, i32), PartitionGauges> = HashMap::new();
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     loop {
         tick.tick().await;
         info.set(1.0);
+        offline.set(if broker.log_dir().is_offline() {
+            1.0
+        } else {
+            0.0
+        });
         connections.set(CONNECTIONS.load(Ordering::Relaxed) as f64);
         purgatory_produce.set(PURGATORY_PRODUCE.load(Ordering::Relaxed) as f64);
         purgatory_fetch.set(PURGATORY_FETCH.load(Ordering::Relaxed) as f64);

@@ -100,11 +100,12 @@ impl Broker {
         let config = self.config.clone();
         let log_config = topic_config::log_config(&config, &record.configs);
         let (topic_name, id) = (record.name.clone(), record.id);
+        let ctx = self.open_context();
         let opened = tokio::task::spawn_blocking(move || {
             (current..count)
                 .map(|index| {
                     let dir = partition_dir(&config.data_dir, &topic_name, index);
-                    Partition::open(&topic_name, index, id, dir, log_config, true).map(Arc::new)
+                    Partition::open(&topic_name, index, id, dir, log_config, &ctx).map(Arc::new)
                 })
                 .collect::<Result<Vec<_>, StorageError>>()
         })

@@ -31,8 +31,8 @@ use crate::cluster::local::LocalStore;
 use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
 use crate::config::Config;
 use crate::group::{GroupConfig, GroupCoordinator};
-use crate::storage::StorageError;
-pub use partition::Partition;
+use crate::storage::{LogDirHealth, StorageError};
+pub use partition::{OpenContext, Partition};
 
 const CLEAN_SHUTDOWN: &str = ".strand_cleanshutdown";
 const LOCK_FILE: &str = ".lock";
@@ -148,6 +148,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// Dynamic broker configs set through AlterConfigs (see `config_entries`), in memory.
     dynamic_configs: RwLock<BTreeMap<String, String>>,
+    /// The data dir's health: offline after the first failed write or fsync.
+    log_dir: Arc<LogDirHealth>,
     _lock: fs::File,
 }
 
@@ -175,8 +177,10 @@ impl Broker {
 
         let cfg = config.clone();
         let dir = data_dir.clone();
+        let log_dir = Arc::new(LogDirHealth::new(&data_dir));
+        let ctx = open_context(&config, clean, &log_dir);
         let topics =
-            tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, clean)).await??;
+            tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, &ctx)).await??;
         if clean {
             fs::remove_file(&marker)?;
             fs::File::open(&data_dir)?.sync_all()?;
@@ -225,6 +229,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             shutting_down: tokio::sync::watch::channel(false).0,
             dynamic_configs: RwLock::new(BTreeMap::new()),
+            log_dir,
             _lock: lock,
         }))
     }
@@ -244,6 +249,16 @@ impl Broker {
     /// The metadata store (the transaction coordinator persists through it).
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
+    }
+
+    /// The health of the data dir (offline after a failed write or fsync).
+    pub fn log_dir(&self) -> &Arc<LogDirHealth> {
+        &self.log_dir
+    }
+
+    /// How partitions opened now (new topics and partitions) are opened.
+    fn open_context(&self) -> OpenContext {
+        open_context(&self.config, true, &self.log_dir)
     }
 
     pub fn node_id(&self) -> i32 {
@@ -400,8 +415,9 @@ impl Broker {
         self.store.create_topic(record.clone()).await?;
         let config = self.config.clone();
         let data_dir = config.data_dir.clone();
+        let ctx = self.open_context();
         let topic =
-            tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, true))
+            tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, &ctx))
                 .await
                 .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
         let topic = Arc::new(topic);
@@ -503,11 +519,19 @@ fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
 }
 
+fn open_context(config: &Config, clean: bool, health: &Arc<LogDirHealth>) -> OpenContext {
+    OpenContext {
+        clean,
+        flush_delay: std::time::Duration::from_millis(config.log_flush_max_delay_ms),
+        health: health.clone(),
+    }
+}
+
 fn open_topic(
     config: &Config,
     data_dir: &Path,
     record: TopicRecord,
-    clean: bool,
+    ctx: &OpenContext,
 ) -> Result<Topic, StorageError> {
     let log_config = topic_config::log_config(config, &record.configs);
     let mut partitions = Vec::with_capacity(record.assignments.len());
@@ -519,7 +543,7 @@ fn open_topic(
             record.id,
             dir,
             log_config,
-            clean,
+            ctx,
         )?));
     }
     Ok(Topic { record, partitions })
@@ -530,7 +554,7 @@ fn open_all(
     config: &Config,
     data_dir: &Path,
     records: BTreeMap<String, TopicRecord>,
-    clean: bool,
+    ctx: &OpenContext,
 ) -> anyhow::Result<HashMap<String, Arc<Topic>>> {
     for entry in fs::read_dir(data_dir)? {
         let entry = entry?;
@@ -566,7 +590,7 @@ fn open_all(
     fs::File::open(data_dir)?.sync_all()?;
     let mut topics = HashMap::new();
     for (name, record) in records {
-        let topic = open_topic(config, data_dir, record, clean)?;
+        let topic = open_topic(config, data_dir, record, ctx)?;
         topics.insert(name, Arc::new(topic));
     }
     Ok(topics)

@@ -1,30 +1,53 @@
 //! One partition that this broker leads: its log plus the replication-facing state Kafka keeps
 //! per partition (leader epoch, high watermark).
 //!
-//! Invariants: `log_start_offset <= high_watermark <= log_end_offset`. In single-node mode the
-//! high watermark follows the log end offset on every append (the leader is the whole ISR);
-//! replication will advance it from follower fetches instead. Readers wait for new data by
-//! watching the high watermark, so a long-polling Fetch wakes exactly when data becomes visible.
+//! Invariants: `log_start_offset <= high_watermark <= durable offset <= log_end_offset`.
+//! Consumers read only below the high watermark, and the high watermark never passes what a
+//! crash could lose: on one node it is the log's durable (fdatasync'ed) offset, so a record a
+//! consumer saw (or committed an offset past) survives a power failure and its offset is never
+//! reused. acks=all produces fsync at once (group commit); every other append schedules a
+//! background flush at most `log.flush.max.delay.ms` later, which then advances the high
+//! watermark. Replication will instead advance it from the ISR's fetches. Readers wait for new
+//! data by watching the high watermark, so a long-polling Fetch wakes exactly when data becomes
+//! visible.
 
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::storage::{self, AppendInfo, LogConfig, PartitionLog};
+use crate::storage::{self, AppendInfo, LogConfig, LogDirHealth, PartitionLog};
 
 /// File in each partition directory naming the topic id the directory belongs to.
 pub const PARTITION_METADATA: &str = "partition.metadata";
+
+/// What every partition opened together shares.
+#[derive(Clone)]
+pub struct OpenContext {
+    /// The broker stopped cleanly last time: indexes are trusted (see `PartitionLog::open`).
+    pub clean: bool,
+    /// `log.flush.max.delay.ms`.
+    pub flush_delay: Duration,
+    /// The data dir's health.
+    pub health: Arc<LogDirHealth>,
+}
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub dir: PathBuf,
-    pub log: PartitionLog,
+    pub log: Arc<PartitionLog>,
     leader_epoch: i32,
-    high_watermark: watch::Sender<i64>,
+    high_watermark: Arc<watch::Sender<i64>>,
+    /// A background flush is scheduled (appends meanwhile need no other).
+    flush_scheduled: Arc<AtomicBool>,
+    /// `log.flush.max.delay.ms`.
+    flush_delay: Duration,
     /// The topic's byte counters (`strand_topic_bytes_{in,out}_total`).
     pub metrics: crate::metrics::TopicCounters,
 }
@@ -37,22 +60,24 @@ impl Partition {
         topic_id: Uuid,
         dir: PathBuf,
         config: LogConfig,
-        clean: bool,
+        ctx: &OpenContext,
     ) -> storage::Result<Partition> {
         if !dir.join(PARTITION_METADATA).exists() {
             fs::create_dir_all(&dir)?;
             write_partition_metadata(&dir, topic_id)?;
         }
-        let log = PartitionLog::open(&dir, config, clean)?;
+        let log = PartitionLog::open_in(&dir, config, ctx.clean, ctx.health.clone())?;
         let leader_epoch = log.latest_epoch().unwrap_or(0).max(0);
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        let (high_watermark, _) = watch::channel(log.durable_offset());
         Ok(Partition {
             topic: topic.to_string(),
             index,
             dir,
-            log,
+            log: Arc::new(log),
             leader_epoch,
-            high_watermark,
+            high_watermark: Arc::new(high_watermark),
+            flush_scheduled: Arc::new(AtomicBool::new(false)),
+            flush_delay: ctx.flush_delay,
             metrics: crate::metrics::TopicCounters::new(topic),
         })
     }
@@ -79,7 +104,9 @@ impl Partition {
         self.high_watermark.subscribe()
     }
 
-    /// Appends validated batches and makes them visible to readers.
+    /// Appends validated batches. They become visible to readers once fdatasync'ed: at once
+    /// for a caller that awaits [`Partition::flush_until`], else by the background flush this
+    /// schedules.
     pub fn append(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
         let info = self.log.append(records, self.leader_epoch, now_ms)?;
         if info.duplicate {
@@ -87,8 +114,55 @@ impl Partition {
             return Ok(info);
         }
         self.metrics.bytes_in.increment(records.len() as u64);
-        self.advance_high_watermark(info.last_offset + 1);
+        self.appended();
         Ok(info)
+    }
+
+    /// Resolves once everything below `end` is fdatasync'ed and visible (acks=all, and
+    /// transaction markers before the coordinator records the transaction complete).
+    pub async fn flush_until(&self, end: i64) -> storage::Result<()> {
+        let r = self.log.flush_until(end).await;
+        advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+        r
+    }
+
+    /// After an append: publishes what is already durable (a roll synced the old segment) and
+    /// schedules the background flush of the rest, unless one is pending.
+    fn appended(&self) {
+        advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+        if self.flush_scheduled.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let log = self.log.clone();
+        let hw = self.high_watermark.clone();
+        let scheduled = self.flush_scheduled.clone();
+        let delay = self.flush_delay;
+        let flush = async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            // Cleared before reading the end offset: an append after this point schedules the
+            // next flush, one before it is covered by this one.
+            scheduled.store(false, Ordering::Release);
+            let end = log.log_end_offset();
+            if let Err(e) = log.flush_until(end).await {
+                tracing::error!(dir = %log.dir().display(), "background flush failed: {e}");
+            }
+            advance_high_watermark(&hw, log.durable_offset());
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(flush);
+            }
+            // No runtime (a synchronous caller): flush now.
+            Err(_) => {
+                self.flush_scheduled.store(false, Ordering::Release);
+                if let Err(e) = self.log.flush() {
+                    tracing::error!(dir = %self.dir.display(), "flush failed: {e}");
+                }
+                advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+            }
+        }
     }
 
     /// Appends a transaction marker (COMMIT or ABORT control batch) for `producer_id` at
@@ -109,21 +183,21 @@ impl Partition {
             self.leader_epoch,
             now_ms,
         )?;
-        self.advance_high_watermark(info.last_offset + 1);
+        self.appended();
         Ok(info)
     }
+}
 
-    /// Single node: everything appended is replicated, so the high watermark is the log end.
-    fn advance_high_watermark(&self, end: i64) {
-        self.high_watermark.send_if_modified(|hw| {
-            if end > *hw {
-                *hw = end;
-                true
-            } else {
-                false
-            }
-        });
-    }
+/// Single node: the high watermark is the durable offset (never moves back).
+fn advance_high_watermark(hw: &watch::Sender<i64>, durable: i64) {
+    hw.send_if_modified(|v| {
+        if durable > *v {
+            *v = durable;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 /// Reads the topic id recorded in a partition directory.

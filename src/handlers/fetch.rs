@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 use super::{HandlerResult, RequestContext};
 use crate::storage::batch::BatchHeader;
+use crate::storage::StorageError;
 
 const READ_COMMITTED: i8 = 1;
 
@@ -171,7 +172,12 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                                 pd.records = Some(r.records);
                             }
                             Err(e) => {
-                                if e.error_code() != ResponseError::OffsetOutOfRange {
+                                let expected = matches!(
+                                    e,
+                                    StorageError::OffsetOutOfRange { .. }
+                                        | StorageError::LogDirOffline
+                                );
+                                if !expected {
                                     tracing::error!(topic = %p.topic, partition = p.index, "read failed: {e}");
                                 }
                                 pd.error_code = e.error_code().code();

@@ -120,7 +120,7 @@ pub async fn handle(
                 let p = p.clone()?;
                 Some(async move {
                     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-                    match tokio::time::timeout(timeout, p.log.flush_until(end)).await {
+                    match tokio::time::timeout(timeout, p.flush_until(end)).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
                             tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");

@@ -62,6 +62,10 @@ pub enum StorageError {
         expected: i32,
         got: i32,
     },
+    /// The log directory went offline after a failed write or fdatasync (see
+    /// [`LogDirHealth`](super::LogDirHealth)); nothing in it is written or read any more.
+    #[error("log directory is offline")]
+    LogDirOffline,
     /// A request mixes a retried (duplicate) batch with new ones.
     #[error("producer {producer_id}: duplicate batch at sequence {first_seq} among new batches")]
     DuplicateSequence { producer_id: i64, first_seq: i32 },
@@ -73,6 +77,7 @@ impl StorageError {
         match self {
             StorageError::Io(_) => ResponseError::KafkaStorageError,
             StorageError::CorruptLog(_) => ResponseError::KafkaStorageError,
+            StorageError::LogDirOffline => ResponseError::KafkaStorageError,
             StorageError::CorruptMessage(_) => ResponseError::CorruptMessage,
             StorageError::InvalidRecord(_) => ResponseError::InvalidRecord,
             StorageError::UnsupportedCompression(_) => ResponseError::UnsupportedCompressionType,

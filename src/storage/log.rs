@@ -64,7 +64,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::watch;
@@ -77,7 +77,9 @@ use super::config::LogConfig;
 use super::control::{control_type, end_txn_marker, ControlType};
 use super::epoch::{EpochEntry, LeaderEpochCache};
 use super::error::{Result, StorageError};
+use super::fault::{self, FaultOp};
 use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
+use super::log_dir::LogDirHealth;
 use super::producer_state::{
     delete_snapshot, list_snapshots, prune_snapshots, ActiveProducer, PendingAppend,
     ProducerStateManager, Verdict,
@@ -134,6 +136,11 @@ struct Inner {
     epochs: LeaderEpochCache,
     /// Idempotent-producer state as of `log_end_offset`.
     producers: ProducerStateManager,
+    /// `(base offset, size)` of the active segment as of its last fdatasync: bytes past it may
+    /// be lost by a power failure (closed segments are wholly synced).
+    synced: (i64, u64),
+    /// The durable offset (shared with [`PartitionLog`], so a roll can publish what it synced).
+    durable: Arc<watch::Sender<i64>>,
 }
 
 /// The log of one partition. `Send + Sync`; share it in an `Arc`.
@@ -141,7 +148,9 @@ pub struct PartitionLog {
     dir: PathBuf,
     inner: Mutex<Inner>,
     flush_lock: tokio::sync::Mutex<()>,
-    durable: watch::Sender<i64>,
+    durable: Arc<watch::Sender<i64>>,
+    /// Shared by every log of the data dir: the first I/O failure takes them all offline.
+    health: Arc<LogDirHealth>,
     /// fdatasyncs run by `flush_until` (observability of group commit).
     group_commit_syncs: AtomicU64,
 }
@@ -174,6 +183,18 @@ fn read_control_type(snap: &SegmentSnapshot, pos: u64, h: &BatchHeader) -> Resul
     let mut buf = vec![0u8; total];
     std::os::unix::fs::FileExt::read_exact_at(&*snap.file, &mut buf, pos)?;
     control_type(&buf)
+}
+
+/// Raises the durable offset to `offset` (never lowers it).
+fn publish(durable: &watch::Sender<i64>, offset: i64) {
+    durable.send_if_modified(|d| {
+        if offset > *d {
+            *d = offset;
+            true
+        } else {
+            false
+        }
+    });
 }
 
 fn parse_log_start_offset(text: &str) -> Option<i64> {
@@ -242,6 +263,9 @@ impl Inner {
         )?;
         fsync_dir(dir)?;
         let old = std::mem::replace(&mut self.active, new);
+        // Everything below the new segment was just synced.
+        self.synced = (self.log_end_offset, 0);
+        publish(&self.durable, self.log_end_offset);
         tracing::debug!(dir = %dir.display(), base = self.log_end_offset, "rolled segment");
         self.closed.insert(old.base_offset(), old);
         // A snapshot only shortens the rebuild at open: failing to write one is not fatal.
@@ -404,6 +428,34 @@ impl PartitionLog {
     /// its clean-shutdown marker: indexes are trusted. Otherwise the active segment is
     /// recovered (see the module docs).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<PartitionLog> {
+        let health = Arc::new(LogDirHealth::new(dir.parent().unwrap_or(dir)));
+        Self::open_in(dir, config, clean, health)
+    }
+
+    /// [`PartitionLog::open`] for a log of the data dir whose health is `health` (shared by all
+    /// its logs). An I/O failure while opening takes the directory offline too.
+    pub fn open_in(
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+        health: Arc<LogDirHealth>,
+    ) -> Result<PartitionLog> {
+        if health.is_offline() {
+            return Err(StorageError::LogDirOffline);
+        }
+        let r = Self::open_inner(dir, config, clean, health.clone());
+        if let Err(StorageError::Io(e)) = &r {
+            health.fail("opening the log", dir, e);
+        }
+        r
+    }
+
+    fn open_inner(
+        dir: &Path,
+        config: LogConfig,
+        clean: bool,
+        health: Arc<LogDirHealth>,
+    ) -> Result<PartitionLog> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
             if let Some(parent) = dir.parent() {
@@ -486,6 +538,8 @@ impl PartitionLog {
             log_end_offset,
             epochs: LeaderEpochCache::load(dir)?,
             producers: ProducerStateManager::default(),
+            synced: (0, 0),
+            durable: Arc::new(watch::channel(0).0),
         };
         if inner.log_start_offset > inner.log_end_offset {
             // Everything below the persisted start offset is gone: start over there.
@@ -525,12 +579,16 @@ impl PartitionLog {
         if dir_changed {
             fsync_dir(dir)?;
         }
-        let (durable, _) = watch::channel(leo);
+        // Recovery synced the active segment; after a clean stop it was synced at close.
+        inner.synced = (inner.active.base_offset(), inner.active.size());
+        publish(&inner.durable, leo);
+        let durable = inner.durable.clone();
         Ok(PartitionLog {
             dir: dir.to_path_buf(),
             inner: Mutex::new(inner),
             flush_lock: tokio::sync::Mutex::new(()),
             durable,
+            health,
             group_commit_syncs: AtomicU64::new(0),
         })
     }
@@ -546,9 +604,37 @@ impl PartitionLog {
         &self.dir
     }
 
+    /// `Err(LogDirOffline)` once the data dir is offline.
+    fn online(&self) -> Result<()> {
+        if self.health.is_offline() {
+            Err(StorageError::LogDirOffline)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Passes `r` through; an I/O error in it takes the data dir offline (`what` failed).
+    fn guard<T>(&self, what: &str, r: Result<T>) -> Result<T> {
+        if let Err(StorageError::Io(e)) = &r {
+            self.health.fail(what, &self.dir, e);
+        }
+        r
+    }
+
+    /// The health of the data dir this log belongs to.
+    pub fn health(&self) -> &Arc<LogDirHealth> {
+        &self.health
+    }
+
     /// Validates every batch of `records`, then appends them (see docs/storage-api.md).
     /// Nothing is written if any batch is invalid.
     pub fn append(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
+        self.online()?;
+        let r = self.append_inner(records, leader_epoch, now_ms);
+        self.guard("append", r)
+    }
+
+    fn append_inner(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let config = self.config();
         let batches = split_and_validate(records)?;
         for (_, h) in &batches {
@@ -699,29 +785,57 @@ impl PartitionLog {
         if *self.durable.borrow() >= target {
             return Ok(());
         }
-        let (file, leo) = {
+        // Checked under the flush lock: once one fsync failed, no later one may acknowledge.
+        self.online()?;
+        let (file, path, leo, base, size) = {
             let inner = self.lock();
-            (inner.active.log_file(), inner.log_end_offset)
+            (
+                inner.active.log_file(),
+                inner.active.log_path().to_path_buf(),
+                inner.log_end_offset,
+                inner.active.base_offset(),
+                inner.active.size(),
+            )
         };
         let started = std::time::Instant::now();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(|e| StorageError::Io(io::Error::other(e)))??;
+        let sync_path = path.clone();
+        let synced = tokio::task::spawn_blocking(move || {
+            fault::check(&sync_path, FaultOp::Sync)?;
+            file.sync_data()
+        })
+        .await
+        .map_err(io::Error::other)
+        .and_then(|r| r);
+        if let Err(e) = synced {
+            self.health.fail("fdatasync", &path, &e);
+            return Err(StorageError::Io(e));
+        }
         crate::metrics::fsync(started.elapsed());
         self.group_commit_syncs.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut inner = self.lock();
+            if inner.synced.0 == base && inner.synced.1 < size {
+                inner.synced.1 = size;
+            }
+        }
         self.publish_durable(leo);
         Ok(())
     }
 
     fn publish_durable(&self, offset: i64) {
-        self.durable.send_if_modified(|d| {
-            if offset > *d {
-                *d = offset;
-                true
-            } else {
-                false
-            }
-        });
+        publish(&self.durable, offset);
+    }
+
+    /// Drops what no fdatasync has covered yet from the active segment, as a power failure
+    /// would (the page cache is lost). For crash tests only: call it on a log no one writes to
+    /// any more, then reopen the directory with `clean = false`.
+    #[doc(hidden)]
+    pub fn simulate_power_loss(&self) -> Result<()> {
+        let inner = self.lock();
+        if inner.synced.0 == inner.active.base_offset() && inner.synced.1 < inner.active.size() {
+            inner.active.log_file().set_len(inner.synced.1)?;
+        }
+        Ok(())
     }
 
     /// Number of fdatasyncs `flush_until` has run (one covers many callers).
@@ -742,11 +856,14 @@ impl PartitionLog {
     /// Synchronous fdatasync of the active segment and its indexes (closed segments are synced
     /// when rolled).
     pub fn flush(&self) -> Result<()> {
-        let leo = {
+        self.online()?;
+        let r = (|| {
             let mut inner = self.lock();
             inner.active.sync_all()?;
-            inner.log_end_offset
-        };
+            inner.synced = (inner.active.base_offset(), inner.active.size());
+            Ok(inner.log_end_offset)
+        })();
+        let leo = self.guard("fdatasync", r)?;
         self.publish_durable(leo);
         Ok(())
     }
@@ -759,6 +876,7 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadResult> {
+        self.online()?;
         let (lso, leo, mut snap) = {
             let inner = self.lock();
             if offset < inner.log_start_offset || offset > inner.log_end_offset {
@@ -876,6 +994,12 @@ impl PartitionLog {
     /// start offset. Rolls the active segment when it is due by `segment.ms`, or when it must
     /// go too. Returns the number of segments deleted.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        self.online()?;
+        let r = self.enforce_retention_inner(now_ms);
+        self.guard("retention", r)
+    }
+
+    fn enforce_retention_inner(&self, now_ms: i64) -> Result<usize> {
         let mut inner = self.lock();
         let config = inner.config;
         if !inner.active.is_empty()
@@ -922,6 +1046,12 @@ impl PartitionLog {
     /// `log-start-offset`, then segments wholly below it are deleted. A smaller offset is a
     /// no-op; one beyond the log end offset is `OffsetOutOfRange`.
     pub fn advance_log_start_offset(&self, offset: i64) -> Result<()> {
+        self.online()?;
+        let r = self.advance_log_start_offset_inner(offset);
+        self.guard("moving the log start offset", r)
+    }
+
+    fn advance_log_start_offset_inner(&self, offset: i64) -> Result<()> {
         let mut inner = self.lock();
         if offset <= inner.log_start_offset {
             return Ok(());
@@ -1050,12 +1180,15 @@ impl PartitionLog {
     /// writes the producer state snapshot at the log end offset; used at clean shutdown. The
     /// log stays usable.
     pub fn close(&self) -> Result<()> {
-        let leo = {
+        self.online()?;
+        let r = (|| {
             let mut inner = self.lock();
             inner.active.seal()?;
+            inner.synced = (inner.active.base_offset(), inner.active.size());
             inner.snapshot_producers(&self.dir)?;
-            inner.log_end_offset
-        };
+            Ok(inner.log_end_offset)
+        })();
+        let leo = self.guard("closing the log", r)?;
         self.publish_durable(leo);
         Ok(())
     }

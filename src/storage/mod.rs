@@ -42,9 +42,11 @@ mod config;
 pub mod control;
 mod epoch;
 mod error;
+pub mod fault;
 mod files;
 mod index;
 mod log;
+mod log_dir;
 #[cfg(test)]
 mod log_tests;
 #[cfg(test)]
@@ -63,4 +65,5 @@ pub use config::LogConfig;
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};
+pub use log_dir::LogDirHealth;
 pub use producer_state::ActiveProducer;

@@ -515,7 +515,9 @@ impl Segment {
     /// sparse hints; a missing entry only lengthens a scan).
     pub fn append(&mut self, data: &[u8], batches: &[(usize, BatchHeader)]) -> io::Result<()> {
         let start = self.size;
-        if let Err(e) = self.log.write_all_at(data, start) {
+        if let Err(e) = super::fault::check(&self.log_path, super::fault::FaultOp::Write)
+            .and_then(|()| self.log.write_all_at(data, start))
+        {
             // Leave no partial bytes beyond `size` behind (best effort).
             let _ = self.log.set_len(start);
             return Err(e);
@@ -552,6 +554,7 @@ impl Segment {
     /// fdatasync of the `.log` and the indexes (the `.txnindex` too when it exists, plus the
     /// directory when that file was created since the last sync).
     pub fn sync_all(&mut self) -> io::Result<()> {
+        super::fault::check(&self.log_path, super::fault::FaultOp::Sync)?;
         self.log.sync_data()?;
         self.offset_index.sync()?;
         self.time_index.sync()?;
@@ -617,6 +620,11 @@ impl Segment {
     }
 
     /// The `.log` handle (for the flusher).
+    /// Path of the `.log` file.
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
     pub fn log_file(&self) -> Arc<File> {
         Arc::clone(&self.log)
     }

@@ -345,12 +345,13 @@ impl TxnCoordinator {
             _ => return Ok(()),
         };
         let now = now_ms();
+        let mut written = Vec::with_capacity(record.partitions.len());
         for (topic, p) in &record.partitions {
             let Some(partition) = broker.partition(topic, *p) else {
                 continue; // deleted meanwhile: nothing to mark
             };
             match partition.append_control(record.producer_id, record.producer_epoch, commit, now) {
-                Ok(_) => {}
+                Ok(info) => written.push((partition, info.last_offset + 1)),
                 // The partition has a newer epoch for this producer: a marker from us is stale
                 // and the newer incarnation's markers govern; nothing to write.
                 Err(crate::storage::StorageError::InvalidProducerEpoch { .. }) => {}
@@ -358,6 +359,20 @@ impl TxnCoordinator {
                     tracing::error!(txn = %record.transactional_id, topic = %topic, partition = p, "cannot write transaction marker: {e}");
                     return Err(TxnError::Store(e.to_string()));
                 }
+            }
+        }
+        // Every marker must be durable before the transaction is recorded complete: after a
+        // crash, a Complete* record whose marker was lost would leave the partition's last
+        // stable offset stuck behind a transaction no one will ever end.
+        let flushes = written.iter().map(|(p, end)| p.flush_until(*end));
+        for (r, (p, _)) in futures::future::join_all(flushes)
+            .await
+            .into_iter()
+            .zip(&written)
+        {
+            if let Err(e) = r {
+                tracing::error!(txn = %record.transactional_id, topic = %p.topic, partition = p.index, "cannot sync transaction marker: {e}");
+                return Err(TxnError::Store(e.to_string()));
             }
         }
         if commit && !record.pending_offsets.is_empty() {

@@ -110,7 +110,7 @@ async fn create_partitions_then_produce_to_new_ones() {
     let resp = c.call(&req, 3).await;
     assert_eq!(resp.results[0].error_code, 0);
     let p = c
-        .produce("cp", 2, batch(&["a"], 1000, Compression::None), 1)
+        .produce("cp", 2, batch(&["a"], 1000, Compression::None), -1)
         .await;
     assert_eq!(p.responses[0].partition_responses[0].error_code, 0);
     // Growing to the same count again is INVALID_PARTITIONS.
@@ -204,7 +204,7 @@ async fn delete_records_cluster_and_log_dirs() {
         "dr",
         0,
         batch(&["a", "b", "c", "d"], 1000, Compression::None),
-        1,
+        -1,
     )
     .await;
     let mut p = DeleteRecordsPartition::default();

@@ -68,6 +68,19 @@ impl TestBroker {
     /// written, so the next start recovers the logs. (Writes already made are in the page cache,
     /// as after a process kill.)
     pub async fn crash_and_restart(&mut self) {
+        self.crash(false).await;
+        self.boot().await;
+    }
+
+    /// As [`TestBroker::crash_and_restart`], but as a power failure: what no fdatasync covered
+    /// is dropped from every partition's active segment before the restart.
+    pub async fn power_loss_and_restart(&mut self) {
+        self.crash(true).await;
+        self.boot().await;
+    }
+
+    /// Stops abruptly (see `crash_and_restart`), optionally losing unsynced log bytes.
+    pub async fn crash(&mut self, lose_unsynced: bool) {
         let r = self.running.take().unwrap();
         let broker = r.broker.clone();
         r.kill().await;
@@ -83,8 +96,14 @@ impl TestBroker {
             1,
             "broker still referenced"
         );
+        if lose_unsynced {
+            for t in broker.topics() {
+                for p in &t.partitions {
+                    p.log.simulate_power_loss().unwrap();
+                }
+            }
+        }
         drop(broker);
-        self.boot().await;
     }
 
     pub async fn stop(mut self) {

@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod durability;
 mod groups;
 mod idempotence;
 mod lifecycle;

@@ -30,13 +30,18 @@ async fn list_offsets_by_time() {
     c.create_topic("lo", 1, &[]).await;
     let base = strand::broker::now_ms() - 10_000;
     // Batch 1: offsets 0-2 at base+0..2; batch 2 (compressed): offsets 3-5 at base+100..102.
-    c.produce("lo", 0, batch(&["a", "b", "c"], base, Compression::None), 1)
-        .await;
+    c.produce(
+        "lo",
+        0,
+        batch(&["a", "b", "c"], base, Compression::None),
+        -1,
+    )
+    .await;
     c.produce(
         "lo",
         0,
         batch(&["d", "e", "f"], base + 100, Compression::Lz4),
-        1,
+        -1,
     )
     .await;
 

@@ -23,7 +23,7 @@ async fn produce_then_fetch_round_trips_every_codec() {
     for (i, codec) in codecs.into_iter().enumerate() {
         let values: Vec<String> = (0..3).map(|j| format!("v{i}-{j}")).collect();
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
-        let resp = c.produce("t", 0, batch(&refs, 1000, codec), 1).await;
+        let resp = c.produce("t", 0, batch(&refs, 1000, codec), -1).await;
         let pr = &resp.responses[0].partition_responses[0];
         assert_eq!(pr.error_code, 0, "codec {codec:?}");
         assert_eq!(pr.base_offset, next);
@@ -146,7 +146,7 @@ async fn fetch_limits_return_whole_batches_and_at_least_one() {
     c.create_topic("lim", 1, &[]).await;
     let big = "x".repeat(10_000);
     for _ in 0..3 {
-        c.produce("lim", 0, batch(&[&big], 1, Compression::None), 1)
+        c.produce("lim", 0, batch(&[&big], 1, Compression::None), -1)
             .await;
     }
     // max_bytes smaller than one batch: still exactly one whole batch (KIP-74).

@@ -248,6 +248,8 @@ async fn markers_through_the_partition_api() {
         .append_control(pid, epoch, false, strand::broker::now_ms())
         .unwrap();
     assert_eq!(info.base_offset, 1);
+    // Visible once durable, as the coordinator waits for it.
+    partition.flush_until(info.last_offset + 1).await.unwrap();
     assert_eq!(partition.log.aborted_transactions(0, 2), vec![(pid, 0)]);
     assert_eq!(partition.last_stable_offset(), 2);
     assert_eq!(
@@ -256,5 +258,72 @@ async fn markers_through_the_partition_api() {
     );
     drop(partition);
     drop(broker);
+    b.stop().await;
+}
+
+/// The COMMIT marker is fdatasync'ed before the coordinator records the transaction complete:
+/// after a power failure right after EndTxn, the partition still has it, so the last stable
+/// offset moves past the transaction (no background flush runs in this test).
+#[tokio::test]
+async fn commit_marker_survives_a_power_failure_after_end_txn() {
+    let mut b = TestBroker::start_with(&[("log.flush.max.delay.ms", "600000")]).await;
+    let mut c = b.client().await;
+    c.create_topic(TOPIC, 1, &[]).await;
+    let (pid, epoch) = init_producer(&mut c).await;
+    add_partition(&mut c, pid, epoch).await;
+    assert_eq!(
+        produce(&mut c, txn_batch(pid, epoch, 0, &["v0", "v1"])).await,
+        0
+    );
+    end_txn(&mut c, pid, epoch, true).await;
+    drop(c);
+    b.power_loss_and_restart().await;
+    let mut c = b.client().await;
+    assert_eq!(seen(&mut c, 0, 1).await, (vec![0, 1], 3, 3, Some(vec![])));
+    b.stop().await;
+}
+
+/// A marker whose fdatasync fails: EndTxn fails, the data dir goes offline, and after a power
+/// failure and restart the prepared transaction is finished: committed, wholly.
+#[tokio::test]
+async fn a_marker_that_cannot_be_synced_is_finished_after_restart() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic(TOPIC, 1, &[]).await;
+    let (pid, epoch) = init_producer(&mut c).await;
+    add_partition(&mut c, pid, epoch).await;
+    assert_eq!(
+        produce(&mut c, txn_batch(pid, epoch, 0, &["v0", "v1"])).await,
+        0
+    );
+    strand::storage::fault::inject(b.dir.path(), strand::storage::fault::FaultOp::Sync, 5);
+    let mut req = EndTxnRequest::default();
+    req.transactional_id = txn_id();
+    req.producer_id = ProducerId(pid);
+    req.producer_epoch = epoch;
+    req.committed = true;
+    let resp = c.call(&req, 3).await;
+    assert_ne!(
+        resp.error_code, 0,
+        "EndTxn succeeded without a durable marker"
+    );
+    strand::storage::fault::clear(b.dir.path());
+    drop(c);
+    b.power_loss_and_restart().await;
+    let mut c = b.client().await;
+    // The coordinator's timer (1 s) finishes prepared transactions after a start.
+    let mut result = seen(&mut c, 0, 1).await;
+    for _ in 0..100 {
+        if result.2 >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        result = seen(&mut c, 0, 1).await;
+    }
+    let (offsets, hw, lso, aborted) = result;
+    assert_eq!(offsets, vec![0, 1]);
+    assert_eq!(lso, hw);
+    assert!(hw >= 3);
+    assert_eq!(aborted, Some(vec![]));
     b.stop().await;
 }
