@@ -4,9 +4,13 @@
 //! Invariants:
 //! - A topic is written to the metadata store before its partition directories are created, and
 //!   removed from the store before its directories are renamed away. Start-up reconciles the
-//!   data dir with the store: missing partition directories are created, directories of deleted
-//!   or unknown topics (or of an older topic with the same name: `partition.metadata` holds the
-//!   topic id) are removed, and `*-delete` directories left by an interrupted deletion are finished.
+//!   data dir with the store: missing partition directories are created, directories of unknown
+//!   topics (or of an older topic with the same name: `partition.metadata` holds the topic id)
+//!   are set aside as `*-stray`, never deleted, and `*-delete` directories left by an
+//!   interrupted deletion are finished.
+//! - Lost metadata never deletes data: `meta.properties` ties the data dir to its cluster and
+//!   node, and the broker refuses to start when the store is missing or another cluster's
+//!   ([`data_dir`]).
 //! - The clean-shutdown marker `<data_dir>/.strand_cleanshutdown` exists only while the broker is
 //!   stopped after flushing every log. It is removed (and the removal fsynced) before the first
 //!   write, so a crash at any later point makes the next start recover the logs.
@@ -14,6 +18,7 @@
 
 mod admin;
 pub mod config_entries;
+pub mod data_dir;
 pub mod partition;
 pub mod topic_config;
 
@@ -158,7 +163,12 @@ impl Broker {
     /// partition log (recovering them if the last stop was not clean).
     pub async fn open(config: Config) -> anyhow::Result<Arc<Broker>> {
         let data_dir = config.data_dir.clone();
-        fs::create_dir_all(&data_dir)?;
+        if !data_dir.exists() {
+            fs::create_dir_all(&data_dir)?;
+            if let Some(parent) = data_dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                fs::File::open(parent)?.sync_all()?;
+            }
+        }
         let lock = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -170,7 +180,10 @@ impl Broker {
                 data_dir.display()
             );
         }
+        let store_file = LocalStore::file_path(&data_dir);
+        let identity = data_dir::check_before_open(&data_dir, store_file.exists(), &store_file)?;
         let store: Arc<dyn MetadataStore> = Arc::new(LocalStore::open(&data_dir)?);
+        data_dir::check_identity(&data_dir, identity, &store.cluster_id(), config.node_id)?;
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         let records = store.topics().await?;
@@ -568,23 +581,21 @@ fn open_all(
             fs::remove_dir_all(&path)?;
             continue;
         }
-        let Some((topic, index)) = name.rsplit_once('-') else {
-            continue;
-        };
-        let Ok(index) = index.parse::<i32>() else {
+        let Some((topic, index)) = data_dir::parse_partition_dir(&name) else {
             continue;
         };
         let live = records.get(topic).is_some_and(|r| {
-            index >= 0
-                && index < r.partition_count()
+            index < r.partition_count()
                 && partition::read_partition_topic_id(&path).is_none_or(|id| id == r.id)
         });
         if !live {
+            // Never deleted: a directory no topic owns may be the only copy of its data.
+            let target = data_dir::set_aside(data_dir, &path)?;
             warn!(
-                "removing {}: not a partition of any current topic",
-                path.display()
+                "{} is not a partition of any current topic: set aside as {}",
+                path.display(),
+                target.display()
             );
-            fs::remove_dir_all(&path)?;
         }
     }
     fs::File::open(data_dir)?.sync_all()?;

@@ -45,10 +45,18 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// The store's file, `<data_dir>/meta/metadata.json`.
+    pub fn file_path(data_dir: &Path) -> PathBuf {
+        data_dir.join("meta").join(FILE)
+    }
+
     /// Opens the store under `<data_dir>/meta`, creating it (with a new cluster id) if absent.
     pub fn open(data_dir: &Path) -> Result<LocalStore> {
         let dir = data_dir.join("meta");
-        fs::create_dir_all(&dir)?;
+        if !dir.exists() {
+            fs::create_dir_all(&dir)?;
+            fs::File::open(data_dir)?.sync_all()?;
+        }
         let _ = fs::remove_file(dir.join(format!("{FILE}.tmp")));
         let path = dir.join(FILE);
         let doc = match fs::read(&path) {

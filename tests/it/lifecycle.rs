@@ -94,7 +94,7 @@ async fn data_survives_crash_restart_and_torn_tail_is_dropped() {
 }
 
 #[tokio::test]
-async fn interrupted_deletion_and_stray_dirs_are_cleaned_at_start() {
+async fn interrupted_deletion_is_finished_and_stray_dirs_set_aside_at_start() {
     let mut b = TestBroker::start().await;
     let mut c = b.client().await;
     c.create_topic("live", 1, &[]).await;
@@ -110,7 +110,126 @@ async fn interrupted_deletion_and_stray_dirs_are_cleaned_at_start() {
     b.boot().await;
     assert!(!deleting.exists());
     assert!(!stray.exists());
+    // Set aside, never deleted: it may be the only copy of its data.
+    let aside = stray_dirs(b.dir.path(), "stray-0");
+    assert_eq!(aside.len(), 1);
+    assert!(aside[0].join("00000000000000000000.log").exists());
     assert!(b.dir.path().join("live-0").exists());
+    b.stop().await;
+}
+
+/// `<prefix>.*-stray` directories of the data dir.
+fn stray_dirs(data_dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy().to_string();
+            n.starts_with(&format!("{prefix}.")) && n.ends_with("-stray")
+        })
+        .collect()
+}
+
+async fn start_error(b: &TestBroker) -> String {
+    match strand::Running::start(b.config()).await {
+        Ok(_) => panic!("the broker started"),
+        Err(e) => format!("{e:#}"),
+    }
+}
+
+fn log_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("00000000000000000000.log"))
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
+/// A data dir whose metadata store is gone: the broker refuses to start (naming the file)
+/// instead of treating the partitions as strays, and nothing is deleted.
+#[tokio::test]
+async fn a_missing_metadata_store_refuses_to_start_and_deletes_nothing() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic("keep", 1, &[]).await;
+    produce_n(&mut c, "keep", 5, -1).await;
+    drop(c);
+    b.running.take().unwrap().stop().await.unwrap();
+    let part = b.dir.path().join("keep-0");
+    let size = log_bytes(&part);
+    assert!(size > 0);
+
+    std::fs::remove_file(b.dir.path().join("meta/metadata.json")).unwrap();
+    let e = start_error(&b).await;
+    assert!(e.contains("meta/metadata.json"), "{e}");
+    assert_eq!(log_bytes(&part), size);
+    // Without meta.properties too, the partition directories alone refuse the start.
+    std::fs::remove_file(b.dir.path().join("meta.properties")).unwrap();
+    let e = start_error(&b).await;
+    assert!(e.contains("keep-0") && e.contains("metadata.json"), "{e}");
+    assert_eq!(log_bytes(&part), size);
+}
+
+#[tokio::test]
+async fn another_clusters_or_nodes_data_dir_is_refused() {
+    let mut b = TestBroker::start().await;
+    b.running.take().unwrap().stop().await.unwrap();
+    let props = b.dir.path().join("meta.properties");
+    let text = std::fs::read_to_string(&props).unwrap();
+    assert!(text.contains("cluster.id="), "{text}");
+    // Another node id than configured.
+    b.overrides.push(("node.id".into(), "7".into()));
+    let e = start_error(&b).await;
+    assert!(
+        e.contains("meta.properties") && e.contains("node.id"),
+        "{e}"
+    );
+    b.overrides.pop();
+    // Another cluster.
+    let other: String = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("cluster.id=") {
+                "cluster.id=SomeOtherClusterId0000".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&props, other).unwrap();
+    let e = start_error(&b).await;
+    assert!(
+        e.contains("meta.properties") && e.contains("SomeOtherClusterId0000"),
+        "{e}"
+    );
+    // Restored, it starts.
+    std::fs::write(&props, text).unwrap();
+    b.boot().await;
+    b.stop().await;
+}
+
+/// A partition directory whose `partition.metadata` names another topic id (e.g. copied from
+/// elsewhere) is set aside with its data, and the topic gets a fresh directory.
+#[tokio::test]
+async fn a_partition_of_another_topic_id_is_set_aside_with_its_data() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic("moved", 1, &[]).await;
+    produce_n(&mut c, "moved", 3, -1).await;
+    drop(c);
+    b.running.take().unwrap().stop().await.unwrap();
+    let part = b.dir.path().join("moved-0");
+    let size = log_bytes(&part);
+    std::fs::write(
+        part.join("partition.metadata"),
+        format!("version: 0\ntopic_id: {}\n", uuid::Uuid::new_v4()),
+    )
+    .unwrap();
+    b.boot().await;
+    let aside = stray_dirs(b.dir.path(), "moved-0");
+    assert_eq!(aside.len(), 1);
+    assert_eq!(log_bytes(&aside[0]), size);
+    let mut c = b.client().await;
+    assert!(read_all(&mut c, "moved").await.is_empty());
     b.stop().await;
 }
 
