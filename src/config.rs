@@ -85,6 +85,12 @@ pub struct Config {
     pub log_retention_check_interval_ms: u64,
     /// `log.index.interval.bytes`
     pub log_index_interval_bytes: u32,
+    /// `max.broker.partitions` (KIP-578): partitions this broker may host in total.
+    pub max_broker_partitions: i32,
+    /// `fetch.max.bytes`: the most record bytes one consumer Fetch response carries.
+    pub fetch_max_bytes: i32,
+    /// `replica.fetch.response.max.bytes`: the same for a replica's (follower's) Fetch.
+    pub replica_fetch_response_max_bytes: i32,
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
@@ -157,6 +163,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.max.delay.ms", "1"),
+    ("max.broker.partitions", "10000"),
+    ("fetch.max.bytes", "57671680"),
+    ("replica.fetch.response.max.bytes", "10485760"),
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
@@ -332,6 +341,19 @@ impl Config {
                 &req("log.flush.max.delay.ms"),
                 0,
                 3_600_000,
+            )?,
+            fetch_max_bytes: parse_num("fetch.max.bytes", &req("fetch.max.bytes"), 1024, i32::MAX)?,
+            replica_fetch_response_max_bytes: parse_num(
+                "replica.fetch.response.max.bytes",
+                &req("replica.fetch.response.max.bytes"),
+                0,
+                i32::MAX,
+            )?,
+            max_broker_partitions: parse_num(
+                "max.broker.partitions",
+                &req("max.broker.partitions"),
+                1,
+                1_000_000,
             )?,
             log_index_interval_bytes: parse_num(
                 "log.index.interval.bytes",

@@ -20,9 +20,6 @@ use tracing::info;
 use super::{now_ms, partition_dir, topic_config, Broker, Partition, Topic, TopicError};
 use crate::storage::StorageError;
 
-/// Most partitions one topic may have (as `num.partitions`' upper bound).
-const MAX_PARTITIONS: i32 = 1_000_000;
-
 fn join_error(e: tokio::task::JoinError) -> TopicError {
     TopicError::Storage(StorageError::Io(std::io::Error::other(e)))
 }
@@ -50,11 +47,7 @@ impl Broker {
                 "Topic already has {current} partitions."
             )));
         }
-        if count > MAX_PARTITIONS {
-            return Err(TopicError::InvalidPartitions(format!(
-                "Requested partition count {count} exceeds the maximum of {MAX_PARTITIONS}."
-            )));
-        }
+        self.check_partition_budget(count - current)?;
         let added = (count - current) as usize;
         let rf = topic.record.assignments.first().map_or(1, Vec::len);
         let node = self.node_id();

@@ -329,11 +329,38 @@ impl Broker {
         self.topics.write().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Partitions hosted now, over every topic.
+    pub fn partition_count(&self) -> usize {
+        self.read_topics()
+            .values()
+            .map(|t| t.partitions.len())
+            .sum()
+    }
+
+    /// Whether `added` more partitions fit under `max.broker.partitions` (checked before
+    /// anything is allocated or persisted; callers hold the admin lock).
+    pub fn check_partition_budget(&self, added: i32) -> Result<(), TopicError> {
+        let cap = self.config.max_broker_partitions;
+        if added > cap {
+            return Err(TopicError::InvalidPartitions(format!(
+                "Number of partitions {added} exceeds max.broker.partitions ({cap})."
+            )));
+        }
+        let now = self.partition_count();
+        if now + added.max(0) as usize > cap as usize {
+            return Err(TopicError::PolicyViolation(format!(
+                "Adding {added} partitions would exceed max.broker.partitions: the broker hosts {now} of at most {cap}."
+            )));
+        }
+        Ok(())
+    }
+
     /// Validates a topic request and returns the record it would create.
     pub fn plan_topic(&self, req: &NewTopic) -> Result<TopicRecord, TopicError> {
         topic_config::validate_topic_name(&req.name).map_err(TopicError::InvalidTopic)?;
         let node = self.node_id();
         let assignments: Vec<Vec<i32>> = if !req.assignments.is_empty() {
+            self.check_partition_budget(i32::try_from(req.assignments.len()).unwrap_or(i32::MAX))?;
             if req.num_partitions != -1 || req.replication_factor != -1 {
                 return Err(TopicError::InvalidRequest(
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
@@ -388,6 +415,7 @@ impl Broker {
                     )),
                     n => n,
                 };
+            self.check_partition_budget(partitions)?;
             if rf > 1 {
                 return Err(TopicError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."

@@ -2,7 +2,8 @@
 //! has passed.
 //!
 //! Limits follow KIP-74: each partition returns at most `partition_max_bytes` and the response
-//! at most `max_bytes`, except that the first partition with data always returns at least one
+//! at most `max_bytes` (itself capped by the broker's `fetch.max.bytes`, or
+//! `replica.fetch.response.max.bytes` for a replica), except that the first partition with data always returns at least one
 //! whole batch, so a batch larger than the limits can never stall a consumer. Batches go from
 //! the page cache into the response as bytes; nothing is decoded.
 //!
@@ -99,7 +100,18 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
 fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let v = ctx.api_version;
     let mut resp = FetchResponse::default();
-    let mut remaining = req.max_bytes.max(0) as usize;
+    // The broker's own bound, whatever the client asks: nothing is allocated for more.
+    let replica = if v >= 15 {
+        req.replica_state.replica_id.0 >= 0
+    } else {
+        req.replica_id.0 >= 0
+    };
+    let cap = if replica {
+        ctx.broker.config.replica_fetch_response_max_bytes
+    } else {
+        ctx.broker.config.fetch_max_bytes
+    };
+    let mut remaining = req.max_bytes.clamp(0, cap) as usize;
     let mut total = 0usize;
     let mut any_error = false;
     let mut min_one = true;

@@ -195,6 +195,17 @@ impl Index<OffsetEntry> {
         i.checked_sub(1).map(|i| self.entries[i])
     }
 
+    /// A file position from which on every batch has offsets >= `relative_offset` (the start
+    /// of the indexed batch after the first indexed batch that reaches it); `None` when the
+    /// index does not reach that far. Bounds reads that stop at an offset (the high watermark,
+    /// the last stable offset) without scanning headers.
+    pub fn position_past(&self, relative_offset: u32) -> Option<u32> {
+        let i = self
+            .entries
+            .partition_point(|e| e.relative_offset < relative_offset);
+        self.entries.get(i + 1).map(|e| e.position)
+    }
+
     /// File position to start scanning from to find `relative_offset` (0 if below every entry).
     pub fn position_for(&self, relative_offset: u32) -> u32 {
         self.lookup(relative_offset).map_or(0, |e| e.position)

@@ -894,7 +894,9 @@ impl PartitionLog {
             (
                 lso,
                 leo,
-                inner.floor_segment(offset).snapshot_for_offset(offset),
+                inner
+                    .floor_segment(offset)
+                    .snapshot_for_read(offset, upper_bound),
             )
         };
         let records = loop {
@@ -903,7 +905,7 @@ impl PartitionLog {
             }
             let inner = self.lock();
             match inner.segment_after(snap.base_offset) {
-                Some(seg) => snap = seg.snapshot_for_offset(offset),
+                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound),
                 None => break Bytes::new(),
             }
         };

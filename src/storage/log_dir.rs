@@ -49,7 +49,13 @@ impl LogDirHealth {
     }
 
     /// Takes the directory offline because `what` failed with `error` (logged once, loudly).
+    /// Running out of file descriptors (EMFILE, ENFILE) is a process limit, not a disk
+    /// failure: the operation fails, the directory stays online.
     pub fn fail(&self, what: &str, path: &Path, error: &std::io::Error) {
+        if matches!(error.raw_os_error(), Some(23 | 24)) {
+            tracing::error!(path = %path.display(), "{what} failed: {error} (raise `ulimit -n`)");
+            return;
+        }
         let mut reason = self.reason.lock().unwrap_or_else(|e| e.into_inner());
         if reason.is_none() {
             let text = format!("{what} of {} failed: {error}", path.display());

@@ -600,6 +600,21 @@ impl Segment {
         self.snapshot_at(u64::from(self.offset_index.position_for(rel)))
     }
 
+    /// A snapshot for reading from `offset` up to (not including) `upper_bound`: as
+    /// [`Segment::snapshot_for_offset`], with the size cut where the index shows that every
+    /// later batch lies at or above `upper_bound`, so a read never loads much more than it
+    /// returns (at most one index interval and one batch beyond the bound).
+    pub fn snapshot_for_read(&self, offset: i64, upper_bound: i64) -> SegmentSnapshot {
+        let mut snap = self.snapshot_for_offset(offset);
+        if upper_bound > self.base_offset {
+            let rel = u32::try_from(upper_bound - self.base_offset).unwrap_or(u32::MAX);
+            if let Some(p) = self.offset_index.position_past(rel) {
+                snap.size = snap.size.min(u64::from(p)).max(snap.start_position);
+            }
+        }
+        snap
+    }
+
     /// A snapshot to scan for the first record with timestamp >= `ts` outside the lock.
     pub fn snapshot_for_timestamp(&self, ts: i64) -> SegmentSnapshot {
         match self.time_index.lookup_before(ts) {

@@ -7,6 +7,7 @@ mod durability;
 mod groups;
 mod idempotence;
 mod lifecycle;
+mod limits;
 mod offsets;
 mod produce_fetch;
 mod protocol_errors;

@@ -1,0 +1,207 @@
+//! No client request may make the broker allocate without bound: each test floods the broker
+//! with one kind of oversized request from many connections and checks that it stays up,
+//! answers Kafka's error and that the process's resident memory stays bounded.
+
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use kafka_protocol::messages::CreatePartitionsRequest;
+
+use crate::client::*;
+
+const INVALID_PARTITIONS: i16 = 37;
+const POLICY_VIOLATION: i16 = 44;
+
+/// Resident set size of this process (broker and test client), in bytes.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn create_partitions(name: &str, count: i32, validate_only: bool) -> CreatePartitionsRequest {
+    let mut t = CreatePartitionsTopic::default();
+    t.name = topic_name(name);
+    t.count = count;
+    let mut req = CreatePartitionsRequest::default();
+    req.topics = vec![t];
+    req.timeout_ms = 5000;
+    req.validate_only = validate_only;
+    req
+}
+
+#[tokio::test]
+async fn partition_counts_are_capped_before_anything_is_allocated_or_stored() {
+    let b = TestBroker::start_with(&[("max.broker.partitions", "10")]).await;
+    let mut c = b.client().await;
+    assert_eq!(c.create_topic("six", 6, &[]).await.topics[0].error_code, 0);
+    // Beyond the broker's total: POLICY_VIOLATION, for real and validate-only alike.
+    for validate_only in [false, true] {
+        let r = c
+            .call(
+                &create_topics_request(&[("five", 5, &[])], validate_only),
+                7,
+            )
+            .await;
+        assert_eq!(r.topics[0].error_code, POLICY_VIOLATION);
+        let r = c
+            .call(&create_partitions("six", 11, validate_only), 3)
+            .await;
+        assert_eq!(r.results[0].error_code, POLICY_VIOLATION);
+    }
+    // More than the cap in one topic: INVALID_PARTITIONS.
+    let r = c.create_topic("huge", 11, &[]).await;
+    assert_eq!(r.topics[0].error_code, INVALID_PARTITIONS);
+    // Nothing was stored or created.
+    assert!(b.running.as_ref().unwrap().broker.topic("five").is_none());
+    assert!(!b.dir.path().join("five-0").exists());
+    assert_eq!(
+        b.running
+            .as_ref()
+            .unwrap()
+            .broker
+            .topic("six")
+            .unwrap()
+            .partitions
+            .len(),
+        6
+    );
+    // What fits still works.
+    assert_eq!(c.create_topic("four", 4, &[]).await.topics[0].error_code, 0);
+    let r = c.create_topic("one", 1, &[]).await;
+    assert_eq!(r.topics[0].error_code, POLICY_VIOLATION);
+    b.stop().await;
+}
+
+/// CreateTopics and CreatePartitions asking for two billion partitions, from 16 connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_huge_partition_counts_keeps_memory_bounded() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    assert_eq!(c.create_topic("base", 1, &[]).await.topics[0].error_code, 0);
+    let before = rss_bytes();
+    let mut tasks = Vec::new();
+    for conn in 0..16 {
+        let addr = b.addr();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            for i in 0..20 {
+                let name = format!("flood-{conn}-{i}");
+                let r = c.create_topic(&name, i32::MAX, &[]).await;
+                assert_eq!(r.topics[0].error_code, INVALID_PARTITIONS);
+                let r = c.call(&create_partitions("base", i32::MAX, false), 3).await;
+                assert_eq!(r.results[0].error_code, INVALID_PARTITIONS);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 64 << 20, "RSS grew by {} MiB", grown >> 20);
+    // Still serving.
+    assert_eq!(
+        c.create_topic("after", 2, &[]).await.topics[0].error_code,
+        0
+    );
+    b.stop().await;
+}
+
+/// Peak resident memory of this process since the last [`reset_peak_rss`].
+fn peak_rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .unwrap()
+        * 1024
+}
+
+fn reset_peak_rss() {
+    // Linux: writing 5 to clear_refs resets VmHWM to the current RSS.
+    std::fs::write("/proc/self/clear_refs", "5").unwrap();
+}
+
+#[tokio::test]
+async fn fetch_max_bytes_bounds_every_response() {
+    let b = TestBroker::start_with(&[("fetch.max.bytes", "1024")]).await;
+    let mut c = b.client().await;
+    c.create_topic("fmb", 1, &[]).await;
+    let v = "x".repeat(500);
+    for _ in 0..10 {
+        let r = c
+            .produce(
+                "fmb",
+                0,
+                batch(&[&v], 1, kafka_protocol::records::Compression::None),
+                -1,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let resp = c
+        .call(&fetch_request("fmb", 0, 0, 0, 0, i32::MAX), 12)
+        .await;
+    let recs = resp.responses[0].partitions[0].records.as_ref().unwrap();
+    assert!(recs.len() <= 1024, "{} bytes", recs.len());
+    assert_eq!(decode(recs).len(), 1);
+    b.stop().await;
+}
+
+/// 48 MiB lie beyond the high watermark (written, not yet fsynced); 16 consumers fetch at the
+/// high watermark's edge asking for 64 MiB each. Reads stop at the watermark without loading
+/// what lies past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_do_not_load_what_lies_past_the_high_watermark() {
+    let b = TestBroker::start_with(&[("log.flush.max.delay.ms", "600000")]).await;
+    let mut c = b.client().await;
+    c.create_topic("past", 1, &[]).await;
+    let r = c
+        .produce(
+            "past",
+            0,
+            batch(&["first"], 1, kafka_protocol::records::Compression::None),
+            -1,
+        )
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let v = "y".repeat(512 * 1024);
+    for _ in 0..96 {
+        let r = c
+            .produce(
+                "past",
+                0,
+                batch(&[&v], 1, kafka_protocol::records::Compression::None),
+                1,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    reset_peak_rss();
+    let before = rss_bytes();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let addr = b.addr();
+        tasks.push(tokio::spawn(async move {
+            let mut c = Client::connect(addr).await;
+            for _ in 0..10 {
+                let resp = c
+                    .call(&fetch_request("past", 0, 0, 0, 0, 64 << 20), 12)
+                    .await;
+                let p = &resp.responses[0].partitions[0];
+                assert_eq!(p.high_watermark, 1);
+                assert_eq!(decode(p.records.as_ref().unwrap()).len(), 1);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let peak = peak_rss_bytes().saturating_sub(before);
+    // Loading what lies past the watermark costs 48 MiB per read in flight (two workers).
+    assert!(peak < 32 << 20, "peak RSS grew by {} MiB", peak >> 20);
+    b.stop().await;
+}
