@@ -71,6 +71,9 @@ pub struct Config {
     pub max_connections: usize,
     /// `queued.max.requests`: pipelined requests in flight per connection.
     pub queued_max_requests: usize,
+    /// `queued.max.request.bytes`: broker-wide budget of request bytes being read or served;
+    /// `None` (-1) = unbounded.
+    pub queued_max_request_bytes: Option<usize>,
     /// `message.max.bytes`: default of the topic config `max.message.bytes`.
     pub message_max_bytes: i32,
     /// `log.segment.bytes`
@@ -152,6 +155,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("socket.request.max.bytes", "104857600"),
     ("max.connections", "65536"),
     ("queued.max.requests", "500"),
+    ("queued.max.request.bytes", "268435456"),
     ("message.max.bytes", "1048588"),
     ("log.segment.bytes", "1073741824"),
     ("log.roll.ms", ""),
@@ -279,7 +283,7 @@ impl Config {
         crate::broker::topic_config::validate_cleanup_policy(&cleanup)
             .map_err(|reason| invalid("log.cleanup.policy", &cleanup, reason))?;
 
-        Ok(Config {
+        let config = Config {
             node_id: parse_num("node.id", &req("node.id"), 0, i32::MAX)?,
             listen,
             advertised_host,
@@ -310,6 +314,15 @@ impl Config {
                 1,
                 1 << 20,
             )?,
+            queued_max_request_bytes: match req("queued.max.request.bytes").trim() {
+                "-1" => None,
+                v => Some(parse_num(
+                    "queued.max.request.bytes",
+                    v,
+                    1024,
+                    usize::MAX >> 4,
+                )?),
+            },
             message_max_bytes: parse_num(
                 "message.max.bytes",
                 &req("message.max.bytes"),
@@ -425,7 +438,17 @@ impl Config {
             )?,
             metrics_listen,
             explicit: ExplicitKeys(overrides.clone()),
-        })
+        };
+        if let Some(budget) = config.queued_max_request_bytes {
+            if budget < config.socket_request_max_bytes {
+                return Err(invalid(
+                    "queued.max.request.bytes",
+                    &budget.to_string(),
+                    "must be -1 or at least socket.request.max.bytes, or a largest request could never be read",
+                ));
+            }
+        }
+        Ok(config)
     }
 
     /// Reads `path` (TOML) into `key → value` overrides.

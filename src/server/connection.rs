@@ -6,6 +6,13 @@
 //! version (except ApiVersions, see KIP-511) or a body that does not decode closes the connection,
 //! as Kafka does.
 //!
+//! Memory: a frame's length is read first; its body is read only once the whole length is
+//! reserved from the broker-wide `queued.max.request.bytes` budget (a semaphore of bytes), and
+//! the reservation is given back when the request's handler finishes. The read buffer grows
+//! with the bytes that arrive (at most 1 MiB ahead), never to the announced length up front, so
+//! a client that announces a large frame and trickles it holds budget, not memory, and one
+//! waiting for budget is not read from at all.
+//!
 //! Pipelining: the reader decodes frames as they arrive and spawns one task per request, up to
 //! `queued.max.requests` in flight; the writer awaits those tasks in arrival order, so responses
 //! leave strictly in request order even when later requests finish first. Requests that must also
@@ -24,7 +31,7 @@ use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
@@ -50,6 +57,7 @@ pub async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     mut shutdown: watch::Receiver<bool>,
+    budget: Option<Arc<Semaphore>>,
 ) {
     info!(%peer, "connection opened");
     let _counted = crate::metrics::connection_opened();
@@ -58,14 +66,42 @@ pub async fn serve(
     let mut writer = tokio::spawn(write_responses(wr, rx));
     let seq = Sequencer::new();
     let max = broker.config.socket_request_max_bytes;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
     let mut writer_done = false;
+    // The budget reserved for the frame at the front of `buf` (`Some` once reserved).
+    let mut reserved: Option<Option<OwnedSemaphorePermit>> = None;
 
     let reason = loop {
-        // Split off every whole frame already buffered.
-        let frame = match next_frame(&mut buf, max) {
-            Ok(Some(frame)) => frame,
-            Ok(None) => {
+        if reserved.is_none() {
+            match frame_len(&buf, max) {
+                Ok(Some(len)) => {
+                    let permit = match &budget {
+                        None => None,
+                        Some(pool) => {
+                            let n = u32::try_from(len.max(1)).unwrap_or(u32::MAX);
+                            tokio::select! {
+                                p = pool.clone().acquire_many_owned(n) => match p {
+                                    Ok(p) => Some(p),
+                                    Err(_) => break Close::Shutdown,
+                                },
+                                _ = shutdown.changed() => break Close::Shutdown,
+                            }
+                        }
+                    };
+                    reserved = Some(permit);
+                }
+                Ok(None) => {}
+                Err(msg) => break Close::Protocol(msg),
+            }
+        }
+        // Split off a whole frame if one is buffered (its budget is reserved by now).
+        let frame = match reserved.is_some().then(|| next_frame(&mut buf, max)) {
+            Some(Ok(Some(frame))) => frame,
+            Some(Err(msg)) => break Close::Protocol(msg),
+            Some(Ok(None)) | None => {
+                if buf.capacity() - buf.len() < 4 {
+                    buf.reserve(READ_CHUNK);
+                }
                 let read = tokio::select! {
                     r = rd.read_buf(&mut buf) => r,
                     _ = shutdown.changed() => break Close::Shutdown,
@@ -81,9 +117,9 @@ pub async fn serve(
                     Err(e) => break Close::Io(e),
                 }
             }
-            Err(msg) => break Close::Protocol(msg),
         };
-        let pending = match start_request(&broker, &seq, peer, frame) {
+        let permit = reserved.take().flatten();
+        let pending = match start_request(&broker, &seq, peer, frame, permit) {
             Ok(p) => p,
             Err(msg) => break Close::Protocol(msg),
         };
@@ -104,8 +140,12 @@ pub async fn serve(
     info!(%peer, "connection closed");
 }
 
-/// Takes one whole frame off the front of `buf`, if there is one.
-fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
+/// How far ahead of the bytes that arrived the read buffer grows (and its initial size).
+const READ_CHUNK: usize = 64 * 1024;
+const MAX_READ_AHEAD: usize = 1 << 20;
+
+/// The length of the frame at the front of `buf`, once its 4 length bytes are there.
+fn frame_len(buf: &BytesMut, max: usize) -> Result<Option<usize>, String> {
     if buf.len() < 4 {
         return Ok(None);
     }
@@ -115,9 +155,19 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
             "frame of {len} bytes exceeds socket.request.max.bytes ({max})"
         ));
     }
-    let len = len as usize;
+    Ok(Some(len as usize))
+}
+
+/// Takes one whole frame off the front of `buf`, if there is one. When the frame is not whole
+/// yet, makes room for at most [`MAX_READ_AHEAD`] more of it.
+fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
+    let Some(len) = frame_len(buf, max)? else {
+        buf.reserve(READ_CHUNK);
+        return Ok(None);
+    };
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
+        let missing = 4 + len - buf.len();
+        buf.reserve(missing.clamp(READ_CHUNK.min(missing), MAX_READ_AHEAD));
         return Ok(None);
     }
     buf.advance(4);
@@ -130,6 +180,7 @@ fn start_request(
     seq: &Arc<Sequencer>,
     peer: SocketAddr,
     mut frame: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
 ) -> Result<Pending, String> {
     // api key (2) + api version (2) + correlation id (4) precede everything else.
     if frame.len() < 8 {
@@ -166,7 +217,13 @@ fn start_request(
         peer,
         ticket: (api.order != handlers::Order::Free).then(|| seq.ticket()),
     };
-    Ok(tokio::spawn((api.handle)(ctx, frame)))
+    let handle = (api.handle)(ctx, frame);
+    Ok(tokio::spawn(async move {
+        let out = handle.await;
+        // The request's bytes are given back once its handler is done with them.
+        drop(budget);
+        out
+    }))
 }
 
 /// Runs a decoder, turning a panic inside it into a decode failure: the decoder must never be

@@ -37,6 +37,11 @@ impl Server {
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> std::io::Result<()> {
         let broker = self.broker;
         let limit = Arc::new(Semaphore::new(broker.config.max_connections));
+        // `queued.max.request.bytes`: shared by every connection.
+        let budget = broker
+            .config
+            .queued_max_request_bytes
+            .map(|b| Arc::new(Semaphore::new(b.min(Semaphore::MAX_PERMITS))));
         let mut conns = JoinSet::new();
         let retention = AbortOnDrop(spawn_retention(broker.clone(), shutdown.clone()));
         let txn_timers = AbortOnDrop(tokio::spawn(
@@ -67,8 +72,9 @@ impl Server {
                     let _ = socket.set_nodelay(true);
                     let broker = broker.clone();
                     let stop = shutdown.clone();
+                    let budget = budget.clone();
                     conns.spawn(async move {
-                        connection::serve(broker, socket, peer, stop).await;
+                        connection::serve(broker, socket, peer, stop, budget).await;
                         drop(permit);
                     });
                 }

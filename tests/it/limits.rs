@@ -205,3 +205,63 @@ async fn fetches_do_not_load_what_lies_past_the_high_watermark() {
     assert!(peak < 32 << 20, "peak RSS grew by {} MiB", peak >> 20);
     b.stop().await;
 }
+
+/// Six clients each announce a ~95 MiB frame and send all of it but the last byte. With a
+/// budget of one such frame, the broker reads one body and leaves the others unread (in the
+/// kernel's socket buffers); once the clients go, it serves new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn announced_frames_wait_for_the_request_memory_budget() {
+    use tokio::io::AsyncWriteExt;
+    let b = TestBroker::start_with(&[("queued.max.request.bytes", "104857600")]).await;
+    const LEN: usize = 100_000_000;
+    reset_peak_rss();
+    let before = rss_bytes();
+    let mut writers = Vec::new();
+    for _ in 0..6 {
+        let addr = b.addr();
+        writers.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(&(LEN as i32).to_be_bytes()).await.unwrap();
+            // A Produce v9 header, then filler: the broker only learns it is garbage once whole.
+            let mut head = vec![0u8, 0, 0, 9, 0, 0, 0, 1, 0xff, 0xff];
+            head.resize(1 << 20, 0);
+            let zeros = vec![0u8; 1 << 20];
+            let mut left = LEN - 1;
+            let mut first = true;
+            while left > 0 {
+                let n = left.min(head.len());
+                let chunk = if first { &head[..n] } else { &zeros[..n] };
+                first = false;
+                if s.write_all(chunk).await.is_err() {
+                    return;
+                }
+                left -= n;
+            }
+            // Hold the connection open with the frame one byte short.
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let peak = peak_rss_bytes().saturating_sub(before);
+    for w in &writers {
+        w.abort();
+    }
+    // One body (95 MiB) may be buffered, not six.
+    assert!(peak < 200 << 20, "peak RSS grew by {} MiB", peak >> 20);
+    // The budget comes back when the connections close; new clients are served.
+    for w in writers {
+        let _ = w.await;
+    }
+    let mut c = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut c = b.client().await;
+        c.create_topic("served", 1, &[]).await;
+        c
+    })
+    .await
+    .expect("served after the budget came back");
+    assert_eq!(
+        c.create_topic("served2", 1, &[]).await.topics[0].error_code,
+        0
+    );
+    b.stop().await;
+}
