@@ -97,6 +97,13 @@ pub struct Config {
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
+    /// `log.visibility = page-cache` (Strand's): records are visible once written, as in
+    /// Kafka, and fsynced only by `flush.messages` / `flush.ms` (default `durable`).
+    pub log_visible_unflushed: bool,
+    /// `log.flush.interval.messages`: default of the topic config `flush.messages`.
+    pub log_flush_interval_messages: i64,
+    /// `log.flush.interval.ms`: default of the topic config `flush.ms`.
+    pub log_flush_interval_ms: i64,
     /// `log.message.timestamp.type`
     pub log_message_timestamp_type: TimestampType,
     /// `min.insync.replicas`
@@ -167,6 +174,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.max.delay.ms", "1"),
+    ("log.visibility", "durable"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", "9223372036854775807"),
     ("max.broker.partitions", "10000"),
     ("fetch.max.bytes", "57671680"),
     ("replica.fetch.response.max.bytes", "10485760"),
@@ -348,6 +358,29 @@ impl Config {
                 &req("log.retention.check.interval.ms"),
                 1,
                 u64::MAX,
+            )?,
+            log_visible_unflushed: match req("log.visibility").trim() {
+                "durable" => false,
+                "page-cache" => true,
+                other => {
+                    return Err(invalid(
+                        "log.visibility",
+                        other,
+                        "expected durable or page-cache",
+                    ))
+                }
+            },
+            log_flush_interval_messages: parse_num(
+                "log.flush.interval.messages",
+                &req("log.flush.interval.messages"),
+                1,
+                i64::MAX,
+            )?,
+            log_flush_interval_ms: parse_num(
+                "log.flush.interval.ms",
+                &req("log.flush.interval.ms"),
+                0,
+                i64::MAX,
             )?,
             log_flush_max_delay_ms: parse_num(
                 "log.flush.max.delay.ms",

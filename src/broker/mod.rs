@@ -564,6 +564,7 @@ fn open_context(config: &Config, clean: bool, health: &Arc<LogDirHealth>) -> Ope
     OpenContext {
         clean,
         flush_delay: std::time::Duration::from_millis(config.log_flush_max_delay_ms),
+        visible_unflushed: config.log_visible_unflushed,
         health: health.clone(),
     }
 }

@@ -10,6 +10,10 @@
 //! watermark. Replication will instead advance it from the ISR's fetches. Readers wait for new
 //! data by watching the high watermark, so a long-polling Fetch wakes exactly when data becomes
 //! visible.
+//!
+//! `log.visibility = page-cache` (opt-in) is Kafka's behaviour instead: the high watermark
+//! follows the log end offset on every append and fsyncs happen only as `flush.messages` /
+//! `flush.ms` ask, so the durable-offset bound above does not hold in that mode.
 
 use std::fs;
 use std::io::Write;
@@ -33,6 +37,8 @@ pub struct OpenContext {
     pub clean: bool,
     /// `log.flush.max.delay.ms`.
     pub flush_delay: Duration,
+    /// `log.visibility = page-cache`: records are visible once written (Kafka's behaviour).
+    pub visible_unflushed: bool,
     /// The data dir's health.
     pub health: Arc<LogDirHealth>,
 }
@@ -48,6 +54,8 @@ pub struct Partition {
     flush_scheduled: Arc<AtomicBool>,
     /// `log.flush.max.delay.ms`.
     flush_delay: Duration,
+    /// `log.visibility = page-cache`.
+    visible_unflushed: bool,
     /// The topic's byte counters (`strand_topic_bytes_{in,out}_total`).
     pub metrics: crate::metrics::TopicCounters,
 }
@@ -78,6 +86,7 @@ impl Partition {
             high_watermark: Arc::new(high_watermark),
             flush_scheduled: Arc::new(AtomicBool::new(false)),
             flush_delay: ctx.flush_delay,
+            visible_unflushed: ctx.visible_unflushed,
             metrics: crate::metrics::TopicCounters::new(topic),
         })
     }
@@ -122,21 +131,48 @@ impl Partition {
     /// transaction markers before the coordinator records the transaction complete).
     pub async fn flush_until(&self, end: i64) -> storage::Result<()> {
         let r = self.log.flush_until(end).await;
-        advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+        if !self.visible_unflushed {
+            advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+        }
         r
     }
 
-    /// After an append: publishes what is already durable (a roll synced the old segment) and
-    /// schedules the background flush of the rest, unless one is pending.
+    /// Whether `flush.messages` unflushed messages have piled up: the append that reached it
+    /// is answered only after [`Partition::flush_until`] (Kafka flushes in the append path).
+    pub fn flush_required(&self) -> bool {
+        let unflushed = self.log.log_end_offset() - self.log.durable_offset();
+        unflushed > 0 && unflushed >= self.log.config().flush_messages
+    }
+
+    /// After an append: publishes what is visible now (durable mode: what is already durable,
+    /// e.g. a roll synced the old segment; page-cache mode: everything written) and schedules
+    /// the background flush of the rest: within `log.flush.max.delay.ms` (or `flush.ms` if
+    /// shorter) in durable mode, after `flush.ms` in page-cache mode.
     fn appended(&self) {
-        advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+        let flush_ms = self.log.config().flush_ms;
+        let by_flush_ms = (flush_ms < i64::MAX)
+            .then(|| Duration::from_millis(flush_ms.clamp(0, i64::from(u32::MAX)) as u64));
+        let delay = if self.visible_unflushed {
+            advance_high_watermark(&self.high_watermark, self.log.log_end_offset());
+            by_flush_ms
+        } else {
+            advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+            Some(by_flush_ms.map_or(self.flush_delay, |d| d.min(self.flush_delay)))
+        };
+        if let Some(delay) = delay {
+            self.schedule_flush(delay);
+        }
+    }
+
+    /// Runs a background `flush_until(log end)` after `delay`, unless one is pending.
+    fn schedule_flush(&self, delay: Duration) {
         if self.flush_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
         let log = self.log.clone();
         let hw = self.high_watermark.clone();
         let scheduled = self.flush_scheduled.clone();
-        let delay = self.flush_delay;
+        let visible_unflushed = self.visible_unflushed;
         let flush = async move {
             if !delay.is_zero() {
                 tokio::time::sleep(delay).await;
@@ -148,7 +184,9 @@ impl Partition {
             if let Err(e) = log.flush_until(end).await {
                 tracing::error!(dir = %log.dir().display(), "background flush failed: {e}");
             }
-            advance_high_watermark(&hw, log.durable_offset());
+            if !visible_unflushed {
+                advance_high_watermark(&hw, log.durable_offset());
+            }
         };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
@@ -160,7 +198,9 @@ impl Partition {
                 if let Err(e) = self.log.flush() {
                     tracing::error!(dir = %self.dir.display(), "flush failed: {e}");
                 }
-                advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+                if !self.visible_unflushed {
+                    advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+                }
             }
         }
     }

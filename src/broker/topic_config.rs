@@ -146,6 +146,8 @@ pub fn effective(
         "segment.bytes" => config.log_segment_bytes.to_string(),
         "segment.ms" => config.log_roll_ms.to_string(),
         "index.interval.bytes" => config.log_index_interval_bytes.to_string(),
+        "flush.messages" => config.log_flush_interval_messages.to_string(),
+        "flush.ms" => config.log_flush_interval_ms.to_string(),
         "min.insync.replicas" => config.min_insync_replicas.to_string(),
         "message.timestamp.type" => match config.log_message_timestamp_type {
             TimestampType::CreateTime => "CreateTime".into(),
@@ -180,6 +182,8 @@ pub fn log_config(config: &Config, overrides: &BTreeMap<String, String>) -> LogC
             None => config.log_message_timestamp_type == TimestampType::LogAppendTime,
         },
         producer_id_expiration_ms: config.producer_id_expiration_ms,
+        flush_messages: num("flush.messages").unwrap_or(config.log_flush_interval_messages),
+        flush_ms: num("flush.ms").unwrap_or(config.log_flush_interval_ms),
     }
 }
 

@@ -113,7 +113,7 @@ pub async fn handle(
     }
     drop(turn);
 
-    if acks == -1 {
+    if acks != 0 {
         let waits = results.iter_mut().flat_map(|(_, parts)| {
             parts.iter_mut().filter_map(|(_, p, o)| {
                 let end = o.durable_until?;
@@ -246,7 +246,8 @@ fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
             base_offset: info.base_offset,
             log_append_time: info.log_append_time,
             log_start_offset: info.log_start_offset,
-            durable_until: (acks == -1).then_some(info.last_offset + 1),
+            // acks=all, or `flush.messages` reached (Kafka fsyncs in the append path then).
+            durable_until: (acks == -1 || p.flush_required()).then_some(info.last_offset + 1),
             record_errors: vec![],
         },
         Err(e) => {

@@ -34,6 +34,11 @@ pub struct LogConfig {
     /// last write is older than this is dropped by `enforce_retention` (unless a transaction is
     /// ongoing); negative = never. Default 1 day.
     pub producer_id_expiration_ms: i64,
+    /// `flush.messages`: fsync once this many messages are unflushed (the append that reaches
+    /// it waits for the fsync). Default `i64::MAX` (never).
+    pub flush_messages: i64,
+    /// `flush.ms`: fsync appends at most this long after they are written. Default `i64::MAX`.
+    pub flush_ms: i64,
 }
 
 impl Default for LogConfig {
@@ -47,6 +52,8 @@ impl Default for LogConfig {
             max_message_bytes: 1_048_588,
             log_append_time: false,
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
+            flush_messages: i64::MAX,
+            flush_ms: i64::MAX,
         }
     }
 }

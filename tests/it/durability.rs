@@ -298,3 +298,75 @@ async fn disk_full_takes_the_log_dir_offline_and_keeps_every_ack() {
     drop(c);
     b.running.take().unwrap().stop().await.unwrap();
 }
+
+/// `log.visibility = page-cache`: Kafka's behaviour, records visible once written and fsynced
+/// only as `flush.messages` / `flush.ms` ask.
+#[tokio::test]
+async fn page_cache_mode_shows_records_before_fsync_and_honours_flush_configs() {
+    let b = TestBroker::start_with(&[("log.visibility", "page-cache")]).await;
+    let broker = b.running.as_ref().unwrap().broker.clone();
+    let mut c = b.client().await;
+    c.create_topic("pc", 1, &[]).await;
+    let r = c
+        .produce("pc", 0, batch(&["a"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(produce_error(&r), 0);
+    let (recs, hw) = read_all(&mut c, "pc").await;
+    assert_eq!((recs.len(), hw), (1, 1), "visible at once");
+    let p = broker.partition("pc", 0).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert_eq!(
+        p.log.durable_offset(),
+        0,
+        "no fsync without flush.messages/flush.ms"
+    );
+
+    // flush.messages=1: the acks=1 produce is answered after its fsync.
+    c.create_topic("pc-msgs", 1, &[("flush.messages", "1")])
+        .await;
+    let r = c
+        .produce("pc-msgs", 0, batch(&["a"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(produce_error(&r), 0);
+    let pm = broker.partition("pc-msgs", 0).unwrap();
+    assert_eq!(pm.log.durable_offset(), 1);
+
+    // flush.ms=20: fsynced shortly after.
+    c.create_topic("pc-ms", 1, &[("flush.ms", "20")]).await;
+    let r = c
+        .produce("pc-ms", 0, batch(&["a"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(produce_error(&r), 0);
+    let pt = broker.partition("pc-ms", 0).unwrap();
+    let mut synced = false;
+    for _ in 0..200 {
+        if pt.log.durable_offset() == 1 {
+            synced = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(synced, "flush.ms did not fsync");
+    drop((p, pm, pt, broker));
+    b.stop().await;
+}
+
+/// Durable mode with `flush.messages=1`: an acks=1 write is fsynced (so visible) before its
+/// response, even with the background flush far away.
+#[tokio::test]
+async fn flush_messages_fsyncs_before_the_ack_in_durable_mode() {
+    let b = TestBroker::start_with(&[
+        ("log.flush.max.delay.ms", "600000"),
+        ("log.flush.interval.messages", "1"),
+    ])
+    .await;
+    let mut c = b.client().await;
+    c.create_topic("fm", 1, &[]).await;
+    let r = c
+        .produce("fm", 0, batch(&["a", "b"], 1, Compression::None), 1)
+        .await;
+    assert_eq!(produce_error(&r), 0);
+    let resp = c.fetch("fm", 0, 0, 0, 0).await;
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 2);
+    b.stop().await;
+}
