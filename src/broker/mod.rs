@@ -25,6 +25,7 @@ pub mod topic_config;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -35,6 +36,7 @@ use uuid::Uuid;
 use crate::cluster::local::LocalStore;
 use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
 use crate::config::Config;
+use crate::group::consumer::TopicsView;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogDirHealth, StorageError};
 pub use partition::{OpenContext, Partition};
@@ -147,6 +149,9 @@ pub struct Broker {
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
+    /// Bumped by every change of `topics`; names the generation `topics_view` caches.
+    topics_generation: AtomicU64,
+    topics_view: std::sync::Mutex<Option<(u64, Arc<TopicsView>)>>,
     /// Turns true when the broker starts shutting down (long polls end early).
     shutting_down: tokio::sync::watch::Sender<bool>,
     /// Serializes topic creation and deletion.
@@ -239,6 +244,8 @@ impl Broker {
             config,
             store,
             topics: RwLock::new(topics),
+            topics_generation: AtomicU64::new(0),
+            topics_view: std::sync::Mutex::new(None),
             admin: tokio::sync::Mutex::new(()),
             shutting_down: tokio::sync::watch::channel(false).0,
             dynamic_configs: RwLock::new(BTreeMap::new()),
@@ -301,17 +308,29 @@ impl Broker {
             .cloned()
     }
 
-    /// `name → (topic id, partition count)` of every topic (for KIP-848 assignment).
-    pub fn topics_view(&self) -> crate::group::consumer::TopicsView {
-        self.read_topics()
-            .values()
-            .map(|t| {
-                (
-                    t.record.name.clone(),
-                    (t.record.id, t.partitions.len() as i32),
-                )
-            })
-            .collect()
+    /// `name → (topic id, partition count)` of every topic (for KIP-848 assignment). Built
+    /// once per change of the topics and shared: heartbeats and timers only clone the `Arc`.
+    pub fn topics_view(&self) -> Arc<TopicsView> {
+        let generation = self.topics_generation.load(Ordering::Acquire);
+        let mut cached = self.topics_view.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, view)) = cached.as_ref() {
+            if *g == generation {
+                return view.clone();
+            }
+        }
+        let view = Arc::new(TopicsView::new(
+            self.read_topics()
+                .values()
+                .map(|t| {
+                    (
+                        t.record.name.clone(),
+                        (t.record.id, t.partitions.len() as i32),
+                    )
+                })
+                .collect(),
+        ));
+        *cached = Some((generation, view.clone()));
+        view
     }
 
     /// All topics, sorted by name.
@@ -325,8 +344,11 @@ impl Broker {
         self.topics.read().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The topics for a change; the cached [`TopicsView`] is invalidated.
     fn write_topics(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Topic>>> {
-        self.topics.write().unwrap_or_else(|p| p.into_inner())
+        let guard = self.topics.write().unwrap_or_else(|p| p.into_inner());
+        self.topics_generation.fetch_add(1, Ordering::AcqRel);
+        guard
     }
 
     /// Partitions hosted now, over every topic.

@@ -26,8 +26,58 @@ use super::error::GroupError;
 /// `topic name → partitions`.
 pub type Assignment = BTreeMap<String, BTreeSet<i32>>;
 
-/// What the coordinator knows of the cluster's topics: `name → (id, partition count)`.
-pub type TopicsView = BTreeMap<String, (Uuid, i32)>;
+/// What the coordinator knows of the cluster's topics: `name → (id, partition count)`, with
+/// the reverse index by id and a generation that changes whenever the topics do. The broker
+/// keeps one view per generation, so heartbeats neither rebuild nor rescan it: a group
+/// recomputes its subscribed metadata only when the generation moved.
+#[derive(Debug)]
+pub struct TopicsView {
+    pub generation: u64,
+    by_name: BTreeMap<String, (Uuid, i32)>,
+    by_id: HashMap<Uuid, String>,
+}
+
+static NEXT_GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+impl TopicsView {
+    /// A view with a generation no other view has.
+    pub fn new(by_name: BTreeMap<String, (Uuid, i32)>) -> TopicsView {
+        let by_id = by_name
+            .iter()
+            .map(|(n, (id, _))| (*id, n.clone()))
+            .collect();
+        TopicsView {
+            generation: NEXT_GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            by_name,
+            by_id,
+        }
+    }
+
+    /// The name of the topic with id `id`.
+    pub fn name_of(&self, id: &Uuid) -> Option<&str> {
+        self.by_id.get(id).map(String::as_str)
+    }
+}
+
+impl std::ops::Deref for TopicsView {
+    type Target = BTreeMap<String, (Uuid, i32)>;
+    fn deref(&self) -> &Self::Target {
+        &self.by_name
+    }
+}
+
+impl<const N: usize> From<[(String, (Uuid, i32)); N]> for TopicsView {
+    fn from(topics: [(String, (Uuid, i32)); N]) -> TopicsView {
+        TopicsView::new(topics.into())
+    }
+}
+
+/// `^(?:regex)$`, as a subscription regex must match whole topic names.
+fn compile_subscription(regex: &str) -> Option<Regex> {
+    #[cfg(test)]
+    tests::COMPILES.with(|c| c.set(c.get() + 1));
+    Regex::new(&format!("^(?:{regex})$")).ok()
+}
 
 pub const ASSIGNORS: &[&str] = &["uniform", "range"];
 
@@ -52,6 +102,8 @@ pub struct ConsumerMember {
     pub state: MemberState,
     pub subscribed: Vec<String>,
     pub regex: Option<String>,
+    /// `regex`, compiled once when it is set.
+    compiled_regex: Option<Regex>,
     assignor: Option<String>,
     rebalance_timeout: Duration,
     session_timeout: Duration,
@@ -95,6 +147,8 @@ pub struct ConsumerGroup {
     target: HashMap<String, Assignment>,
     /// Subscribed topics' metadata when the target was computed.
     metadata_seen: BTreeMap<String, (Uuid, i32)>,
+    /// The [`TopicsView`] generation `metadata_seen` was last checked against.
+    metadata_generation: u64,
     pub assignor: String,
 }
 
@@ -146,6 +200,7 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: HashMap::new(),
             metadata_seen: BTreeMap::new(),
+            metadata_generation: 0,
             assignor: ASSIGNORS[0].to_string(),
         }
     }
@@ -179,17 +234,15 @@ impl ConsumerGroup {
             .filter(|t| topics.contains_key(*t))
             .cloned()
             .collect();
-        if let Some(re) = m
-            .regex
-            .as_deref()
-            .and_then(|r| Regex::new(&format!("^(?:{r})$")).ok())
-        {
+        if let Some(re) = &m.compiled_regex {
             out.extend(topics.keys().filter(|t| re.is_match(t)).cloned());
         }
         out
     }
 
     fn subscribed_metadata(&self, topics: &TopicsView) -> BTreeMap<String, (Uuid, i32)> {
+        #[cfg(test)]
+        tests::SCANS.with(|c| c.set(c.get() + 1));
         let mut out = BTreeMap::new();
         for m in self.members.values() {
             for t in Self::subscriptions(m, topics) {
@@ -213,11 +266,17 @@ impl ConsumerGroup {
                 return Err(GroupError::UnsupportedAssignor);
             }
         }
-        if let Some(r) = &hb.regex {
-            if Regex::new(r).is_err() {
-                return Err(GroupError::InvalidRegularExpression);
+        // A regex is compiled only when it differs from the member's current one.
+        let current = self
+            .members
+            .get(&hb.member_id)
+            .and_then(|m| m.regex.as_ref());
+        let new_regex = match &hb.regex {
+            Some(r) if Some(r) != current || hb.member_epoch == 0 => {
+                Some(compile_subscription(r).ok_or(GroupError::InvalidRegularExpression)?)
             }
-        }
+            _ => None,
+        };
         if hb.member_id.is_empty() {
             return Err(GroupError::InvalidRequest(
                 "MemberId can't be empty.".into(),
@@ -280,6 +339,7 @@ impl ConsumerGroup {
             }
             if hb.regex.is_some() && hb.regex != m.regex {
                 m.regex = hb.regex;
+                m.compiled_regex = new_regex;
                 changed = true;
             }
             if hb.assignor.is_some() && hb.assignor != m.assignor {
@@ -302,9 +362,14 @@ impl ConsumerGroup {
                 }
             }
         }
-        let metadata = self.subscribed_metadata(topics);
-        if changed || metadata != self.metadata_seen {
+        // The subscribed topics' metadata can only have changed if the topics did.
+        if changed {
             self.group_epoch += 1;
+        } else if topics.generation != self.metadata_generation {
+            self.metadata_generation = topics.generation;
+            if self.subscribed_metadata(topics) != self.metadata_seen {
+                self.group_epoch += 1;
+            }
         }
         if self.group_epoch > self.assignment_epoch {
             self.recompute(topics);
@@ -356,6 +421,7 @@ impl ConsumerGroup {
             state: MemberState::Stable,
             subscribed: vec![],
             regex: None,
+            compiled_regex: None,
             assignor: None,
             rebalance_timeout: hb.rebalance_timeout.unwrap_or(DEFAULT_REBALANCE_TIMEOUT),
             session_timeout,
@@ -370,6 +436,7 @@ impl ConsumerGroup {
             m.assigned = old.assigned;
             m.subscribed = old.subscribed;
             m.regex = old.regex;
+            m.compiled_regex = old.compiled_regex;
         } else {
             // A new member, or one rejoining after being fenced, owns nothing.
             self.target.remove(&hb.member_id);
@@ -393,6 +460,7 @@ impl ConsumerGroup {
             assign_uniform(&subs, topics, &self.target)
         };
         self.metadata_seen = self.subscribed_metadata(topics);
+        self.metadata_generation = topics.generation;
         self.assignment_epoch = self.group_epoch;
     }
 
@@ -594,6 +662,46 @@ fn assign_range(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    thread_local! {
+        /// Subscription regexes compiled / subscribed-metadata scans on this thread.
+        pub static COMPILES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        pub static SCANS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    /// Steady heartbeats neither recompile a member's regex nor rescan the topics; a change
+    /// of the topics (a new view generation) is still seen at the next heartbeat.
+    #[test]
+    fn steady_heartbeats_do_no_per_topic_work() {
+        let names: BTreeMap<String, (Uuid, i32)> = (0..1000)
+            .map(|i| (format!("t{i}"), (Uuid::new_v4(), 1)))
+            .collect();
+        let t = TopicsView::new(names.clone());
+        let now = Instant::now();
+        let s = Duration::from_secs(45);
+        let mut g = ConsumerGroup::new("g");
+        let mut join = hb("m1", 0, Some(Assignment::new()));
+        join.subscribed = None;
+        join.regex = Some("t1.*".into());
+        let r = g.heartbeat(join, &t, now, s).unwrap();
+        let epoch = r.member_epoch;
+        let (compiles, scans) = (COMPILES.with(|c| c.get()), SCANS.with(|c| c.get()));
+        for _ in 0..100 {
+            let mut beat = hb("m1", epoch, None);
+            beat.regex = Some("t1.*".into());
+            g.heartbeat(beat, &t, now, s).unwrap();
+        }
+        assert_eq!(COMPILES.with(|c| c.get()), compiles, "regex recompiled");
+        assert_eq!(SCANS.with(|c| c.get()), scans, "topics rescanned");
+        assert_eq!(g.group_epoch, epoch);
+        // A new topic that matches: a new view, a new group epoch.
+        let mut more = names;
+        more.insert("t1new".into(), (Uuid::new_v4(), 2));
+        let t2 = TopicsView::new(more);
+        g.heartbeat(hb("m1", epoch, None), &t2, now, s).unwrap();
+        assert!(g.group_epoch > epoch);
+        assert!(g.target_of("m1").contains_key("t1new"));
+    }
 
     fn topics() -> TopicsView {
         [("a".to_string(), (Uuid::new_v4(), 4))].into()

@@ -739,7 +739,7 @@ impl GroupCoordinator {
     /// current topic metadata (KIP-848 assignments follow it).
     pub async fn run_timers(
         self: Arc<Self>,
-        topics: impl Fn() -> TopicsView + Send + 'static,
+        topics: impl Fn() -> Arc<TopicsView> + Send + 'static,
         mut shutdown: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut interval = tokio::time::interval(Duration::from_millis(100));

@@ -84,6 +84,9 @@ pub struct Api {
     /// Whether (and how) the handler takes effect in request order on its connection.
     pub order: Order,
     pub handle: fn(RequestContext, Bytes) -> HandlerFuture,
+    /// Decodes a body at a version without running the handler (fuzzing, tests): whether it
+    /// decodes. Never panics (a decoder panic counts as "does not decode").
+    pub decode: fn(Bytes, i16) -> bool,
 }
 
 macro_rules! api {
@@ -97,6 +100,7 @@ macro_rules! api {
             max: $max,
             order: $order,
             handle: |ctx, body| Box::pin(run(ctx, body, $($handler)::+)),
+            decode: |body, version| decodes(&$($handler)::+, body, version),
         }
     };
 }
@@ -244,6 +248,17 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
 
 pub fn lookup(key: ApiKey) -> Option<&'static Api> {
     APIS.iter().find(|a| a.key == key)
+}
+
+/// Whether `body` decodes as the request type of `_handler` at `version` (exactly what [`run`]
+/// does before calling the handler).
+fn decodes<Req, Resp, F, Fut>(_handler: &F, mut body: Bytes, version: i16) -> bool
+where
+    Req: Decodable,
+    F: FnOnce(RequestContext, Req) -> Fut,
+    Fut: Future<Output = HandlerResult<Resp>>,
+{
+    decode_guarded(|| Req::decode(&mut body, version)).is_some()
 }
 
 /// Decodes the body, runs the handler and encodes its response into a whole frame

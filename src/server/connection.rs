@@ -160,7 +160,7 @@ fn frame_len(buf: &BytesMut, max: usize) -> Result<Option<usize>, String> {
 
 /// Takes one whole frame off the front of `buf`, if there is one. When the frame is not whole
 /// yet, makes room for at most [`MAX_READ_AHEAD`] more of it.
-fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
+pub fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
     let Some(len) = frame_len(buf, max)? else {
         buf.reserve(READ_CHUNK);
         return Ok(None);
@@ -174,14 +174,23 @@ fn next_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, String> {
     Ok(Some(buf.split_to(len).freeze()))
 }
 
-/// Decodes a request header, finds its handler and spawns it.
-fn start_request(
-    broker: &Arc<Broker>,
-    seq: &Arc<Sequencer>,
-    peer: SocketAddr,
-    mut frame: Bytes,
-    budget: Option<OwnedSemaphorePermit>,
-) -> Result<Pending, String> {
+/// A request frame after its header: what [`parse_request`] makes of one.
+pub enum Parsed {
+    /// ApiVersions at a version this broker does not serve: answered with this v0 body (KIP-511).
+    UnsupportedApiVersions { correlation_id: i32 },
+    /// A request for a registered API at a served version; `body` follows the header.
+    Request {
+        api: &'static handlers::Api,
+        version: i16,
+        correlation_id: i32,
+        header: RequestHeader,
+        body: Bytes,
+    },
+}
+
+/// Parses a frame's request header: API key, version check against the registry, header
+/// decode. `Err` (a reason) means the connection is closed. Shared by the server and the fuzzer.
+pub fn parse_request(mut frame: Bytes) -> Result<Parsed, String> {
     // api key (2) + api version (2) + correlation id (4) precede everything else.
     if frame.len() < 8 {
         return Err(format!(
@@ -198,16 +207,46 @@ fn start_request(
     };
     if version < api.min || version > api.max {
         if api_key == ApiKey::ApiVersions {
-            // KIP-511: answer with our ranges in a v0 body so the client can retry.
-            let body = handlers::api_versions::unsupported_version_body();
-            let framed = frame_response(correlation_id, 0, &body);
-            return Ok(tokio::spawn(async move { Ok(Some(framed)) }));
+            return Ok(Parsed::UnsupportedApiVersions { correlation_id });
         }
         return Err(format!("unsupported version {version} of {api_key:?}"));
     }
     let header_version = api_key.request_header_version(version);
     let header = decode_guarded(|| RequestHeader::decode(&mut frame, header_version))
         .ok_or_else(|| format!("undecodable {api_key:?} v{version} request header"))?;
+    Ok(Parsed::Request {
+        api,
+        version,
+        correlation_id,
+        header,
+        body: frame,
+    })
+}
+
+/// Decodes a request header, finds its handler and spawns it.
+fn start_request(
+    broker: &Arc<Broker>,
+    seq: &Arc<Sequencer>,
+    peer: SocketAddr,
+    frame: Bytes,
+    budget: Option<OwnedSemaphorePermit>,
+) -> Result<Pending, String> {
+    let (api, version, correlation_id, header, frame) = match parse_request(frame)? {
+        Parsed::UnsupportedApiVersions { correlation_id } => {
+            // KIP-511: answer with our ranges in a v0 body so the client can retry.
+            let body = handlers::api_versions::unsupported_version_body();
+            let framed = frame_response(correlation_id, 0, &body);
+            return Ok(tokio::spawn(async move { Ok(Some(framed)) }));
+        }
+        Parsed::Request {
+            api,
+            version,
+            correlation_id,
+            header,
+            body,
+        } => (api, version, correlation_id, header, body),
+    };
+    let api_key = api.key;
     let ctx = RequestContext {
         broker: broker.clone(),
         api_key,

@@ -16,14 +16,12 @@ pub async fn handle(
     req: ConsumerGroupHeartbeatRequest,
 ) -> HandlerResult<ConsumerGroupHeartbeatResponse> {
     let topics = ctx.broker.topics_view();
-    let by_id: std::collections::HashMap<uuid::Uuid, String> =
-        topics.iter().map(|(n, (id, _))| (*id, n.clone())).collect();
     let owned = req.topic_partitions.as_ref().map(|tps| {
         let mut a = consumer::Assignment::new();
         for tp in tps {
             // Partitions of a topic that no longer exists are simply no longer owned.
-            if let Some(name) = by_id.get(&tp.topic_id) {
-                a.entry(name.clone())
+            if let Some(name) = topics.name_of(&tp.topic_id) {
+                a.entry(name.to_string())
                     .or_default()
                     .extend(tp.partitions.iter().copied());
             }
