@@ -805,16 +805,22 @@ def _describe_group(broker, group, timeout=15):
     return admin(broker).describe_consumer_groups([group], request_timeout=10)[group].result(timeout)
 
 
-@pytest.mark.parametrize("how", ["close", "kill9"])
-@pytest.mark.broker_settings(**FAST)
-def test_static_member_restart_does_not_rebalance(broker, members, how):
-    """KIP-345: a restarted member with the same group.instance.id gets its old assignment
-    back; the other member sees no revoke/assign and keeps consuming."""
-    session_ms = 5000
+@pytest.mark.parametrize("how,who,strategy", [
+    ("close", "first", None), ("close", "second", None), ("kill9", "first", None),
+    ("close", "second", "cooperative-sticky"), ("close", "first", "cooperative-sticky")])
+def test_static_member_restart_does_not_rebalance(broker, members, how, who, strategy):
+    """KIP-345, with the default group settings and session.timeout.ms=10000: a restarted
+    member with the same group.instance.id gets its old assignment back; the other member sees
+    no revoke/assign and keeps consuming. Either member restarts: the first to join (the
+    group's leader, which is told to skip the assignment, KIP-814) or the second."""
+    session_ms = 10000
     topic = create_topic(broker, unique("gstatic"), partitions=4)
     group = unique("g")
     parts = all_parts(topic, 4)
-    opts = dict(session_ms=session_ms, heartbeat_ms=500)
+    opts = dict(session_ms=session_ms)
+    if strategy:
+        # The subscription metadata then lists owned partitions: a restarted member's differs.
+        opts["conf"] = {"partition.assignment.strategy": strategy}
     a = members("static-a", "confluent", broker, group, [topic], instance_id="inst-a", **opts)
     b = members("static-b", "confluent", broker, group, [topic], instance_id="inst-b", **opts)
     curs = wait_split([a, b], parts, timeout=45)
@@ -822,33 +828,35 @@ def test_static_member_restart_does_not_rebalance(broker, members, how):
     assert d.state.name == "STABLE", d.state
     by_inst = {m.group_instance_id: m for m in d.members}
     assert set(by_inst) == {"inst-a", "inst-b"}, [vars(m) for m in d.members]
-    old_member_id = by_inst["inst-a"].member_id
-    b_events = (b.count("assign"), b.count("revoke"))
+    gone, stays = (a, b) if who == "first" else (b, a)
+    inst = "inst-a" if who == "first" else "inst-b"
+    old_member_id = by_inst[inst].member_id
+    stay_events = (stays.count("assign"), stays.count("revoke"))
 
     if how == "close":
-        a.close()  # a static member sends no LeaveGroup
+        gone.close()  # a static member sends no LeaveGroup
     else:
-        a.kill9()
+        gone.kill9()
     restarted = time.monotonic()
-    a2 = members("static-a2", "confluent", broker, group, [topic], instance_id="inst-a", **opts)
-    took = wait_owner(a2, curs["static-a"], 20, [b]) - restarted
-    mark_a, mark_b = a2.mark(), b.mark()
+    back = members(gone.name + "2", "confluent", broker, group, [topic], instance_id=inst, **opts)
+    took = wait_owner(back, curs[gone.name], 30, [stays]) - restarted
+    mark_back, mark_stays = back.mark(), stays.mark()
     values = [f"s{i}" for i in range(40)]
     produce_values(broker, topic, values, 4)
-    c = wait_consumed([a2, b], set(values), {a2.name: mark_a, b.name: mark_b})
-    assert_exactly_once(c, set(values), [a2, b])
+    c = wait_consumed([back, stays], set(values), {back.name: mark_back, stays.name: mark_stays})
+    assert_exactly_once(c, set(values), [back, stays])
 
     # past the old instance's session deadline: still no rebalance
     time.sleep(session_ms / 1000 + 1.0)
-    assert (b.count("assign"), b.count("revoke")) == b_events, b.describe()
-    assert a2.count("assign") == 1 and a2.count("revoke") == 0, a2.describe()
+    assert (stays.count("assign"), stays.count("revoke")) == stay_events, stays.describe()
+    assert back.count("assign") == 1 and back.count("revoke") == 0, back.describe()
     d = _describe_group(broker, group)
     assert d.state.name == "STABLE"
     by_inst = {m.group_instance_id: m for m in d.members}
     assert set(by_inst) == {"inst-a", "inst-b"}
-    assert by_inst["inst-a"].member_id != old_member_id
-    assert {(tp.topic, tp.partition) for tp in by_inst["inst-a"].assignment.topic_partitions} == \
-        curs["static-a"]
+    assert by_inst[inst].member_id != old_member_id
+    assert {(tp.topic, tp.partition) for tp in by_inst[inst].assignment.topic_partitions} == \
+        curs[gone.name]
     assert took < 5, f"static member got its assignment back after {took:.2f}s"
 
 

@@ -208,3 +208,41 @@ def test_multi_partition_keys(broker):
             assert metas[int(r.value)].partition == part
         total += len(recs)
     assert total == 80
+
+
+def test_kafka_4_protocol_level(broker):
+    """kafka-python infers the broker's version from ApiVersions (ListOffsets v10 means Kafka
+    4.0); ListOffsets -4 (earliest local) and -5 (latest tiered) answer as Kafka does without
+    tiered storage; DescribeTopicPartitions (KIP-966) pages through partitions with a cursor."""
+    from kafka.protocol.consumer import OffsetSpec
+
+    t1 = create(broker, unique("dtp-a"), partitions=3)
+    t2 = create(broker, unique("dtp-b"), partitions=2)
+    p = make_producer(broker, acks="all")
+    for i in range(3):
+        p.send(t1, value=b"v%d" % i, partition=0)
+    p.flush(15)
+    p.close()
+    a = make_admin(broker)
+    try:
+        a.list_topics()  # connects and negotiates versions
+        assert a._manager.broker_version >= (4, 0), a._manager.broker_version
+        tp = TopicPartition(t1, 0)
+        want = {OffsetSpec.EARLIEST_LOCAL: 0, OffsetSpec.LATEST_TIERED: -1, OffsetSpec.LATEST: 3}
+        for spec, offset in want.items():
+            got = a.list_partition_offsets({tp: spec})
+            assert got[tp].offset == offset, (spec, got)
+
+        pages, cursor = [], None
+        for _ in range(5):
+            r = a.describe_topic_partitions([t2, t1], response_partition_limit=2, cursor=cursor)
+            pages.append([(t["name"], [q["partition_index"] for q in t["partitions"]])
+                          for t in r["topics"]])
+            cursor = r["next_cursor"]
+            if cursor is None:
+                break
+        assert pages == [[(t1, [0, 1])], [(t1, [2]), (t2, [0])], [(t2, [1])]], pages
+        r = a.describe_topic_partitions([unique("missing")])
+        assert r["topics"][0]["error_code"] == 3, r
+    finally:
+        a.close()

@@ -128,6 +128,11 @@ pub struct Config {
     pub group_consumer_heartbeat_interval_ms: u64,
     /// `producer.id.expiration.ms`: idempotence state of a silent producer is dropped after this.
     pub producer_id_expiration_ms: i64,
+    /// `transactional.id.expiration.ms`: a transactional id without an open transaction and no
+    /// update for this long is forgotten, with its state.
+    pub transactional_id_expiration_ms: i64,
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms`: how often that is checked.
+    pub transaction_cleanup_interval_ms: u64,
     /// `metrics.listen`: where `GET /metrics` (Prometheus text format) is served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
     /// The keys set explicitly (file, environment, flags), as given: DescribeConfigs reports
@@ -191,6 +196,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ("group.consumer.session.timeout.ms", "45000"),
     ("group.consumer.heartbeat.interval.ms", "5000"),
     ("producer.id.expiration.ms", "86400000"),
+    ("transactional.id.expiration.ms", "604800000"),
+    (
+        "transaction.remove.expired.transaction.cleanup.interval.ms",
+        "3600000",
+    ),
     ("shutdown.timeout.ms", "30000"),
     ("metrics.listen", ""),
 ];
@@ -462,6 +472,18 @@ impl Config {
                 &req("group.consumer.heartbeat.interval.ms"),
                 1,
                 i32::MAX as u64,
+            )?,
+            transactional_id_expiration_ms: parse_num(
+                "transactional.id.expiration.ms",
+                &req("transactional.id.expiration.ms"),
+                1,
+                i64::from(i32::MAX),
+            )?,
+            transaction_cleanup_interval_ms: parse_num(
+                "transaction.remove.expired.transaction.cleanup.interval.ms",
+                &req("transaction.remove.expired.transaction.cleanup.interval.ms"),
+                1,
+                i64::from(i32::MAX) as u64,
             )?,
             producer_id_expiration_ms: parse_num(
                 "producer.id.expiration.ms",

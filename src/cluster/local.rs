@@ -213,6 +213,14 @@ impl MetadataStore for LocalStore {
         Ok(self.offsets.append(Entry::PutTxn { record }).await?)
     }
 
+    async fn delete_transaction(&self, transactional_id: &str) -> Result<()> {
+        let transactional_id = transactional_id.to_string();
+        Ok(self
+            .offsets
+            .append(Entry::DeleteTxn { transactional_id })
+            .await?)
+    }
+
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {
         self.modify(move |doc| {
             let start = doc.next_producer_id;

@@ -139,6 +139,8 @@ pub trait MetadataStore: Send + Sync {
     async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>>;
     /// Durably records a transactional id's state.
     async fn put_transaction(&self, record: TxnRecord) -> Result<()>;
+    /// Durably forgets a transactional id (`transactional.id.expiration.ms`).
+    async fn delete_transaction(&self, transactional_id: &str) -> Result<()>;
 
     /// Reserves `count` producer ids and returns the first: blocks never overlap, even across
     /// restarts (the reservation is durable before it is returned).

@@ -57,6 +57,9 @@ pub struct JoinResult {
     pub member_id: String,
     /// Only for the leader: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// KIP-814 (JoinGroup v9): a static leader that rejoined a stable group must not compute a
+    /// new assignment; the current one stands.
+    pub skip_assignment: bool,
 }
 
 impl JoinResult {
@@ -387,8 +390,10 @@ impl Group {
     }
 
     /// KIP-345: a restarted static member takes over its old member id's place. In a stable
-    /// group with unchanged protocols it gets the current generation back without a rebalance
-    /// and fetches its old assignment with SyncGroup.
+    /// group whose selected protocol it does not change (its metadata, e.g. the partitions it
+    /// owns, may differ: a restarted consumer owns none) it gets the current generation back
+    /// without a rebalance and fetches its old assignment with SyncGroup; a leader is told to
+    /// skip the assignment (KIP-814), as Kafka does.
     fn replace_static_member(
         &mut self,
         old_id: String,
@@ -405,7 +410,7 @@ impl Group {
         };
         old.answer_join(JoinResult::error(GroupError::FencedInstanceId, &old_id));
         old.answer_sync(Err(GroupError::FencedInstanceId));
-        let unchanged = old.protocols == req.protocols && old.protocol_type == req.protocol_type;
+        let same_type = old.protocol_type == req.protocol_type;
         if let Some(inst) = &req.instance_id {
             self.statics.insert(inst.clone(), new_id.clone());
         }
@@ -428,8 +433,13 @@ impl Group {
             joined_seq: old.joined_seq,
         };
         self.members.insert(new_id.clone(), member);
+        let unchanged = same_type && self.select_protocol() == self.protocol;
         match self.state {
-            GroupState::Stable if unchanged => Pending::Now(self.join_result_for(&new_id)),
+            GroupState::Stable if unchanged => {
+                let mut result = self.join_result_for(&new_id);
+                result.skip_assignment = self.leader.as_deref() == Some(new_id.as_str());
+                Pending::Now(result)
+            }
             GroupState::PreparingRebalance => {
                 let (tx, rx) = oneshot::channel();
                 if let Some(m) = self.members.get_mut(&new_id) {
@@ -471,6 +481,7 @@ impl Group {
             leader: self.leader.clone().unwrap_or_default(),
             member_id: member_id.to_string(),
             members,
+            skip_assignment: false,
         }
     }
 

@@ -1,7 +1,9 @@
 //! ListOffsets: offsets by time. `-1` latest (the high watermark, or the last stable offset for
 //! read_committed), `-2` earliest (the log start offset), `-3` the record with the largest
-//! timestamp (KIP-734, v7+), and a timestamp `t >= 0` → the first record whose timestamp is
-//! `>= t`, or offset -1 when there is none.
+//! timestamp (KIP-734, v7+), `-4` earliest local (KIP-405, v8+: the log start offset, as every
+//! segment is local), `-5` latest tiered (KIP-1005, v9+: no offset, -1, as Kafka answers without
+//! tiered storage), and a timestamp `t >= 0` → the first record whose timestamp is `>= t`, or
+//! offset -1 when there is none. v10 adds a timeout for remote lookups, which never wait here.
 
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -15,6 +17,8 @@ use crate::broker::Partition;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 const READ_COMMITTED: i8 = 1;
 
 pub async fn handle(
@@ -79,6 +83,8 @@ fn lookup(p: &Partition, ts: i64, isolation: i8, v: i16) -> Result<(i64, i64), R
             },
         )),
         EARLIEST => Ok((-1, p.log.log_start_offset())),
+        EARLIEST_LOCAL if v >= 8 => Ok((-1, p.log.log_start_offset())),
+        LATEST_TIERED if v >= 9 => Ok((-1, -1)),
         MAX_TIMESTAMP if v >= 7 => Ok(p
             .log
             .max_timestamp()

@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod api_versions;
+pub mod describe_topic_partitions;
 pub mod fetch;
 pub mod group;
 pub mod list_offsets;
@@ -113,7 +114,7 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         // compress by looking for v0; requests below v3 are refused (closed), as in Kafka 4.
         api!(Produce, 0, 11, produce::handle, Order::Handler),
         api!(Fetch, 4, 12, fetch::handle),
-        api!(ListOffsets, 1, 7, list_offsets::handle),
+        api!(ListOffsets, 1, 10, list_offsets::handle),
         api!(Metadata, 0, 12, metadata::handle),
         api!(ApiVersions, 0, 3, api_versions::handle),
         api!(
@@ -168,6 +169,12 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
             admin::list_config_resources::handle
         ),
         api!(OffsetForLeaderEpoch, 2, 4, offset_for_leader_epoch::handle),
+        api!(
+            DescribeTopicPartitions,
+            0,
+            0,
+            describe_topic_partitions::handle
+        ),
         api!(FindCoordinator, 0, 6, group::find_coordinator::handle),
         api!(JoinGroup, 0, 9, group::join_group::handle),
         api!(SyncGroup, 0, 5, group::sync_group::handle),

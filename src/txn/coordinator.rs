@@ -487,13 +487,65 @@ impl TxnCoordinator {
         }
     }
 
-    /// Runs [`tick`](Self::tick) every second until shutdown.
+    /// Forgets transactional ids without an open transaction (Empty, CompleteCommit,
+    /// CompleteAbort) not updated for `expiration_ms` (`transactional.id.expiration.ms`):
+    /// durably deleted from the store, then from memory with their lock. Returns how many.
+    pub async fn expire(&self, broker: &Broker, now: i64, expiration_ms: i64) -> usize {
+        let idle = |r: &TxnRecord| {
+            matches!(
+                r.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            ) && now.saturating_sub(r.last_update_ms) > expiration_ms
+        };
+        let candidates: Vec<String> = lock(&self.records)
+            .values()
+            .filter(|r| idle(r))
+            .map(|r| r.transactional_id.clone())
+            .collect();
+        let mut expired = 0;
+        for id in candidates {
+            let id_lock = self.id_lock(&id);
+            let _serial = id_lock.lock().await;
+            // Re-checked under the id's lock: a request may have used it meanwhile.
+            let Some(record) = self.get(&id).filter(|r| idle(r)) else {
+                continue;
+            };
+            if let Err(e) = broker.store().delete_transaction(&id).await {
+                tracing::warn!(txn = %id, "cannot expire transactional id: {e}");
+                continue;
+            }
+            lock(&self.records).remove(&id);
+            {
+                let mut by_producer = lock(&self.by_producer);
+                if by_producer.get(&record.producer_id) == Some(&id) {
+                    by_producer.remove(&record.producer_id);
+                }
+            }
+            tracing::info!(txn = %id, "transactional id expired (transactional.id.expiration.ms)");
+            expired += 1;
+        }
+        // Locks of ids that have no state and that nobody holds go too.
+        let records = lock(&self.records);
+        lock(&self.locks).retain(|id, l| records.contains_key(id) || Arc::strong_count(l) > 1);
+        expired
+    }
+
+    /// Runs [`tick`](Self::tick) every second and [`expire`](Self::expire) every
+    /// `transaction.remove.expired.transaction.cleanup.interval.ms` until shutdown.
     pub async fn run_timers(broker: Arc<Broker>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut interval = tokio::time::interval(Duration::from_millis(1000));
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut cleanup = tokio::time::interval(Duration::from_millis(
+            broker.config.transaction_cleanup_interval_ms,
+        ));
+        cleanup.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = interval.tick() => broker.txns.tick(&broker).await,
+                _ = cleanup.tick() => {
+                    let expiration = broker.config.transactional_id_expiration_ms;
+                    broker.txns.expire(&broker, now_ms(), expiration).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -327,3 +327,63 @@ async fn a_marker_that_cannot_be_synced_is_finished_after_restart() {
     assert_eq!(aborted, Some(vec![]));
     b.stop().await;
 }
+
+/// `transactional.id.expiration.ms`: an id without an open transaction is forgotten once idle
+/// that long (durably: still gone after a restart); one with an open transaction is kept.
+#[tokio::test]
+async fn idle_transactional_ids_expire() {
+    use kafka_protocol::messages::DescribeTransactionsRequest;
+    let mut b = TestBroker::start_with(&[
+        ("transactional.id.expiration.ms", "300"),
+        (
+            "transaction.remove.expired.transaction.cleanup.interval.ms",
+            "100",
+        ),
+    ])
+    .await;
+    let mut c = b.client().await;
+    c.create_topic(TOPIC, 1, &[]).await;
+    // "rc-txn": a transaction stays open (timeout 60 s), so it must not expire.
+    let (pid, epoch) = init_producer(&mut c).await;
+    add_partition(&mut c, pid, epoch).await;
+    // "idle-txn": initialised, never used.
+    let mut init = InitProducerIdRequest::default();
+    init.transactional_id = Some(TransactionalId(StrBytes::from_static_str("idle-txn")));
+    init.transaction_timeout_ms = 60_000;
+    init.producer_id = ProducerId(-1);
+    init.producer_epoch = -1;
+    assert_eq!(c.call(&init, 4).await.error_code, 0);
+
+    let describe = |id: &'static str| {
+        let mut req = DescribeTransactionsRequest::default();
+        req.transactional_ids = vec![TransactionalId(StrBytes::from_static_str(id))];
+        req
+    };
+    let mut expired = false;
+    for _ in 0..50 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let r = c.call(&describe("idle-txn"), 0).await;
+        if r.transaction_states[0].error_code == 105 {
+            expired = true;
+            break;
+        }
+    }
+    assert!(
+        expired,
+        "idle-txn did not expire (TRANSACTIONAL_ID_NOT_FOUND)"
+    );
+    let r = c.call(&describe(TXN_ID), 0).await;
+    assert_eq!(
+        r.transaction_states[0].error_code, 0,
+        "open transaction expired"
+    );
+    drop(c);
+    b.restart().await;
+    let mut c = b.client().await;
+    let r = c.call(&describe("idle-txn"), 0).await;
+    assert_eq!(
+        r.transaction_states[0].error_code, 105,
+        "expiry was not durable"
+    );
+    b.stop().await;
+}

@@ -50,6 +50,9 @@ pub async fn handle(
         None => None,
     };
     resp.leader = StrBytes::from_string(r.leader);
+    if ctx.api_version >= 9 {
+        resp.skip_assignment = r.skip_assignment;
+    }
     resp.member_id = StrBytes::from_string(r.member_id);
     resp.members = r
         .members
