@@ -5,6 +5,7 @@
 //! [`broker`] (topics, partitions, the metadata cache) → [`storage`] (the segment store) and
 //! [`cluster`] (the metadata store). [`config`] holds the validated settings.
 
+mod alloc;
 pub mod broker;
 pub mod cli;
 pub mod cluster;
@@ -17,6 +18,11 @@ pub mod storage;
 pub mod txn;
 
 use std::sync::Arc;
+
+/// See [`alloc`]: huge blocks are reserved, not committed, so a request claiming billions of
+/// elements cannot abort the broker.
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;
 
 /// A broker bound to its listener, for tests and `main`.
 pub struct Running {

@@ -162,3 +162,30 @@ async fn bad_acks_unknown_partitions_and_out_of_range_offsets() {
     );
     b.stop().await;
 }
+
+/// Found by `fuzz/fuzz_targets/request.rs`: tiny requests whose array lengths claim billions of
+/// elements (Metadata v2 topics 0x77777777 and i32::MAX, a compact array in Metadata v12) made
+/// the decoder allocate ~150 GB up front, which aborted the broker. Now the connection closes
+/// and the broker serves on.
+#[tokio::test]
+async fn array_lengths_claiming_billions_close_the_connection_only() {
+    let b = TestBroker::start().await;
+    let bodies: [&[u8]; 3] = [
+        &[0, 3, 0, 2, 51, 51, 51, 51, 0, 0, 0x77, 0x77, 0x77, 0x77],
+        &[0, 3, 0, 2, 0, 0, 0, 1, 0, 0, 0x7f, 0xff, 0xff, 0xff],
+        // v12: flexible header (client id, empty tags), compact topics length 0xffffffff.
+        &[
+            0, 3, 0, 12, 0, 0, 0, 1, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0x0f,
+        ],
+    ];
+    for body in bodies {
+        let mut c = b.client().await;
+        let mut frame = BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(body);
+        c.send_raw(&frame).await;
+        assert!(c.is_closed().await, "{body:?} got an answer");
+        still_serves(&b).await;
+    }
+    b.stop().await;
+}
