@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs Strand's cargo-fuzz targets (fuzz/fuzz_targets/) and prints the executions per target.
 #
-#   scripts/fuzz.sh [--seconds N] [--targets request,produce_batches,segment_recovery] [--no-build]
+#   scripts/fuzz.sh [--seconds N] [--targets request,produce_batches,segment_recovery]
+#                   [--sanitizer none|address] [--no-build]
 #
 # --seconds N  run each target N seconds (default 60; CI uses a few seconds so the targets keep
 #              building and the seams stay exercised)
+# --sanitizer  none (default: ~10x the executions per second; the broker is safe Rust apart from
+#              src/alloc.rs) or address (AddressSanitizer, for unsafe code and C dependencies)
 # Needs the nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz
 # (scripts/install-test-deps.sh installs it). Corpora grow in fuzz/corpus/<target> (not in git);
 # a crash is written to fuzz/artifacts/<target>/ and fails the run: turn it into a regression
@@ -17,18 +20,20 @@ cd "$REPO/fuzz"
 SECONDS_EACH=60
 TARGETS="request,produce_batches,segment_recovery"
 BUILD=1
+SAN=none
 while (($#)); do
   case "$1" in
     --seconds) SECONDS_EACH="$2"; shift ;;
     --targets) TARGETS="$2"; shift ;;
+    --sanitizer) SAN="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
 done
 # Leak detection is off: the broker's statics (registry, metrics) are intentionally never freed.
-FUZZ_FLAGS=(--release --debug-assertions -s address)
+FUZZ_FLAGS=(--release --debug-assertions -s "$SAN")
 if ((BUILD)); then
   cargo +nightly fuzz build "${FUZZ_FLAGS[@]}"
 fi

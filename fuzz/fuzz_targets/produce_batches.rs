@@ -11,7 +11,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(batches) = split_and_validate(data) {
         for (pos, h) in batches {
             let Some(size) = h.total_size() else { continue };
-            let Some(batch) = data.get(pos..pos + size) else { continue };
+            let Some(batch) = data.get(pos..pos + size) else {
+                continue;
+            };
             if let Ok(records) = BatchRecords::decode(batch) {
                 for r in records.iter().take(100_000) {
                     if r.is_err() {

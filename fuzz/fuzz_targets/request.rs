@@ -18,7 +18,10 @@ fuzz_target!(|data: &[u8]| {
 });
 
 fn check(frame: bytes::Bytes) {
-    if let Ok(Parsed::Request { api, version, body, .. }) = parse_request(frame) {
+    if let Ok(Parsed::Request {
+        api, version, body, ..
+    }) = parse_request(frame)
+    {
         let _ = (api.decode)(body, version);
     }
 }

@@ -76,7 +76,10 @@ fuzz_target!(|data: &[u8]| {
 fn last_next_offset(records: &[u8]) -> Option<i64> {
     let mut pos = 0;
     let mut next = None;
-    while let Some(h) = records.get(pos..).and_then(strand::storage::batch::BatchHeader::parse) {
+    while let Some(h) = records
+        .get(pos..)
+        .and_then(strand::storage::batch::BatchHeader::parse)
+    {
         let n = h.total_size()?;
         if n == 0 || pos + n > records.len() {
             break;

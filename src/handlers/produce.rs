@@ -83,8 +83,16 @@ pub async fn handle(
                 (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition),
                 (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
                 (Some(p), Some(records)) => {
+                    let late = timestamp_bounds(&ctx, &name)
+                        .map(|(before, after)| out_of_range_timestamps(records, now, before, after))
+                        .filter(|bad| !bad.is_empty());
                     if let Err(e) = verify_transactional(&ctx, &name, pd.index, records) {
                         Outcome::error(e)
+                    } else if let Some(bad) = late {
+                        // Kafka: INVALID_TIMESTAMP, naming each record out of range (KIP-467).
+                        let mut o = Outcome::error(ResponseError::InvalidTimestamp);
+                        o.record_errors = bad;
+                        o
                     } else if let Some(bad) = compacted(&ctx, &name)
                         .then(|| keyless_records(records))
                         .filter(|bad| !bad.is_empty())
@@ -197,6 +205,100 @@ fn verify_transactional(
         }
     }
     Ok(())
+}
+
+/// `(message.timestamp.before.max.ms, message.timestamp.after.max.ms)` of a CreateTime topic
+/// when either is finite (`message.timestamp.difference.max.ms`, deprecated by KIP-937, stands
+/// in for an unset one, as in Kafka 3.x); `None` when nothing is checked (the default, and
+/// LogAppendTime topics, whose timestamps the broker sets).
+fn timestamp_bounds(ctx: &RequestContext, topic: &str) -> Option<(i64, i64)> {
+    let t = ctx.broker.topic(topic)?;
+    let get = |name: &str| {
+        topic_config::effective(&ctx.broker.config, &t.record.configs, name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    if topic_config::effective(
+        &ctx.broker.config,
+        &t.record.configs,
+        "message.timestamp.type",
+    )
+    .is_some_and(|v| v == "LogAppendTime")
+    {
+        return None;
+    }
+    let difference = t
+        .record
+        .configs
+        .get("message.timestamp.difference.max.ms")
+        .and_then(|v| v.trim().parse::<i64>().ok());
+    let before = t
+        .record
+        .configs
+        .contains_key("message.timestamp.before.max.ms")
+        .then(|| get("message.timestamp.before.max.ms"))
+        .flatten()
+        .or(difference)
+        .unwrap_or(i64::MAX);
+    let after = t
+        .record
+        .configs
+        .contains_key("message.timestamp.after.max.ms")
+        .then(|| get("message.timestamp.after.max.ms"))
+        .flatten()
+        .or(difference)
+        .unwrap_or(i64::MAX);
+    (before < i64::MAX || after < i64::MAX).then_some((before, after))
+}
+
+/// The records (index within the request's records, with why) whose timestamp lies more than
+/// `before` ms before `now` or more than `after` ms after it. Decodes (and decompresses) the
+/// records, so it runs only for topics with such bounds. Malformed batches pass here and fail
+/// validation later.
+fn out_of_range_timestamps(
+    records: &[u8],
+    now: i64,
+    before: i64,
+    after: i64,
+) -> Vec<(i32, String)> {
+    let mut bad = Vec::new();
+    let mut pos = 0;
+    let mut index = 0i32;
+    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
+        let Some(n) = h.total_size().filter(|n| *n > 0) else {
+            break;
+        };
+        let Some(batch) = records.get(pos..pos + n) else {
+            break;
+        };
+        if !h.is_control() {
+            if let Ok(decoded) = BatchRecords::decode(batch) {
+                for r in decoded.iter().map_while(Result::ok) {
+                    let early = now.saturating_sub(r.timestamp) > before;
+                    let late = r.timestamp.saturating_sub(now) > after;
+                    if early || late {
+                        let (name, bound) = if early {
+                            ("message.timestamp.before.max.ms", before)
+                        } else {
+                            ("message.timestamp.after.max.ms", after)
+                        };
+                        bad.push((
+                            index,
+                            format!(
+                                "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{}, {}] ({name} = {bound})",
+                                r.timestamp,
+                                r.offset,
+                                now.saturating_sub(before),
+                                now.saturating_add(after)
+                            ),
+                        ));
+                    }
+                    index += 1;
+                }
+            }
+        }
+        pos += n;
+    }
+    bad
 }
 
 /// Whether `topic` has `cleanup.policy` including `compact`.

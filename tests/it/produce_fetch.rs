@@ -227,3 +227,48 @@ async fn compacted_topics_refuse_records_without_a_key() {
     assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
     b.stop().await;
 }
+
+/// `message.timestamp.before.max.ms` / `after.max.ms` (and the deprecated
+/// `difference.max.ms` for both): records out of range get INVALID_TIMESTAMP naming them;
+/// LogAppendTime topics are not checked (the broker stamps them).
+#[tokio::test]
+async fn timestamp_bounds_reject_records_out_of_range() {
+    let b = TestBroker::start().await;
+    let mut c = b.client().await;
+    let bounds: &[(&str, &str)] = &[
+        ("message.timestamp.before.max.ms", "60000"),
+        ("message.timestamp.after.max.ms", "60000"),
+    ];
+    assert_eq!(
+        c.create_topic("tsb", 1, bounds).await.topics[0].error_code,
+        0
+    );
+    let diff: &[(&str, &str)] = &[("message.timestamp.difference.max.ms", "60000")];
+    assert_eq!(c.create_topic("tsd", 1, diff).await.topics[0].error_code, 0);
+    let append: &[(&str, &str)] = &[
+        ("message.timestamp.before.max.ms", "1"),
+        ("message.timestamp.type", "LogAppendTime"),
+    ];
+    assert_eq!(
+        c.create_topic("tsa", 1, append).await.topics[0].error_code,
+        0
+    );
+    let now = strand::broker::now_ms();
+    for topic in ["tsb", "tsd"] {
+        for (ts, code) in [(now - 120_000, 32), (now + 120_000, 32), (now, 0)] {
+            let r = c
+                .produce(topic, 0, batch(&["a", "b"], ts, Compression::Lz4), -1)
+                .await;
+            let p = &r.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, code, "{topic} at {ts}");
+            if code != 0 {
+                assert_eq!(p.record_errors.len(), 2, "{topic}");
+            }
+        }
+    }
+    let r = c
+        .produce("tsa", 0, batch(&["a"], 1, Compression::None), -1)
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    b.stop().await;
+}
