@@ -163,15 +163,16 @@ def test_alter_configs_errors(broker):
     assert topic_configs(broker, name)["retention.ms"].source == ConfigSource.DEFAULT_CONFIG.value
 
 
-def test_alter_configs_foreign_dynamic_broker_config(broker):
+def test_alter_configs_refuses_broker_configs_strand_does_not_enforce(broker):
+    """A Kafka dynamic broker config Strand has no feature behind is refused with INVALID_CONFIG
+    instead of being stored without effect; Strand's own settings stay read-only."""
     a = admin(broker)
     res = ConfigResource(ConfigResource.Type.BROKER, "0",
                          set_config={"sasl.kerberos.min.time.before.relogin": "58000"})
-    result(a.alter_configs([res]))
+    assert error_code(lambda: result(a.alter_configs([res]))) == KafkaError.INVALID_CONFIG
     cfg = result(a.describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")]))
-    entry = cfg["sasl.kerberos.min.time.before.relogin"]
-    assert entry.value == "58000"
-    assert entry.source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+    assert "sasl.kerberos.min.time.before.relogin" not in cfg
+    assert all(e.is_read_only for e in cfg.values())
 
 
 def incremental(broker, name, *entries):

@@ -196,38 +196,31 @@ impl Broker {
         Ok(p.log.log_start_offset())
     }
 
-    /// The dynamic broker configs set so far.
-    pub fn dynamic_broker_configs(&self) -> BTreeMap<String, String> {
-        self.dynamic_configs
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Replaces the dynamic broker configs with what `change` makes of them. Only names that
-    /// [`super::config_entries::broker_config_is_dynamic`] accepts may be set.
-    pub fn alter_broker_configs<F>(&self, validate_only: bool, change: F) -> Result<(), TopicError>
+    /// AlterConfigs / IncrementalAlterConfigs on the broker resource: `change` turns the current
+    /// dynamic configs (none: no broker config is dynamic in Strand) into the wanted ones.
+    /// Strand's own settings are read-only (INVALID_REQUEST, as Kafka answers for a non-dynamic
+    /// config); any other name is a config Strand would not enforce, refused with INVALID_CONFIG
+    /// rather than stored. Nothing is ever changed, so `validate_only` answers the same.
+    pub fn alter_broker_configs<F>(&self, _validate_only: bool, change: F) -> Result<(), TopicError>
     where
         F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError>,
     {
-        let mut guard = self
-            .dynamic_configs
-            .write()
-            .unwrap_or_else(|p| p.into_inner());
-        let next = change(&guard)?;
-        let fixed: Vec<&str> = next
+        let next = change(&BTreeMap::new())?;
+        let (fixed, foreign): (Vec<&str>, Vec<&str>) = next
             .keys()
-            .filter(|k| !super::config_entries::broker_config_is_dynamic(k))
             .map(String::as_str)
-            .collect();
+            .partition(|k| crate::config::KEYS.iter().any(|(key, _)| key == k));
         if !fixed.is_empty() {
             return Err(TopicError::InvalidRequest(format!(
                 "Cannot update these configs dynamically: {}. Strand reads its settings from config.toml, STRAND_<KEY> variables and flags at start.",
                 fixed.join(", ")
             )));
         }
-        if !validate_only {
-            *guard = next;
+        if !foreign.is_empty() {
+            return Err(TopicError::InvalidConfig(format!(
+                "Strand does not implement {}: refused rather than stored without effect.",
+                foreign.join(", ")
+            )));
         }
         Ok(())
     }

@@ -139,43 +139,6 @@ pub const TOPIC_DOCS: &[TopicDoc] = &[
      "Allow an out-of-sync replica to become leader."),
 ];
 
-/// Kafka's broker configs Strand has no use for that Kafka lets AlterConfigs change at run time
-/// (prefixes and names). They are accepted, kept in memory, and reported as
-/// DYNAMIC_BROKER_CONFIG; having no feature behind them in Strand, they change nothing.
-const FOREIGN_DYNAMIC_PREFIXES: &[&str] = &["sasl.", "ssl.", "listener.name."];
-const FOREIGN_DYNAMIC_KEYS: &[&str] = &[
-    "background.threads",
-    "num.io.threads",
-    "num.network.threads",
-    "num.replica.fetchers",
-    "num.recovery.threads.per.data.dir",
-    "log.cleaner.threads",
-    "log.cleaner.io.max.bytes.per.second",
-    "log.cleaner.dedupe.buffer.size",
-    "log.cleaner.io.buffer.size",
-    "log.cleaner.io.buffer.load.factor",
-    "log.cleaner.backoff.ms",
-    "max.connections.per.ip",
-    "max.connections.per.ip.overrides",
-    "max.connection.creation.rate",
-    "metric.reporters",
-    "follower.replication.throttled.rate",
-    "leader.replication.throttled.rate",
-    "replica.alter.log.dirs.io.max.bytes.per.second",
-];
-
-/// Whether AlterConfigs may set `name` on the broker resource (see [`FOREIGN_DYNAMIC_KEYS`]).
-/// Settings Strand implements are read-only: they come from config.toml, env and flags.
-pub fn broker_config_is_dynamic(name: &str) -> bool {
-    !KEYS.iter().any(|(k, _)| *k == name)
-        && (FOREIGN_DYNAMIC_KEYS.contains(&name)
-            || FOREIGN_DYNAMIC_PREFIXES.iter().any(|p| name.starts_with(p)))
-}
-
-fn is_sensitive(name: &str) -> bool {
-    name.contains("password") || name.ends_with(".jaas.config") || name.ends_with("secret")
-}
-
 /// The broker's value of a setting: as given, or its built-in default (`None` when unset).
 fn broker_value(config: &Config, key: &str) -> Option<(String, ConfigSource)> {
     if let Some(v) = config.explicit.0.get(key) {
@@ -249,15 +212,11 @@ pub fn topic_entries(
         .collect()
 }
 
-/// Every broker setting (and accepted dynamic broker config), or only the `names` asked for.
-pub fn broker_entries(
-    config: &Config,
-    dynamic: &BTreeMap<String, String>,
-    names: Option<&[String]>,
-) -> Vec<ConfigEntry> {
+/// Every broker setting, or only the `names` asked for. All are read-only: no broker config is
+/// dynamic in Strand yet, and AlterConfigs refuses what it would not enforce.
+pub fn broker_entries(config: &Config, names: Option<&[String]>) -> Vec<ConfigEntry> {
     let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|x| x == name));
-    let mut out: Vec<ConfigEntry> = KEYS
-        .iter()
+    KEYS.iter()
         .filter(|(k, _)| wanted(k))
         .map(|&(key, _)| {
             let (value, source) = match broker_value(config, key) {
@@ -303,28 +262,7 @@ pub fn broker_entries(
                 documentation: Some("Set in config.toml, STRAND_<KEY> or flags; see config.toml."),
             }
         })
-        .collect();
-    for (name, value) in dynamic.iter().filter(|(n, _)| wanted(n)) {
-        let sensitive = is_sensitive(name);
-        let shown = (!sensitive).then(|| value.clone());
-        out.push(ConfigEntry {
-            name: name.clone(),
-            value: shown.clone(),
-            source: ConfigSource::DynamicBroker,
-            read_only: false,
-            sensitive,
-            synonyms: vec![Synonym {
-                name: name.clone(),
-                value: shown,
-                source: ConfigSource::DynamicBroker,
-            }],
-            config_type: ConfigType::String,
-            documentation: Some(
-                "A Kafka dynamic broker config with no effect in Strand (kept in memory).",
-            ),
-        });
-    }
-    out
+        .collect()
 }
 
 fn broker_type(key: &str) -> ConfigType {
@@ -396,23 +334,9 @@ mod tests {
         assert_eq!(del.value.as_deref(), Some("86400000"));
         assert_eq!(del.source, ConfigSource::Default);
 
-        let b = broker_entries(
-            &config,
-            &BTreeMap::new(),
-            Some(&["log.retention.ms".into()]),
-        );
+        let b = broker_entries(&config, Some(&["log.retention.ms".into()]));
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].source, ConfigSource::StaticBroker);
         assert!(b[0].read_only);
-    }
-
-    #[test]
-    fn only_foreign_dynamic_broker_configs_are_alterable() {
-        assert!(broker_config_is_dynamic(
-            "sasl.kerberos.min.time.before.relogin"
-        ));
-        assert!(broker_config_is_dynamic("background.threads"));
-        assert!(!broker_config_is_dynamic("log.retention.ms"));
-        assert!(!broker_config_is_dynamic("no.such.thing"));
     }
 }

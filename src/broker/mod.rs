@@ -156,8 +156,6 @@ pub struct Broker {
     shutting_down: tokio::sync::watch::Sender<bool>,
     /// Serializes topic creation and deletion.
     admin: tokio::sync::Mutex<()>,
-    /// Dynamic broker configs set through AlterConfigs (see `config_entries`), in memory.
-    dynamic_configs: RwLock<BTreeMap<String, String>>,
     /// The data dir's health: offline after the first failed write or fsync.
     log_dir: Arc<LogDirHealth>,
     _lock: fs::File,
@@ -248,7 +246,6 @@ impl Broker {
             topics_view: std::sync::Mutex::new(None),
             admin: tokio::sync::Mutex::new(()),
             shutting_down: tokio::sync::watch::channel(false).0,
-            dynamic_configs: RwLock::new(BTreeMap::new()),
             log_dir,
             _lock: lock,
         }))

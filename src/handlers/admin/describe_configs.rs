@@ -32,11 +32,7 @@ pub async fn handle(
                 &t.record.configs,
                 keys.as_deref(),
             )),
-            Ok(Resource::Broker) => Ok(broker_entries(
-                &ctx.broker.config,
-                &ctx.broker.dynamic_broker_configs(),
-                keys.as_deref(),
-            )),
+            Ok(Resource::Broker) => Ok(broker_entries(&ctx.broker.config, keys.as_deref())),
             // The cluster-wide default resource: Strand has no cluster-wide dynamic defaults.
             Ok(Resource::BrokerDefault) => Ok(vec![]),
             Err(e) => Err(e),
