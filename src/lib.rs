@@ -64,10 +64,28 @@ impl Running {
         })
     }
 
-    /// Graceful stop: stop accepting, drain connections, flush, mark the logs clean.
+    /// Graceful stop: stop accepting, drain connections, flush, mark the logs clean. Returns
+    /// once the broker is released (its data dir lock with it), so the same data dir can be
+    /// opened again at once: aborted timer tasks drop their handle on the broker only when the
+    /// runtime next polls them, so this waits (up to 5 s) for the last one.
     pub async fn stop(self) -> anyhow::Result<()> {
-        let _ = self.shutdown.send(true);
-        self.task.await??;
+        let Running {
+            broker,
+            shutdown,
+            task,
+            _metrics,
+            ..
+        } = self;
+        let _ = shutdown.send(true);
+        task.await??;
+        // The metrics sampler holds the broker too.
+        drop(_metrics);
+        for _ in 0..500 {
+            if Arc::strong_count(&broker) == 1 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
         Ok(())
     }
 

@@ -252,8 +252,7 @@ fn timestamp_bounds(ctx: &RequestContext, topic: &str) -> Option<(i64, i64)> {
 
 /// The records (index within the request's records, with why) whose timestamp lies more than
 /// `before` ms before `now` or more than `after` ms after it. Decodes (and decompresses) the
-/// records, so it runs only for topics with such bounds. Malformed batches pass here and fail
-/// validation later.
+/// records, so it runs only for topics with such bounds.
 fn out_of_range_timestamps(
     records: &[u8],
     now: i64,
@@ -261,6 +260,34 @@ fn out_of_range_timestamps(
     after: i64,
 ) -> Vec<(i32, String)> {
     let mut bad = Vec::new();
+    for_each_record(records, |index, r| {
+        let early = now.saturating_sub(r.timestamp) > before;
+        let late = r.timestamp.saturating_sub(now) > after;
+        if early || late {
+            let (name, bound) = if early {
+                ("message.timestamp.before.max.ms", before)
+            } else {
+                ("message.timestamp.after.max.ms", after)
+            };
+            bad.push((
+                index,
+                format!(
+                    "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{}, {}] ({name} = {bound})",
+                    r.timestamp,
+                    r.offset,
+                    now.saturating_sub(before),
+                    now.saturating_add(after)
+                ),
+            ));
+        }
+    });
+    bad
+}
+
+/// Calls `f` with every record of the request's data batches and its index counted across the
+/// request (KIP-467's batch index). Decodes and decompresses: only for checks that need
+/// records. Malformed batches are skipped here and fail validation later.
+fn for_each_record(records: &[u8], mut f: impl FnMut(i32, &crate::storage::records::Record<'_>)) {
     let mut pos = 0;
     let mut index = 0i32;
     while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
@@ -273,32 +300,13 @@ fn out_of_range_timestamps(
         if !h.is_control() {
             if let Ok(decoded) = BatchRecords::decode(batch) {
                 for r in decoded.iter().map_while(Result::ok) {
-                    let early = now.saturating_sub(r.timestamp) > before;
-                    let late = r.timestamp.saturating_sub(now) > after;
-                    if early || late {
-                        let (name, bound) = if early {
-                            ("message.timestamp.before.max.ms", before)
-                        } else {
-                            ("message.timestamp.after.max.ms", after)
-                        };
-                        bad.push((
-                            index,
-                            format!(
-                                "Timestamp {} of message with offset {} is out of range. The timestamp should be within [{}, {}] ({name} = {bound})",
-                                r.timestamp,
-                                r.offset,
-                                now.saturating_sub(before),
-                                now.saturating_add(after)
-                            ),
-                        ));
-                    }
+                    f(index, &r);
                     index += 1;
                 }
             }
         }
         pos += n;
     }
-    bad
 }
 
 /// Whether `topic` has `cleanup.policy` including `compact`.
@@ -309,32 +317,15 @@ fn compacted(ctx: &RequestContext, topic: &str) -> bool {
     })
 }
 
-/// The indexes (counted across the request's records) of records without a key. Decodes (and
-/// decompresses) the records, so it runs only for compacted topics. Malformed batches pass
-/// here and fail validation later.
+/// The indexes (counted across the request's records) of records without a key; only for
+/// compacted topics (it decodes the records).
 fn keyless_records(records: &[u8]) -> Vec<i32> {
     let mut bad = Vec::new();
-    let mut pos = 0;
-    let mut index = 0i32;
-    while let Some(h) = records.get(pos..).and_then(BatchHeader::parse) {
-        let Some(n) = h.total_size().filter(|n| *n > 0) else {
-            break;
-        };
-        let Some(batch) = records.get(pos..pos + n) else {
-            break;
-        };
-        if !h.is_control() {
-            if let Ok(decoded) = BatchRecords::decode(batch) {
-                for r in decoded.iter().map_while(Result::ok) {
-                    if r.key.is_none() {
-                        bad.push(index);
-                    }
-                    index += 1;
-                }
-            }
+    for_each_record(records, |index, r| {
+        if r.key.is_none() {
+            bad.push(index);
         }
-        pos += n;
-    }
+    });
     bad
 }
 
