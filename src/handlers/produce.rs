@@ -213,10 +213,6 @@ fn verify_transactional(
 /// LogAppendTime topics, whose timestamps the broker sets).
 fn timestamp_bounds(ctx: &RequestContext, topic: &str) -> Option<(i64, i64)> {
     let t = ctx.broker.topic(topic)?;
-    let get = |name: &str| {
-        topic_config::effective(&ctx.broker.config, &t.record.configs, name)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
     if topic_config::effective(
         &ctx.broker.config,
         &t.record.configs,
@@ -226,25 +222,17 @@ fn timestamp_bounds(ctx: &RequestContext, topic: &str) -> Option<(i64, i64)> {
     {
         return None;
     }
-    let difference = t
-        .record
-        .configs
-        .get("message.timestamp.difference.max.ms")
-        .and_then(|v| v.trim().parse::<i64>().ok());
-    let before = t
-        .record
-        .configs
-        .contains_key("message.timestamp.before.max.ms")
-        .then(|| get("message.timestamp.before.max.ms"))
-        .flatten()
+    let configured = |name: &str| {
+        t.record
+            .configs
+            .get(name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+    };
+    let difference = configured("message.timestamp.difference.max.ms");
+    let before = configured("message.timestamp.before.max.ms")
         .or(difference)
         .unwrap_or(i64::MAX);
-    let after = t
-        .record
-        .configs
-        .contains_key("message.timestamp.after.max.ms")
-        .then(|| get("message.timestamp.after.max.ms"))
-        .flatten()
+    let after = configured("message.timestamp.after.max.ms")
         .or(difference)
         .unwrap_or(i64::MAX);
     (before < i64::MAX || after < i64::MAX).then_some((before, after))
