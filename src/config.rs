@@ -97,6 +97,9 @@ pub struct Config {
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
+    /// `log.segment.files.open.max` (Strand's): segment `.log` files kept open at most (0:
+    /// half the open-files limit); the rest are reopened when read.
+    pub log_segment_files_open_max: usize,
     /// `log.visibility = page-cache` (Strand's): records are visible once written, as in
     /// Kafka, and fsynced only by `flush.messages` / `flush.ms` (default `durable`).
     pub log_visible_unflushed: bool,
@@ -179,6 +182,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("log.retention.check.interval.ms", "300000"),
     ("log.index.interval.bytes", "4096"),
     ("log.flush.max.delay.ms", "1"),
+    ("log.segment.files.open.max", "0"),
     ("log.visibility", "durable"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", "9223372036854775807"),
@@ -391,6 +395,12 @@ impl Config {
                 &req("log.flush.interval.ms"),
                 0,
                 i64::MAX,
+            )?,
+            log_segment_files_open_max: parse_num(
+                "log.segment.files.open.max",
+                &req("log.segment.files.open.max"),
+                0,
+                1 << 20,
             )?,
             log_flush_max_delay_ms: parse_num(
                 "log.flush.max.delay.ms",

@@ -88,8 +88,28 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     Ok(Config::from_overrides(&overrides)?)
 }
 
+/// Raises the soft open-files limit to the hard one (segment files, sockets): a broker with
+/// many partitions needs more than the usual soft default of 1024.
+fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write only the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let from = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                info!(from, to = lim.rlim_cur, "raised the open files limit");
+            }
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = load_config(&args)?;
+    raise_open_files_limit();
     let mut running = strand::Running::start(config).await?;
     info!(
         "strand {} serving Kafka on {}",

@@ -260,6 +260,8 @@ async fn sample_loop(broker: Arc<Broker>) {
     let info = gauge!("strand_build_info", "version" => env!("CARGO_PKG_VERSION"));
     let offline = gauge!("strand_log_dir_offline",
         "log_dir" => broker.log_dir().dir().display().to_string());
+    let offline_partitions = gauge!("strand_partitions_offline");
+    let open_segment_files = gauge!("strand_open_segment_files");
     let mut partitions: HashMap<(String, i32), PartitionGauges> = HashMap::new();
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     loop {
@@ -274,6 +276,14 @@ async fn sample_loop(broker: Arc<Broker>) {
         purgatory_produce.set(PURGATORY_PRODUCE.load(Ordering::Relaxed) as f64);
         purgatory_fetch.set(PURGATORY_FETCH.load(Ordering::Relaxed) as f64);
         let topics = broker.topics();
+        open_segment_files.set(broker.open_files().open_count() as f64);
+        offline_partitions.set(
+            topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .filter(|p| p.log().is_err())
+                .count() as f64,
+        );
         let mut live = std::collections::HashSet::new();
         for t in &topics {
             for p in &t.partitions {
@@ -291,11 +301,13 @@ async fn sample_loop(broker: Arc<Broker>) {
                         segments: gauge!("strand_partition_segments", &labels),
                     }
                 });
-                g.log_start_offset.set(p.log.log_start_offset() as f64);
-                g.log_end_offset.set(p.log.log_end_offset() as f64);
+                if let Some(log) = p.opened_log() {
+                    g.log_start_offset.set(log.log_start_offset() as f64);
+                    g.log_end_offset.set(log.log_end_offset() as f64);
+                    g.size.set(log.size_bytes() as f64);
+                    g.segments.set(log.segment_count() as f64);
+                }
                 g.high_watermark.set(p.high_watermark() as f64);
-                g.size.set(p.log.size_bytes() as f64);
-                g.segments.set(p.log.segment_count() as f64);
                 live.insert(key);
             }
         }

@@ -136,8 +136,8 @@ impl Broker {
         record.configs = configs;
         self.store.update_topic(record.clone()).await?;
         let log_config = topic_config::log_config(&self.config, &record.configs);
-        for p in &topic.partitions {
-            p.log.update_config(log_config);
+        for log in topic.partitions.iter().filter_map(|p| p.opened_log()) {
+            log.update_config(log_config);
         }
         let partitions = topic.partitions.clone();
         self.replace_topic(Topic {
@@ -149,7 +149,8 @@ impl Broker {
         let now = now_ms();
         tokio::task::spawn_blocking(move || {
             for p in &partitions {
-                if let Err(e) = p.log.enforce_retention(now) {
+                let Ok(log) = p.log() else { continue };
+                if let Err(e) = log.enforce_retention(now) {
                     tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
                 }
             }
@@ -180,20 +181,21 @@ impl Broker {
                 "Records of partition {topic}-{partition} can not be deleted due to the configured policy"
             )));
         }
+        let log = p.log().map_err(TopicError::Storage)?.clone();
         let hw = p.high_watermark();
         let target = if offset == -1 { hw } else { offset };
         if target < 0 || target > hw {
             return Err(TopicError::Storage(StorageError::OffsetOutOfRange {
                 offset: target,
-                log_start_offset: p.log.log_start_offset(),
+                log_start_offset: log.log_start_offset(),
                 log_end_offset: hw,
             }));
         }
-        let log = p.clone();
-        tokio::task::spawn_blocking(move || log.log.advance_log_start_offset(target))
+        let moved = log.clone();
+        tokio::task::spawn_blocking(move || moved.advance_log_start_offset(target))
             .await
             .map_err(join_error)??;
-        Ok(p.log.log_start_offset())
+        Ok(log.log_start_offset())
     }
 
     /// AlterConfigs / IncrementalAlterConfigs on the broker resource: `change` turns the current

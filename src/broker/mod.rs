@@ -38,7 +38,7 @@ use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
 use crate::config::Config;
 use crate::group::consumer::TopicsView;
 use crate::group::{GroupConfig, GroupCoordinator};
-use crate::storage::{LogDirHealth, StorageError};
+use crate::storage::{LogDirHealth, OpenFiles, StorageError};
 pub use partition::{OpenContext, Partition};
 
 const CLEAN_SHUTDOWN: &str = ".strand_cleanshutdown";
@@ -158,6 +158,8 @@ pub struct Broker {
     admin: tokio::sync::Mutex<()>,
     /// The data dir's health: offline after the first failed write or fsync.
     log_dir: Arc<LogDirHealth>,
+    /// The data dir's open segment files (bounded; see `storage::OpenFiles`).
+    files: Arc<OpenFiles>,
     _lock: fs::File,
 }
 
@@ -194,7 +196,15 @@ impl Broker {
         let cfg = config.clone();
         let dir = data_dir.clone();
         let log_dir = Arc::new(LogDirHealth::new(&data_dir));
-        let ctx = open_context(&config, clean, &log_dir);
+        let files = Arc::new(match config.log_segment_files_open_max {
+            0 => OpenFiles::default(),
+            n => OpenFiles::new(n),
+        });
+        info!(
+            capacity = files.capacity(),
+            "segment files kept open at most (half the open-files limit)"
+        );
+        let ctx = open_context(&config, clean, &log_dir, &files);
         let topics =
             tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, &ctx)).await??;
         if clean {
@@ -247,6 +257,7 @@ impl Broker {
             admin: tokio::sync::Mutex::new(()),
             shutting_down: tokio::sync::watch::channel(false).0,
             log_dir,
+            files,
             _lock: lock,
         }))
     }
@@ -273,9 +284,14 @@ impl Broker {
         &self.log_dir
     }
 
+    /// The data dir's cache of open segment files.
+    pub fn open_files(&self) -> &Arc<OpenFiles> {
+        &self.files
+    }
+
     /// How partitions opened now (new topics and partitions) are opened.
     fn open_context(&self) -> OpenContext {
-        open_context(&self.config, true, &self.log_dir)
+        open_context(&self.config, true, &self.log_dir, &self.files)
     }
 
     pub fn node_id(&self) -> i32 {
@@ -547,7 +563,8 @@ impl Broker {
         let now = now_ms();
         for topic in self.topics() {
             for p in &topic.partitions {
-                if let Err(e) = p.log.enforce_retention(now) {
+                let Ok(log) = p.log() else { continue };
+                if let Err(e) = log.enforce_retention(now) {
                     warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
                 }
             }
@@ -559,7 +576,7 @@ impl Broker {
         let mut ok = true;
         for topic in self.topics() {
             for p in &topic.partitions {
-                if let Err(e) = p.log.close() {
+                if let Err(e) = p.log().and_then(|log| log.close()) {
                     warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
                     ok = false;
                 }
@@ -579,12 +596,18 @@ fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
 }
 
-fn open_context(config: &Config, clean: bool, health: &Arc<LogDirHealth>) -> OpenContext {
+fn open_context(
+    config: &Config,
+    clean: bool,
+    health: &Arc<LogDirHealth>,
+    files: &Arc<OpenFiles>,
+) -> OpenContext {
     OpenContext {
         clean,
         flush_delay: std::time::Duration::from_millis(config.log_flush_max_delay_ms),
         visible_unflushed: config.log_visible_unflushed,
         health: health.clone(),
+        files: files.clone(),
     }
 }
 
@@ -598,14 +621,24 @@ fn open_topic(
     let mut partitions = Vec::with_capacity(record.assignments.len());
     for index in 0..record.partition_count() {
         let dir = partition_dir(data_dir, &record.name, index);
-        partitions.push(Arc::new(Partition::open(
-            &record.name,
-            index,
-            record.id,
-            dir,
-            log_config,
-            ctx,
-        )?));
+        let partition =
+            match Partition::open(&record.name, index, record.id, dir.clone(), log_config, ctx) {
+                Ok(p) => p,
+                // The whole data dir failed: nothing can be opened (the broker refuses to start).
+                Err(e) if ctx.health.is_offline() => return Err(e),
+                Err(e) => {
+                    // One partition's files cannot be opened: it stays offline (KAFKA_STORAGE_ERROR
+                    // for it), the others are served. Nothing in its directory is touched.
+                    tracing::error!(
+                        topic = %record.name,
+                        partition = index,
+                        dir = %dir.display(),
+                        "PARTITION OFFLINE: cannot open its log: {e}"
+                    );
+                    Partition::offline(&record.name, index, dir, e.to_string(), ctx)
+                }
+            };
+        partitions.push(Arc::new(partition));
     }
     Ok(Topic { record, partitions })
 }

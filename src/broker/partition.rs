@@ -25,7 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::storage::{self, AppendInfo, LogConfig, LogDirHealth, PartitionLog};
+use crate::storage::{self, AppendInfo, LogConfig, LogDirHealth, OpenFiles, PartitionLog};
 
 /// File in each partition directory naming the topic id the directory belongs to.
 pub const PARTITION_METADATA: &str = "partition.metadata";
@@ -41,13 +41,17 @@ pub struct OpenContext {
     pub visible_unflushed: bool,
     /// The data dir's health.
     pub health: Arc<LogDirHealth>,
+    /// The data dir's open segment files.
+    pub files: Arc<OpenFiles>,
 }
 
 pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub dir: PathBuf,
-    pub log: Arc<PartitionLog>,
+    /// The log, or why it could not be opened at start (the partition is then offline:
+    /// KAFKA_STORAGE_ERROR to every request for it, the others unaffected).
+    log: Result<Arc<PartitionLog>, Arc<str>>,
     leader_epoch: i32,
     high_watermark: Arc<watch::Sender<i64>>,
     /// A background flush is scheduled (appends meanwhile need no other).
@@ -74,14 +78,20 @@ impl Partition {
             fs::create_dir_all(&dir)?;
             write_partition_metadata(&dir, topic_id)?;
         }
-        let log = PartitionLog::open_in(&dir, config, ctx.clean, ctx.health.clone())?;
+        let log = PartitionLog::open_in(
+            &dir,
+            config,
+            ctx.clean,
+            ctx.health.clone(),
+            ctx.files.clone(),
+        )?;
         let leader_epoch = log.latest_epoch().unwrap_or(0).max(0);
         let (high_watermark, _) = watch::channel(log.durable_offset());
         Ok(Partition {
             topic: topic.to_string(),
             index,
             dir,
-            log: Arc::new(log),
+            log: Ok(Arc::new(log)),
             leader_epoch,
             high_watermark: Arc::new(high_watermark),
             flush_scheduled: Arc::new(AtomicBool::new(false)),
@@ -89,6 +99,52 @@ impl Partition {
             visible_unflushed: ctx.visible_unflushed,
             metrics: crate::metrics::TopicCounters::new(topic),
         })
+    }
+
+    /// A partition whose log could not be opened at start (`reason`): it stays offline until
+    /// a restart opens it.
+    pub fn offline(
+        topic: &str,
+        index: i32,
+        dir: PathBuf,
+        reason: String,
+        ctx: &OpenContext,
+    ) -> Partition {
+        let (high_watermark, _) = watch::channel(0);
+        Partition {
+            topic: topic.to_string(),
+            index,
+            dir,
+            log: Err(reason.into()),
+            leader_epoch: 0,
+            high_watermark: Arc::new(high_watermark),
+            flush_scheduled: Arc::new(AtomicBool::new(false)),
+            flush_delay: ctx.flush_delay,
+            visible_unflushed: ctx.visible_unflushed,
+            metrics: crate::metrics::TopicCounters::new(topic),
+        }
+    }
+
+    /// The log; `Err(LogDirOffline)` (KAFKA_STORAGE_ERROR) when it could not be opened or its
+    /// data dir went offline.
+    pub fn log(&self) -> storage::Result<&Arc<PartitionLog>> {
+        match &self.log {
+            Ok(log) if !log.health().is_offline() => Ok(log),
+            _ => Err(storage::StorageError::LogDirOffline),
+        }
+    }
+
+    /// The log if it was opened (even when its data dir is offline since).
+    pub fn opened_log(&self) -> Option<&Arc<PartitionLog>> {
+        self.log.as_ref().ok()
+    }
+
+    /// Why the partition is offline, if it is.
+    pub fn offline_reason(&self) -> Option<String> {
+        match &self.log {
+            Err(reason) => Some(reason.to_string()),
+            Ok(log) => log.health().reason(),
+        }
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -103,8 +159,8 @@ impl Partition {
     /// above the high watermark.
     pub fn last_stable_offset(&self) -> i64 {
         let hw = self.high_watermark();
-        self.log
-            .first_unstable_offset()
+        self.opened_log()
+            .and_then(|log| log.first_unstable_offset())
             .map_or(hw, |first| first.min(hw))
     }
 
@@ -117,7 +173,7 @@ impl Partition {
     /// for a caller that awaits [`Partition::flush_until`], else by the background flush this
     /// schedules.
     pub fn append(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
-        let info = self.log.append(records, self.leader_epoch, now_ms)?;
+        let info = self.log()?.append(records, self.leader_epoch, now_ms)?;
         if info.duplicate {
             // A retried batch: nothing was written, the original offsets are answered.
             return Ok(info);
@@ -130,9 +186,10 @@ impl Partition {
     /// Resolves once everything below `end` is fdatasync'ed and visible (acks=all, and
     /// transaction markers before the coordinator records the transaction complete).
     pub async fn flush_until(&self, end: i64) -> storage::Result<()> {
-        let r = self.log.flush_until(end).await;
+        let log = self.log()?;
+        let r = log.flush_until(end).await;
         if !self.visible_unflushed {
-            advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+            advance_high_watermark(&self.high_watermark, log.durable_offset());
         }
         r
     }
@@ -140,8 +197,11 @@ impl Partition {
     /// Whether `flush.messages` unflushed messages have piled up: the append that reached it
     /// is answered only after [`Partition::flush_until`] (Kafka flushes in the append path).
     pub fn flush_required(&self) -> bool {
-        let unflushed = self.log.log_end_offset() - self.log.durable_offset();
-        unflushed > 0 && unflushed >= self.log.config().flush_messages
+        let Some(log) = self.opened_log() else {
+            return false;
+        };
+        let unflushed = log.log_end_offset() - log.durable_offset();
+        unflushed > 0 && unflushed >= log.config().flush_messages
     }
 
     /// After an append: publishes what is visible now (durable mode: what is already durable,
@@ -149,27 +209,29 @@ impl Partition {
     /// the background flush of the rest: within `log.flush.max.delay.ms` (or `flush.ms` if
     /// shorter) in durable mode, after `flush.ms` in page-cache mode.
     fn appended(&self) {
-        let flush_ms = self.log.config().flush_ms;
+        let Some(log) = self.opened_log() else { return };
+        let flush_ms = log.config().flush_ms;
         let by_flush_ms = (flush_ms < i64::MAX)
             .then(|| Duration::from_millis(flush_ms.clamp(0, i64::from(u32::MAX)) as u64));
         let delay = if self.visible_unflushed {
-            advance_high_watermark(&self.high_watermark, self.log.log_end_offset());
+            advance_high_watermark(&self.high_watermark, log.log_end_offset());
             by_flush_ms
         } else {
-            advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+            advance_high_watermark(&self.high_watermark, log.durable_offset());
             Some(by_flush_ms.map_or(self.flush_delay, |d| d.min(self.flush_delay)))
         };
         if let Some(delay) = delay {
-            self.schedule_flush(delay);
+            self.schedule_flush(log, delay);
         }
     }
 
     /// Runs a background `flush_until(log end)` after `delay`, unless one is pending.
-    fn schedule_flush(&self, delay: Duration) {
+    fn schedule_flush(&self, log: &Arc<PartitionLog>, delay: Duration) {
         if self.flush_scheduled.swap(true, Ordering::AcqRel) {
             return;
         }
-        let log = self.log.clone();
+        let sync_log = log.clone();
+        let log = log.clone();
         let hw = self.high_watermark.clone();
         let scheduled = self.flush_scheduled.clone();
         let visible_unflushed = self.visible_unflushed;
@@ -195,11 +257,11 @@ impl Partition {
             // No runtime (a synchronous caller): flush now.
             Err(_) => {
                 self.flush_scheduled.store(false, Ordering::Release);
-                if let Err(e) = self.log.flush() {
+                if let Err(e) = sync_log.flush() {
                     tracing::error!(dir = %self.dir.display(), "flush failed: {e}");
                 }
                 if !self.visible_unflushed {
-                    advance_high_watermark(&self.high_watermark, self.log.durable_offset());
+                    advance_high_watermark(&self.high_watermark, sync_log.durable_offset());
                 }
             }
         }
@@ -215,7 +277,7 @@ impl Partition {
         now_ms: i64,
     ) -> storage::Result<AppendInfo> {
         // One coordinator, so its epoch is always 0.
-        let info = self.log.append_control(
+        let info = self.log()?.append_control(
             producer_id,
             producer_epoch,
             commit,

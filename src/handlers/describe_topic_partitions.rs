@@ -60,7 +60,6 @@ pub async fn handle(
         .response_partition_limit
         .clamp(1, MAX_PARTITIONS_PER_RESPONSE);
     let node = ctx.broker.node_id();
-    let offline = ctx.broker.log_dir().is_offline();
     for name in names
         .into_iter()
         .skip_while(|n| start_topic.as_ref().is_some_and(|s| n < s))
@@ -98,7 +97,7 @@ pub async fn handle(
             dp.isr_nodes = dp.replica_nodes.clone();
             dp.eligible_leader_replicas = Some(vec![]);
             dp.last_known_elr = Some(vec![]);
-            if offline {
+            if p.log().is_err() {
                 dp.error_code = ResponseError::KafkaStorageError.code();
                 dp.offline_replicas = vec![BrokerId(node)];
             }

@@ -135,7 +135,7 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                     let lso = p.last_stable_offset();
                     pd.high_watermark = hw;
                     pd.last_stable_offset = lso;
-                    pd.log_start_offset = p.log.log_start_offset();
+                    pd.log_start_offset = p.opened_log().map_or(-1, |log| log.log_start_offset());
                     let upper = if req.isolation_level == READ_COMMITTED {
                         lso
                     } else {
@@ -156,7 +156,10 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                         any_error = true;
                     } else {
                         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                        match p.log.read(fp.fetch_offset, limit, upper, min_one) {
+                        match p
+                            .log()
+                            .and_then(|log| log.read(fp.fetch_offset, limit, upper, min_one))
+                        {
                             Ok(r) => {
                                 pd.log_start_offset = r.log_start_offset;
                                 let n = r.records.len();
@@ -168,8 +171,11 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
                                 if req.isolation_level == READ_COMMITTED {
                                     if let Some(last) = last_offset(&r.records) {
                                         let aborted = p
-                                            .log
-                                            .aborted_transactions(fp.fetch_offset, last + 1)
+                                            .opened_log()
+                                            .map(|log| {
+                                                log.aborted_transactions(fp.fetch_offset, last + 1)
+                                            })
+                                            .unwrap_or_default()
                                             .into_iter()
                                             .map(|(pid, first)| {
                                                 let mut a = AbortedTransaction::default();

@@ -73,6 +73,7 @@ pub async fn handle(
 /// Returns `(timestamp, offset)` for one partition.
 fn lookup(p: &Partition, ts: i64, isolation: i8, v: i16) -> Result<(i64, i64), ResponseError> {
     let map = |e: crate::storage::StorageError| e.error_code();
+    let log = p.log().map_err(map)?;
     match ts {
         LATEST => Ok((
             -1,
@@ -82,16 +83,15 @@ fn lookup(p: &Partition, ts: i64, isolation: i8, v: i16) -> Result<(i64, i64), R
                 p.high_watermark()
             },
         )),
-        EARLIEST => Ok((-1, p.log.log_start_offset())),
-        EARLIEST_LOCAL if v >= 8 => Ok((-1, p.log.log_start_offset())),
+        EARLIEST => Ok((-1, log.log_start_offset())),
+        EARLIEST_LOCAL if v >= 8 => Ok((-1, log.log_start_offset())),
         LATEST_TIERED if v >= 9 => Ok((-1, -1)),
-        MAX_TIMESTAMP if v >= 7 => Ok(p
-            .log
+        MAX_TIMESTAMP if v >= 7 => Ok(log
             .max_timestamp()
             .map_err(map)?
             .map_or((-1, -1), |t| (t.timestamp, t.offset))),
         t if t >= 0 => {
-            let found = p.log.offset_for_timestamp(t).map_err(map)?;
+            let found = log.offset_for_timestamp(t).map_err(map)?;
             // Never point past what readers may see (read_committed: the last stable offset).
             let visible = if isolation == READ_COMMITTED {
                 p.last_stable_offset()

@@ -127,8 +127,9 @@ fn describe(ctx: &RequestContext, topic: &Topic, include_ops: bool) -> MetadataR
         }
         mp.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
         mp.isr_nodes = mp.replica_nodes.clone();
-        if ctx.broker.log_dir().is_offline() {
-            // The replica's log dir failed (Kafka reports it so, with the replica offline).
+        if p.log().is_err() {
+            // The replica's log dir failed, or its log could not be opened at start (Kafka
+            // reports it so, with the replica offline).
             mp.error_code = ResponseError::KafkaStorageError.code();
             if v >= 5 {
                 mp.offline_replicas = vec![BrokerId(ctx.broker.node_id())];

@@ -29,9 +29,14 @@ pub async fn handle(
                     } else if p.current_leader_epoch > current {
                         e.error_code = ResponseError::UnknownLeaderEpoch.code();
                     } else {
-                        let (epoch, end) = part.log.epoch_end_offset(p.leader_epoch);
-                        e.leader_epoch = epoch;
-                        e.end_offset = end;
+                        match part.log() {
+                            Ok(log) => {
+                                let (epoch, end) = log.epoch_end_offset(p.leader_epoch);
+                                e.leader_epoch = epoch;
+                                e.end_offset = end;
+                            }
+                            Err(err) => e.error_code = err.error_code().code(),
+                        }
                     }
                 }
             }

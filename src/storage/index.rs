@@ -16,11 +16,13 @@
 //! Invariants checked when an index is loaded (an index failing them is rebuilt from the log):
 //! file size a multiple of the entry size; offset index: relative offsets and positions strictly
 //! increasing, positions inside the log; time index: timestamps strictly increasing, offsets
-//! non-decreasing. Entries are kept in memory (a `Vec`) and appended to the file as they are
-//! made; files are fdatasync'ed with their segment at roll and close, not per append (the active
-//! segment's indexes are rebuilt by recovery after an unclean stop).
+//! non-decreasing. Entries are kept in memory (a `Vec`), which is authoritative; the file is
+//! written only when the segment is synced (roll, close, explicit flush): the new entries are
+//! appended (or the whole file rewritten after a rebuild) and fdatasync'ed, and no descriptor is
+//! held in between, so an index costs no open file. After an unclean stop the active segment's
+//! file may lack its newest entries (or not exist): recovery rebuilds it from the log.
 
-use std::fs::{File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{self, ErrorKind};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -80,12 +82,15 @@ impl IndexEntry for TimeEntry {
     }
 }
 
-/// A sparse index file with its entries mirrored in memory.
+/// A sparse index: entries in memory, mirrored to a file that is written only by
+/// [`Index::sync`] (no descriptor is held between syncs).
 #[derive(Debug)]
 pub struct Index<E: IndexEntry> {
     path: PathBuf,
-    file: File,
     entries: Vec<E>,
+    /// How many leading entries the file holds; `None`: the file must be rewritten whole
+    /// (created, replaced, or a write failed).
+    on_disk: Option<usize>,
 }
 
 /// The offset index of a segment.
@@ -94,18 +99,18 @@ pub type OffsetIndex = Index<OffsetEntry>;
 pub type TimeIndex = Index<TimeEntry>;
 
 impl<E: IndexEntry> Index<E> {
-    /// Creates (or empties) the index file.
+    /// An empty index; a leftover file of that name is deleted (the file is written at the
+    /// first sync).
     pub fn create(path: &Path) -> io::Result<Self> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)?;
+        match std::fs::remove_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
         Ok(Index {
             path: path.to_path_buf(),
-            file,
             entries: Vec::new(),
+            on_disk: None,
         })
     }
 
@@ -113,22 +118,18 @@ impl<E: IndexEntry> Index<E> {
     /// of the entry size (the caller rebuilds it); the entry-order checks are done by the caller
     /// through `OffsetIndex::is_valid` / `TimeIndex::is_valid`.
     pub fn load(path: &Path) -> io::Result<Option<Self>> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
+        let buf = match std::fs::read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
-        if len % E::SIZE as u64 != 0 {
+        if buf.len() % E::SIZE != 0 {
             return Ok(None);
         }
-        let len = usize::try_from(len).map_err(|_| io::Error::other("index too large"))?;
-        let mut buf = vec![0u8; len];
-        file.read_exact_at(&mut buf, 0)?;
-        let entries = buf.chunks_exact(E::SIZE).map(E::decode).collect();
+        let entries: Vec<E> = buf.chunks_exact(E::SIZE).map(E::decode).collect();
         Ok(Some(Index {
             path: path.to_path_buf(),
-            file,
+            on_disk: Some(entries.len()),
             entries,
         }))
     }
@@ -146,45 +147,63 @@ impl<E: IndexEntry> Index<E> {
         &self.path
     }
 
-    fn push(&mut self, e: E) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(E::SIZE);
-        e.encode(&mut buf);
-        let at = (self.entries.len() * E::SIZE) as u64;
-        self.file.write_all_at(&buf, at)?;
+    fn push(&mut self, e: E) {
         self.entries.push(e);
-        Ok(())
     }
 
-    /// Replaces the whole content (index rebuild).
-    pub fn replace_all(&mut self, entries: Vec<E>) -> io::Result<()> {
-        let mut buf = Vec::with_capacity(entries.len() * E::SIZE);
-        for e in &entries {
+    /// Replaces every entry (index rebuild); the file is rewritten at the next sync.
+    pub fn replace_all(&mut self, entries: Vec<E>) {
+        self.entries = entries;
+        self.on_disk = None;
+    }
+
+    /// Writes what the file lacks (the new entries, or everything after a replace) and
+    /// fdatasyncs it; nothing when the file is current. Returns whether the file was created
+    /// (the caller fsyncs the directory).
+    pub fn sync(&mut self) -> io::Result<bool> {
+        let (from, created) = match self.on_disk {
+            Some(n) if n == self.entries.len() => return Ok(false),
+            Some(n) => (n, false),
+            None => (0, true),
+        };
+        let mut buf = Vec::with_capacity((self.entries.len() - from) * E::SIZE);
+        for e in &self.entries[from..] {
             e.encode(&mut buf);
         }
-        self.file.set_len(0)?;
-        self.file.write_all_at(&buf, 0)?;
-        self.entries = entries;
-        Ok(())
-    }
-
-    /// fdatasync of the index file.
-    pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        let r = (|| {
+            let file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(created)
+                .open(&self.path)?;
+            file.write_all_at(&buf, (from * E::SIZE) as u64)?;
+            file.sync_data()
+        })();
+        match r {
+            Ok(()) => {
+                self.on_disk = Some(self.entries.len());
+                Ok(created)
+            }
+            Err(e) => {
+                self.on_disk = None;
+                Err(e)
+            }
+        }
     }
 }
 
 impl Index<OffsetEntry> {
     /// Appends an entry; entries must be strictly increasing (ignored otherwise).
-    pub fn append(&mut self, relative_offset: u32, position: u32) -> io::Result<()> {
+    pub fn append(&mut self, relative_offset: u32, position: u32) {
         if let Some(last) = self.last() {
             if relative_offset <= last.relative_offset || position <= last.position {
-                return Ok(());
+                return;
             }
         }
         self.push(OffsetEntry {
             relative_offset,
             position,
-        })
+        });
     }
 
     /// The largest entry whose relative offset is <= `relative_offset`, if any.
@@ -225,18 +244,18 @@ impl Index<OffsetEntry> {
 
 impl Index<TimeEntry> {
     /// Appends an entry if its timestamp is larger than the last entry's.
-    pub fn maybe_append(&mut self, timestamp: i64, relative_offset: u32) -> io::Result<()> {
+    pub fn maybe_append(&mut self, timestamp: i64, relative_offset: u32) {
         if let Some(last) = self.last() {
             if timestamp <= last.timestamp || relative_offset < last.relative_offset {
-                return Ok(());
+                return;
             }
         } else if timestamp < 0 {
-            return Ok(());
+            return;
         }
         self.push(TimeEntry {
             timestamp,
             relative_offset,
-        })
+        });
     }
 
     /// The largest entry whose timestamp is strictly below `timestamp`: every record at or
@@ -264,12 +283,19 @@ mod tests {
         let path = dir.path().join("00000000000000000000.index");
         let mut idx = OffsetIndex::create(&path).expect("create");
         assert_eq!(idx.position_for(5), 0);
-        idx.append(10, 1000).expect("append");
-        idx.append(20, 2000).expect("append");
-        idx.append(30, 3000).expect("append");
-        idx.append(25, 4000)
-            .expect("non-increasing entry is ignored");
+        idx.append(10, 1000);
+        idx.append(20, 2000);
+        assert!(idx.sync().expect("sync"), "first sync creates the file");
+        assert!(!idx.sync().expect("sync"), "nothing new: no write");
+        idx.append(30, 3000);
+        idx.append(25, 4000); // non-increasing: ignored
         assert_eq!(idx.entries().len(), 3);
+        assert_eq!(
+            std::fs::metadata(&path).expect("meta").len(),
+            16,
+            "written at sync only"
+        );
+        assert!(!idx.sync().expect("sync"), "appends to the existing file");
         assert_eq!(idx.position_for(9), 0);
         assert_eq!(idx.position_for(10), 1000);
         assert_eq!(idx.position_for(19), 1000);
@@ -288,10 +314,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("00000000000000000000.timeindex");
         let mut idx = TimeIndex::create(&path).expect("create");
-        idx.maybe_append(100, 1).expect("append");
-        idx.maybe_append(100, 2).expect("equal timestamp skipped");
-        idx.maybe_append(200, 5).expect("append");
-        idx.maybe_append(150, 6).expect("smaller timestamp skipped");
+        idx.maybe_append(100, 1);
+        idx.maybe_append(100, 2); // equal timestamp skipped
+        idx.maybe_append(200, 5);
+        idx.maybe_append(150, 6); // smaller timestamp skipped
+        idx.sync().expect("sync");
         assert_eq!(idx.entries().len(), 2);
         assert_eq!(idx.lookup_before(100), None);
         assert_eq!(idx.lookup_before(101).map(|e| e.relative_offset), Some(1));
@@ -316,7 +343,16 @@ mod tests {
             bytes.extend_from_slice(&p.to_be_bytes());
         }
         std::fs::write(&path, &bytes).expect("write");
-        let idx = OffsetIndex::load(&path).expect("load").expect("present");
+        let mut idx = OffsetIndex::load(&path).expect("load").expect("present");
         assert!(!idx.is_valid(1000));
+        // A rebuild rewrites the whole file at the next sync; create() removes a leftover.
+        idx.replace_all(vec![OffsetEntry {
+            relative_offset: 1,
+            position: 10,
+        }]);
+        assert!(idx.sync().expect("sync"));
+        assert_eq!(std::fs::metadata(&path).expect("meta").len(), 8);
+        OffsetIndex::create(&path).expect("create");
+        assert!(!path.exists());
     }
 }

@@ -80,6 +80,7 @@ use super::error::{Result, StorageError};
 use super::fault::{self, FaultOp};
 use super::files::{fsync_dir, read_optional, write_atomic, TMP_SUFFIX};
 use super::log_dir::LogDirHealth;
+use super::open_files::OpenFiles;
 use super::producer_state::{
     delete_snapshot, list_snapshots, prune_snapshots, ActiveProducer, PendingAppend,
     ProducerStateManager, Verdict,
@@ -141,6 +142,8 @@ struct Inner {
     synced: (i64, u64),
     /// The durable offset (shared with [`PartitionLog`], so a roll can publish what it synced).
     durable: Arc<watch::Sender<i64>>,
+    /// Open `.log` handles of the data dir (shared by its logs).
+    files: Arc<OpenFiles>,
 }
 
 /// The log of one partition. `Send + Sync`; share it in an `Arc`.
@@ -260,6 +263,7 @@ impl Inner {
             self.log_end_offset,
             now_ms,
             self.config.index_interval_bytes,
+            &self.files,
         )?;
         fsync_dir(dir)?;
         let old = std::mem::replace(&mut self.active, new);
@@ -334,7 +338,7 @@ impl Inner {
         let (from, mut state) = loaded.unwrap_or((first_base, ProducerStateManager::default()));
         let mut aborted: BTreeMap<i64, Vec<AbortedTxn>> = BTreeMap::new();
         for seg in self.segments().filter(|s| s.next_offset() > from) {
-            let snap = seg.snapshot_for_offset(from);
+            let snap = seg.snapshot_for_offset(from)?;
             let found = aborted.entry(snap.base_offset).or_default();
             let problem = scan_batches(
                 &snap.file,
@@ -429,25 +433,24 @@ impl PartitionLog {
     /// recovered (see the module docs).
     pub fn open(dir: &Path, config: LogConfig, clean: bool) -> Result<PartitionLog> {
         let health = Arc::new(LogDirHealth::new(dir.parent().unwrap_or(dir)));
-        Self::open_in(dir, config, clean, health)
+        Self::open_in(dir, config, clean, health, Arc::new(OpenFiles::default()))
     }
 
-    /// [`PartitionLog::open`] for a log of the data dir whose health is `health` (shared by all
-    /// its logs). An I/O failure while opening takes the directory offline too.
+    /// [`PartitionLog::open`] for a log of the data dir whose health is `health` and whose
+    /// open `.log` handles are `files` (both shared by all its logs). A failure while opening
+    /// is this log's alone: it is returned (the caller keeps the partition offline) and does
+    /// not take the directory offline.
     pub fn open_in(
         dir: &Path,
         config: LogConfig,
         clean: bool,
         health: Arc<LogDirHealth>,
+        files: Arc<OpenFiles>,
     ) -> Result<PartitionLog> {
         if health.is_offline() {
             return Err(StorageError::LogDirOffline);
         }
-        let r = Self::open_inner(dir, config, clean, health.clone());
-        if let Err(StorageError::Io(e)) = &r {
-            health.fail("opening the log", dir, e);
-        }
-        r
+        Self::open_inner(dir, config, clean, health, files)
     }
 
     fn open_inner(
@@ -455,6 +458,7 @@ impl PartitionLog {
         config: LogConfig,
         clean: bool,
         health: Arc<LogDirHealth>,
+        files: Arc<OpenFiles>,
     ) -> Result<PartitionLog> {
         if !dir.exists() {
             std::fs::create_dir_all(dir)?;
@@ -498,11 +502,17 @@ impl PartitionLog {
         let active = match logs.split_last() {
             None => {
                 dir_changed = true;
-                Segment::create(dir, persisted_start.unwrap_or(0), wall_clock_ms(), interval)?
+                Segment::create(
+                    dir,
+                    persisted_start.unwrap_or(0),
+                    wall_clock_ms(),
+                    interval,
+                    &files,
+                )?
             }
             Some((&last, older)) => {
                 for &base in older {
-                    let (mut seg, recovered) = Segment::open(dir, base, interval)?;
+                    let (mut seg, recovered) = Segment::open(dir, base, interval, &files)?;
                     if let Some(truncated) = recovered {
                         if truncated > 0 {
                             tracing::warn!(dir = %dir.display(), base, truncated,
@@ -513,7 +523,7 @@ impl PartitionLog {
                     }
                     closed.insert(base, seg);
                 }
-                let (mut seg, recovered) = Segment::open(dir, last, interval)?;
+                let (mut seg, recovered) = Segment::open(dir, last, interval, &files)?;
                 if !clean && recovered.is_none() {
                     let truncated = seg.recover()?;
                     if truncated > 0 {
@@ -540,12 +550,13 @@ impl PartitionLog {
             producers: ProducerStateManager::default(),
             synced: (0, 0),
             durable: Arc::new(watch::channel(0).0),
+            files,
         };
         if inner.log_start_offset > inner.log_end_offset {
             // Everything below the persisted start offset is gone: start over there.
             let start = inner.log_start_offset;
             tracing::warn!(dir = %dir.display(), start, "log start offset beyond log end; emptying log");
-            let fresh = Segment::create(dir, start, wall_clock_ms(), interval)?;
+            let fresh = Segment::create(dir, start, wall_clock_ms(), interval, &inner.files)?;
             let old_active = std::mem::replace(&mut inner.active, fresh);
             for seg in std::mem::take(&mut inner.closed)
                 .into_values()
@@ -789,8 +800,12 @@ impl PartitionLog {
         self.online()?;
         let (file, path, leo, base, size) = {
             let inner = self.lock();
+            let file = self.guard(
+                "opening the active segment",
+                inner.active.log_file().map_err(StorageError::Io),
+            )?;
             (
-                inner.active.log_file(),
+                file,
                 inner.active.log_path().to_path_buf(),
                 inner.log_end_offset,
                 inner.active.base_offset(),
@@ -816,6 +831,7 @@ impl PartitionLog {
             let mut inner = self.lock();
             if inner.synced.0 == base && inner.synced.1 < size {
                 inner.synced.1 = size;
+                inner.active.mark_synced(size);
             }
         }
         self.publish_durable(leo);
@@ -833,7 +849,7 @@ impl PartitionLog {
     pub fn simulate_power_loss(&self) -> Result<()> {
         let inner = self.lock();
         if inner.synced.0 == inner.active.base_offset() && inner.synced.1 < inner.active.size() {
-            inner.active.log_file().set_len(inner.synced.1)?;
+            inner.active.log_file()?.set_len(inner.synced.1)?;
         }
         Ok(())
     }
@@ -896,7 +912,7 @@ impl PartitionLog {
                 leo,
                 inner
                     .floor_segment(offset)
-                    .snapshot_for_read(offset, upper_bound),
+                    .snapshot_for_read(offset, upper_bound)?,
             )
         };
         let records = loop {
@@ -905,7 +921,7 @@ impl PartitionLog {
             }
             let inner = self.lock();
             match inner.segment_after(snap.base_offset) {
-                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound),
+                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound)?,
                 None => break Bytes::new(),
             }
         };
@@ -941,22 +957,23 @@ impl PartitionLog {
     /// ListOffsets by timestamp: the first record at or after the log start offset whose
     /// timestamp >= `ts` (record level: compressed batches are decompressed).
     pub fn offset_for_timestamp(&self, ts: i64) -> Result<Option<TimestampOffset>> {
-        let pick = |inner: &Inner, after: Option<i64>| -> Option<SegmentSnapshot> {
+        let pick = |inner: &Inner, after: Option<i64>| -> io::Result<Option<SegmentSnapshot>> {
             inner
                 .segments()
                 .filter(|s| after.is_none_or(|a| s.base_offset() > a))
                 .find(|s| s.max_timestamp() >= ts)
                 .map(|s| s.snapshot_for_timestamp(ts))
+                .transpose()
         };
         let (lso, mut snap) = {
             let inner = self.lock();
-            (inner.log_start_offset, pick(&inner, None))
+            (inner.log_start_offset, pick(&inner, None)?)
         };
         while let Some(s) = snap {
             if let Some(found) = s.find_timestamp(ts, lso)? {
                 return Ok(Some(found));
             }
-            snap = pick(&self.lock(), Some(s.base_offset));
+            snap = pick(&self.lock(), Some(s.base_offset))?;
         }
         Ok(None)
     }
@@ -980,7 +997,7 @@ impl PartitionLog {
                 inner.log_start_offset,
                 best.max_timestamp(),
                 best.offset_of_max_timestamp(),
-                best.snapshot_for_offset(best.offset_of_max_timestamp()),
+                best.snapshot_for_offset(best.offset_of_max_timestamp())?,
             )
         };
         Ok(Some(snap.find_exact_timestamp(max_ts, lso)?.unwrap_or(

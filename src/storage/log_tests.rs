@@ -172,19 +172,23 @@ fn rolls_by_size_and_reads_across_segments() {
     assert_eq!(log.segment_count(), 3);
     assert_eq!(log.segment_base_offsets(), vec![0, 6, 12]);
     assert_eq!(log.size_bytes(), (one.len() * 5) as u64);
+    let has_all = |names: &[String], base: &str| {
+        ["log", "index", "timeindex"]
+            .iter()
+            .all(|ext| names.contains(&format!("{base}.{ext}")))
+    };
     let names = files(dir.path());
-    for base in [
-        "00000000000000000000",
-        "00000000000000000006",
-        "00000000000000000012",
-    ] {
-        for ext in ["log", "index", "timeindex"] {
-            assert!(
-                names.contains(&format!("{base}.{ext}")),
-                "{base}.{ext} in {names:?}"
-            );
-        }
+    for base in ["00000000000000000000", "00000000000000000006"] {
+        assert!(
+            has_all(&names, base),
+            "{base} sealed with indexes: {names:?}"
+        );
     }
+    // The active segment's indexes are written when it is synced (no descriptor meanwhile).
+    assert!(names.contains(&"00000000000000000012.log".to_string()));
+    assert!(!names.contains(&"00000000000000000012.index".to_string()));
+    log.flush().expect("flush");
+    assert!(has_all(&files(dir.path()), "00000000000000000012"));
     assert_eq!(
         read_all(&log, 0),
         vec![(0, 2), (3, 5), (6, 8), (9, 11), (12, 14)]
@@ -742,4 +746,67 @@ fn garbage_segment_files_never_panic() {
 fn partition_log_is_send_and_sync() {
     fn assert_send_sync<T: Send + Sync + 'static>() {}
     assert_send_sync::<PartitionLog>();
+}
+
+#[test]
+fn segment_files_are_a_bounded_cache_and_indexes_survive_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = b(2, 0);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 2) as u64,
+        ..cfg()
+    };
+    let files = Arc::new(OpenFiles::new(2));
+    let health = Arc::new(LogDirHealth::new(dir.path()));
+    let logs: Vec<PartitionLog> = (0..4)
+        .map(|i| {
+            PartitionLog::open_in(
+                &dir.path().join(format!("t-{i}")),
+                config,
+                false,
+                health.clone(),
+                files.clone(),
+            )
+            .expect("open")
+        })
+        .collect();
+    for log in &logs {
+        for i in 0..6i64 {
+            log.append(&b(2, 100 * i), 0, 0).expect("append");
+        }
+    }
+    // Four active segments with unsynced writes are pinned; at most 2 others stay open.
+    assert!((4..=2 + 4).contains(&files.open_count()));
+    for log in &logs {
+        log.flush().expect("flush");
+    }
+    assert_eq!(files.open_count(), 2, "synced handles may be closed");
+    // Every segment of every log reads (reopened on demand), timestamps included.
+    for log in &logs {
+        assert_eq!(read_all(log, 0).len(), 6);
+        let found = log
+            .offset_for_timestamp(301)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(found.offset, 7);
+        assert!(files.open_count() <= 2 + 1);
+    }
+    let expected = read_all(&logs[0], 0);
+    // Crash: the active segment's newest index entries were never written.
+    let log = logs.into_iter().next().expect("log");
+    log.append(&b(2, 700), 0, 0).expect("append");
+    drop(log);
+    let log = open(&dir.path().join("t-0"), config, false);
+    let mut all = expected.clone();
+    all.push((12, 13));
+    assert_eq!(read_all(&log, 0), all);
+    for (offset, ts) in [(0, 0), (7, 301), (12, 700), (13, 701)] {
+        let r = log.read(offset, 1, i64::MAX, true).expect("read");
+        assert_eq!(ranges(&r.records)[0].0, offset - offset % 2);
+        let found = log
+            .offset_for_timestamp(ts)
+            .expect("lookup")
+            .expect("found");
+        assert_eq!(found.offset, offset, "timestamp {ts}");
+    }
 }

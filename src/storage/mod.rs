@@ -49,6 +49,7 @@ mod log;
 mod log_dir;
 #[cfg(test)]
 mod log_tests;
+mod open_files;
 #[cfg(test)]
 mod producer_log_tests;
 mod producer_state;
@@ -66,4 +67,5 @@ pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
 pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};
 pub use log_dir::LogDirHealth;
+pub use open_files::OpenFiles;
 pub use producer_state::ActiveProducer;

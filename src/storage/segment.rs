@@ -33,6 +33,7 @@ use super::batch::{compute_crc, BatchHeader, HEADER_LEN, MAGIC_V2, NO_TIMESTAMP}
 use super::error::{Result, StorageError};
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::log::TimestampOffset;
+use super::open_files::{FileId, OpenFiles};
 use super::records::BatchRecords;
 use super::txn_index::{AbortedTxn, TxnIndex, TXN_INDEX_SUFFIX};
 
@@ -287,7 +288,11 @@ struct IndexState {
 pub struct Segment {
     base_offset: i64,
     log_path: PathBuf,
-    log: Arc<File>,
+    /// The `.log` handle is opened through this bounded cache (see [`super::open_files`]).
+    files: Arc<OpenFiles>,
+    log_id: FileId,
+    /// The handle written through since the last fdatasync (pinned in `files`), if any.
+    dirty: Option<Arc<File>>,
     offset_index: OffsetIndex,
     time_index: TimeIndex,
     txn_index: TxnIndex,
@@ -320,6 +325,7 @@ impl Segment {
         base_offset: i64,
         now_ms: i64,
         index_interval_bytes: u32,
+        files: &Arc<OpenFiles>,
     ) -> io::Result<Segment> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new()
@@ -328,10 +334,14 @@ impl Segment {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
+        let log_id = files.next_id();
+        files.insert(log_id, Arc::new(log));
         Ok(Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            files: Arc::clone(files),
+            log_id,
+            dirty: None,
             offset_index: OffsetIndex::create(&segment_file(dir, base_offset, INDEX_SUFFIX))?,
             time_index: TimeIndex::create(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?,
             txn_index: TxnIndex::create(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?,
@@ -351,10 +361,13 @@ impl Segment {
         dir: &Path,
         base_offset: i64,
         index_interval_bytes: u32,
+        files: &Arc<OpenFiles>,
     ) -> Result<(Segment, Option<u64>)> {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let size = log.metadata()?.len();
+        let log_id = files.next_id();
+        files.insert(log_id, Arc::new(log));
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let offset_index = OffsetIndex::load(&index_path)?.filter(|i| i.is_valid(size));
@@ -363,7 +376,9 @@ impl Segment {
         let mut seg = Segment {
             base_offset,
             log_path,
-            log: Arc::new(log),
+            files: Arc::clone(files),
+            log_id,
+            dirty: None,
             offset_index: match offset_index {
                 Some(i) => i,
                 None => OffsetIndex::create(&index_path)?,
@@ -399,9 +414,10 @@ impl Segment {
             st.max_timestamp = e.timestamp;
             st.offset_of_max_timestamp = self.base_offset + i64::from(e.relative_offset);
         }
+        let log = self.handle()?;
         if self.size >= HEADER_LEN as u64 {
             let mut hdr = [0u8; HEADER_LEN];
-            self.log.read_exact_at(&mut hdr, 0)?;
+            log.read_exact_at(&mut hdr, 0)?;
             st.first_batch_timestamp = BatchHeader::parse(&hdr).map(|h| h.max_timestamp);
         }
         let from_offset = self.offset_index.last().map_or(self.base_offset, |e| {
@@ -409,23 +425,16 @@ impl Segment {
         });
         let mut next = self.base_offset;
         let mut from_ok = true;
-        let problem = scan_batches(
-            &self.log,
-            start,
-            self.size,
-            self.base_offset,
-            false,
-            |_, h| {
-                if next == self.base_offset && start > 0 && h.last_offset() != from_offset {
-                    from_ok = false;
-                }
-                next = h.next_offset();
-                if h.max_timestamp > st.max_timestamp {
-                    st.max_timestamp = h.max_timestamp;
-                    st.offset_of_max_timestamp = h.last_offset();
-                }
-            },
-        )?;
+        let problem = scan_batches(&log, start, self.size, self.base_offset, false, |_, h| {
+            if next == self.base_offset && start > 0 && h.last_offset() != from_offset {
+                from_ok = false;
+            }
+            next = h.next_offset();
+            if h.max_timestamp > st.max_timestamp {
+                st.max_timestamp = h.max_timestamp;
+                st.offset_of_max_timestamp = h.last_offset();
+            }
+        })?;
         if problem.is_some() || !from_ok {
             return Ok(false);
         }
@@ -444,7 +453,8 @@ impl Segment {
         let mut next = self.base_offset;
         let base = self.base_offset;
         let interval = u64::from(self.index_interval_bytes);
-        let problem = scan_batches(&self.log, 0, self.size, base, true, |pos, h| {
+        let log = self.handle()?;
+        let problem = scan_batches(&log, 0, self.size, base, true, |pos, h| {
             if let Some((o, t)) = Self::plan_entries(&mut st, interval, base, pos, h) {
                 if offsets
                     .last()
@@ -463,12 +473,12 @@ impl Segment {
             tracing::warn!(segment = %self.log_path.display(), position = p.position,
                 reason = %p.reason, "truncating log segment at invalid batch");
             truncated = self.size - p.position;
-            self.log.set_len(p.position)?;
-            self.log.sync_data()?;
+            log.set_len(p.position)?;
+            log.sync_data()?;
             self.size = p.position;
         }
-        self.offset_index.replace_all(offsets)?;
-        self.time_index.replace_all(times)?;
+        self.offset_index.replace_all(offsets);
+        self.time_index.replace_all(times);
         self.state = st;
         self.next_offset = next;
         Ok(truncated)
@@ -515,11 +525,17 @@ impl Segment {
     /// sparse hints; a missing entry only lengthens a scan).
     pub fn append(&mut self, data: &[u8], batches: &[(usize, BatchHeader)]) -> io::Result<()> {
         let start = self.size;
+        let log = self.handle()?;
+        if self.dirty.is_none() {
+            // Pinned before the write: this handle must be the one the covering fsync uses.
+            self.files.pin(self.log_id, &log);
+            self.dirty = Some(Arc::clone(&log));
+        }
         if let Err(e) = super::fault::check(&self.log_path, super::fault::FaultOp::Write)
-            .and_then(|()| self.log.write_all_at(data, start))
+            .and_then(|()| log.write_all_at(data, start))
         {
             // Leave no partial bytes beyond `size` behind (best effort).
-            let _ = self.log.set_len(start);
+            let _ = log.set_len(start);
             return Err(e);
         }
         let interval = u64::from(self.index_interval_bytes);
@@ -528,12 +544,8 @@ impl Segment {
             if let Some((o, t)) =
                 Self::plan_entries(&mut self.state, interval, self.base_offset, pos, h)
             {
-                if let Err(e) = self.offset_index.append(o.relative_offset, o.position) {
-                    tracing::warn!(error = %e, "offset index append failed");
-                }
-                if let Err(e) = self.time_index.maybe_append(t.timestamp, t.relative_offset) {
-                    tracing::warn!(error = %e, "time index append failed");
-                }
+                self.offset_index.append(o.relative_offset, o.position);
+                self.time_index.maybe_append(t.timestamp, t.relative_offset);
             }
             self.next_offset = h.next_offset();
         }
@@ -546,19 +558,40 @@ impl Segment {
     pub fn seal(&mut self) -> io::Result<()> {
         let rel = u32::try_from(self.state.offset_of_max_timestamp - self.base_offset)
             .unwrap_or(u32::MAX);
-        self.time_index
-            .maybe_append(self.state.max_timestamp, rel)?;
+        self.time_index.maybe_append(self.state.max_timestamp, rel);
         self.sync_all()
     }
 
-    /// fdatasync of the `.log` and the indexes (the `.txnindex` too when it exists, plus the
-    /// directory when that file was created since the last sync).
+    /// fdatasync of the `.log`, then the indexes are written and fdatasync'ed (the `.txnindex`
+    /// too when it exists), then the directory when an index file was created.
     pub fn sync_all(&mut self) -> io::Result<()> {
         super::fault::check(&self.log_path, super::fault::FaultOp::Sync)?;
-        self.log.sync_data()?;
-        self.offset_index.sync()?;
-        self.time_index.sync()?;
+        self.handle()?.sync_data()?;
+        self.mark_synced(self.size);
+        let created_offsets = self.offset_index.sync()?;
+        let created_times = self.time_index.sync()?;
+        if created_offsets || created_times {
+            if let Some(dir) = self.log_path.parent() {
+                super::files::fsync_dir(dir)?;
+            }
+        }
         self.txn_index.sync()
+    }
+
+    /// An fdatasync through [`Segment::log_file`] covered the first `size` bytes: if that is
+    /// everything written, the handle is unpinned (it may be closed by the cache again).
+    pub fn mark_synced(&mut self, size: u64) {
+        if size >= self.size && self.dirty.take().is_some() {
+            self.files.unpin(self.log_id);
+        }
+    }
+
+    /// The `.log` handle: the pinned one while writes are unsynced, else from the cache.
+    fn handle(&self) -> io::Result<Arc<File>> {
+        match &self.dirty {
+            Some(f) => Ok(Arc::clone(f)),
+            None => self.files.get(self.log_id, &self.log_path),
+        }
     }
 
     /// Records an aborted transaction whose ABORT marker was just appended to this segment.
@@ -595,7 +628,7 @@ impl Segment {
     }
 
     /// A snapshot to scan for `offset` outside the lock.
-    pub fn snapshot_for_offset(&self, offset: i64) -> SegmentSnapshot {
+    pub fn snapshot_for_offset(&self, offset: i64) -> io::Result<SegmentSnapshot> {
         let rel = u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX);
         self.snapshot_at(u64::from(self.offset_index.position_for(rel)))
     }
@@ -604,19 +637,19 @@ impl Segment {
     /// [`Segment::snapshot_for_offset`], with the size cut where the index shows that every
     /// later batch lies at or above `upper_bound`, so a read never loads much more than it
     /// returns (at most one index interval and one batch beyond the bound).
-    pub fn snapshot_for_read(&self, offset: i64, upper_bound: i64) -> SegmentSnapshot {
-        let mut snap = self.snapshot_for_offset(offset);
+    pub fn snapshot_for_read(&self, offset: i64, upper_bound: i64) -> io::Result<SegmentSnapshot> {
+        let mut snap = self.snapshot_for_offset(offset)?;
         if upper_bound > self.base_offset {
             let rel = u32::try_from(upper_bound - self.base_offset).unwrap_or(u32::MAX);
             if let Some(p) = self.offset_index.position_past(rel) {
                 snap.size = snap.size.min(u64::from(p)).max(snap.start_position);
             }
         }
-        snap
+        Ok(snap)
     }
 
     /// A snapshot to scan for the first record with timestamp >= `ts` outside the lock.
-    pub fn snapshot_for_timestamp(&self, ts: i64) -> SegmentSnapshot {
+    pub fn snapshot_for_timestamp(&self, ts: i64) -> io::Result<SegmentSnapshot> {
         match self.time_index.lookup_before(ts) {
             Some(e) => {
                 self.snapshot_at(u64::from(self.offset_index.position_for(e.relative_offset)))
@@ -625,23 +658,24 @@ impl Segment {
         }
     }
 
-    fn snapshot_at(&self, start_position: u64) -> SegmentSnapshot {
-        SegmentSnapshot {
+    fn snapshot_at(&self, start_position: u64) -> io::Result<SegmentSnapshot> {
+        Ok(SegmentSnapshot {
             base_offset: self.base_offset,
-            file: Arc::clone(&self.log),
+            file: self.handle()?,
             size: self.size,
             start_position: start_position.min(self.size),
-        }
+        })
     }
 
-    /// The `.log` handle (for the flusher).
     /// Path of the `.log` file.
     pub fn log_path(&self) -> &Path {
         &self.log_path
     }
 
-    pub fn log_file(&self) -> Arc<File> {
-        Arc::clone(&self.log)
+    /// The `.log` handle (for the flusher: while writes are unsynced, the one they went
+    /// through).
+    pub fn log_file(&self) -> io::Result<Arc<File>> {
+        self.handle()
     }
 
     pub fn base_offset(&self) -> i64 {
@@ -672,8 +706,7 @@ impl Segment {
         if self.state.max_timestamp >= 0 {
             return self.state.max_timestamp;
         }
-        self.log
-            .metadata()
+        std::fs::metadata(&self.log_path)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -698,6 +731,7 @@ impl Segment {
 
     /// Deletes the segment's files (readers holding the `Arc<File>` keep reading).
     pub fn delete_files(&self) -> io::Result<()> {
+        self.files.remove(self.log_id);
         for path in [
             self.log_path.clone(),
             self.offset_index.path().to_path_buf(),
@@ -711,5 +745,12 @@ impl Segment {
             }
         }
         Ok(())
+    }
+}
+
+impl Drop for Segment {
+    fn drop(&mut self) {
+        // The cache must not keep (or pin) the handle of a segment nobody owns any more.
+        self.files.remove(self.log_id);
     }
 }

@@ -83,13 +83,15 @@ impl AbortedTxn {
 #[derive(Debug)]
 pub struct TxnIndex {
     path: PathBuf,
-    /// Open once the file exists.
-    file: Option<File>,
+    /// The file exists (no descriptor is kept: aborts are rare, each write opens it).
+    exists: bool,
     entries: Vec<AbortedTxn>,
     /// The file held whole, version-0 entries when loaded (false: rebuild it).
     intact: bool,
     /// The file does not hold `entries` (a write failed): rewrite it at the next sync.
     dirty: bool,
+    /// Entries were written to the file since its last fdatasync.
+    unsynced: bool,
     /// The file was created or deleted since the last sync: fsync the directory.
     dir_sync_pending: bool,
 }
@@ -100,10 +102,11 @@ impl TxnIndex {
         let existed = remove_if_exists(path)?;
         Ok(TxnIndex {
             path: path.to_path_buf(),
-            file: None,
+            exists: false,
             entries: Vec::new(),
             intact: true,
             dirty: false,
+            unsynced: false,
             dir_sync_pending: existed,
         })
     }
@@ -111,27 +114,24 @@ impl TxnIndex {
     /// Loads the index at `path` (a missing file is an empty index). A file that is not whole
     /// version-0 entries loads as empty and not intact (see [`TxnIndex::is_valid`]).
     pub fn open(path: &Path) -> io::Result<TxnIndex> {
-        let file = match OpenOptions::new().read(true).write(true).open(path) {
-            Ok(f) => f,
+        let buf = match std::fs::read(path) {
+            Ok(b) => b,
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 return Ok(TxnIndex {
                     path: path.to_path_buf(),
-                    file: None,
+                    exists: false,
                     entries: Vec::new(),
                     intact: true,
                     dirty: false,
+                    unsynced: false,
                     dir_sync_pending: false,
                 })
             }
             Err(e) => return Err(e),
         };
-        let len = usize::try_from(file.metadata()?.len())
-            .map_err(|_| io::Error::other("transaction index too large"))?;
         let mut entries = Vec::new();
-        let mut intact = len % ENTRY_SIZE == 0;
+        let mut intact = buf.len() % ENTRY_SIZE == 0;
         if intact {
-            let mut buf = vec![0u8; len];
-            file.read_exact_at(&mut buf, 0)?;
             for chunk in buf.chunks_exact(ENTRY_SIZE) {
                 match AbortedTxn::decode(chunk) {
                     Some(e) => entries.push(e),
@@ -147,10 +147,11 @@ impl TxnIndex {
         }
         Ok(TxnIndex {
             path: path.to_path_buf(),
-            file: Some(file),
+            exists: true,
             entries,
             intact,
             dirty: false,
+            unsynced: false,
             dir_sync_pending: false,
         })
     }
@@ -184,20 +185,17 @@ impl TxnIndex {
         &self.path
     }
 
-    fn open_for_write(&mut self) -> io::Result<&File> {
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)?;
+    fn open_for_write(&mut self) -> io::Result<File> {
+        let f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.path)?;
+        if !self.exists {
             self.dir_sync_pending = true;
-            self.file = Some(f);
+            self.exists = true;
         }
-        self.file
-            .as_ref()
-            .ok_or_else(|| io::Error::other("transaction index file"))
+        Ok(f)
     }
 
     /// Adds an entry (its `last_offset` must be above every entry's; an older one is ignored).
@@ -219,8 +217,9 @@ impl TxnIndex {
         let mut buf = Vec::with_capacity(ENTRY_SIZE);
         e.encode(&mut buf);
         let result = self.open_for_write().and_then(|f| f.write_all_at(&buf, at));
-        if result.is_err() {
-            self.dirty = true;
+        match result {
+            Ok(()) => self.unsynced = true,
+            Err(_) => self.dirty = true,
         }
         result
     }
@@ -236,7 +235,7 @@ impl TxnIndex {
 
     fn write_out(&mut self) -> io::Result<()> {
         if self.entries.is_empty() {
-            self.file = None;
+            self.exists = false;
             if remove_if_exists(&self.path)? {
                 self.dir_sync_pending = true;
             }
@@ -274,8 +273,7 @@ impl TxnIndex {
             Vec::new()
         };
         entries.extend(rebuilt);
-        let file_matches =
-            self.intact && !self.dirty && (self.file.is_some() || entries.is_empty());
+        let file_matches = self.intact && !self.dirty && (self.exists || entries.is_empty());
         if file_matches && entries == self.entries {
             return Ok(());
         }
@@ -287,9 +285,13 @@ impl TxnIndex {
     pub fn sync(&mut self) -> io::Result<()> {
         if self.dirty {
             self.write_out()?;
-        } else if let Some(f) = &self.file {
-            f.sync_data()?;
+        } else if self.exists && self.unsynced {
+            OpenOptions::new()
+                .write(true)
+                .open(&self.path)?
+                .sync_data()?;
         }
+        self.unsynced = false;
         if self.dir_sync_pending {
             if let Some(dir) = self.path.parent() {
                 fsync_dir(dir)?;

@@ -153,13 +153,13 @@ async fn retention_and_max_message_bytes_take_effect() {
         .broker
         .partition("ret", 0)
         .unwrap();
-    assert!(p.log.segment_count() > 1);
+    assert!(p.log().unwrap().segment_count() > 1);
     assert_eq!(
         incremental(&mut c, "ret", &[("retention.ms", 0, Some("86400000"))]).await,
         0
     );
     assert_eq!(
-        p.log.log_start_offset(),
+        p.log().unwrap().log_start_offset(),
         5,
         "expired segments deleted at once"
     );

@@ -99,7 +99,7 @@ impl TestBroker {
         if lose_unsynced {
             for t in broker.topics() {
                 for p in &t.partitions {
-                    p.log.simulate_power_loss().unwrap();
+                    p.opened_log().unwrap().simulate_power_loss().unwrap();
                 }
             }
         }

@@ -316,7 +316,7 @@ async fn page_cache_mode_shows_records_before_fsync_and_honours_flush_configs() 
     let p = broker.partition("pc", 0).unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     assert_eq!(
-        p.log.durable_offset(),
+        p.log().unwrap().durable_offset(),
         0,
         "no fsync without flush.messages/flush.ms"
     );
@@ -329,7 +329,7 @@ async fn page_cache_mode_shows_records_before_fsync_and_honours_flush_configs() 
         .await;
     assert_eq!(produce_error(&r), 0);
     let pm = broker.partition("pc-msgs", 0).unwrap();
-    assert_eq!(pm.log.durable_offset(), 1);
+    assert_eq!(pm.log().unwrap().durable_offset(), 1);
 
     // flush.ms=20: fsynced shortly after.
     c.create_topic("pc-ms", 1, &[("flush.ms", "20")]).await;
@@ -340,7 +340,7 @@ async fn page_cache_mode_shows_records_before_fsync_and_honours_flush_configs() 
     let pt = broker.partition("pc-ms", 0).unwrap();
     let mut synced = false;
     for _ in 0..200 {
-        if pt.log.durable_offset() == 1 {
+        if pt.log().unwrap().durable_offset() == 1 {
             synced = true;
             break;
         }

@@ -284,3 +284,86 @@ async fn retention_deletes_old_segments_and_moves_log_start() {
     );
     b.stop().await;
 }
+
+/// A partition whose log cannot be opened at start stays offline (KAFKA_STORAGE_ERROR for it,
+/// reported offline in Metadata) while the broker serves every other partition; its files are
+/// left alone, and once they can be opened again a restart serves its data.
+#[tokio::test]
+async fn a_partition_that_cannot_be_opened_at_start_is_offline_not_fatal() {
+    const KAFKA_STORAGE_ERROR: i16 = 56;
+    let mut b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic("half", 2, &[]).await;
+    for p in 0..2 {
+        let r = c
+            .produce(
+                "half",
+                p,
+                batch(&[&format!("p{p}")], 1, Compression::None),
+                -1,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    drop(c);
+    b.running.take().unwrap().stop().await.unwrap();
+    // Make partition 1's segment unopenable: its .log becomes a directory.
+    let seg = b.dir.path().join("half-1").join("00000000000000000000.log");
+    let kept = b.dir.path().join("kept.log");
+    std::fs::rename(&seg, &kept).unwrap();
+    std::fs::create_dir(&seg).unwrap();
+    b.boot().await;
+    let mut c = b.client().await;
+    let r = c
+        .produce("half", 1, batch(&["lost?"], 1, Compression::None), -1)
+        .await;
+    assert_eq!(
+        r.responses[0].partition_responses[0].error_code,
+        KAFKA_STORAGE_ERROR
+    );
+    let f = c.fetch("half", 1, 0, 0, 1).await;
+    assert_eq!(f.responses[0].partitions[0].error_code, KAFKA_STORAGE_ERROR);
+    let mut req = kafka_protocol::messages::MetadataRequest::default();
+    req.topics = None;
+    let md = c.call(&req, 12).await;
+    let t = md
+        .topics
+        .iter()
+        .find(|t| t.name.as_ref().unwrap().0.as_str() == "half")
+        .unwrap();
+    let p1 = t
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == 1)
+        .unwrap();
+    assert_eq!(p1.error_code, KAFKA_STORAGE_ERROR);
+    assert_eq!(p1.offline_replicas.len(), 1);
+    let p0 = t
+        .partitions
+        .iter()
+        .find(|p| p.partition_index == 0)
+        .unwrap();
+    assert_eq!(p0.error_code, 0);
+    // Partition 0 is served, reads and writes.
+    let r = c
+        .produce("half", 0, batch(&["more"], 1, Compression::None), -1)
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let f = c.fetch("half", 0, 0, 0, 1).await;
+    let got = decode(f.responses[0].partitions[0].records.as_ref().unwrap());
+    assert_eq!(got, vec![(0, "p0".to_string()), (1, "more".to_string())]);
+    drop(c);
+    b.running.take().unwrap().stop().await.unwrap();
+    // An offline partition was not recovered: the stop must not claim a clean shutdown.
+    assert!(!b.dir.path().join(".strand_cleanshutdown").exists());
+    assert!(seg.is_dir(), "the unopenable file was left alone");
+    std::fs::remove_dir(&seg).unwrap();
+    std::fs::rename(&kept, &seg).unwrap();
+    b.boot().await;
+    let mut c = b.client().await;
+    let f = c.fetch("half", 1, 0, 0, 1).await;
+    assert_eq!(f.responses[0].partitions[0].error_code, 0);
+    let got = decode(f.responses[0].partitions[0].records.as_ref().unwrap());
+    assert_eq!(got, vec![(0, "p1".to_string())]);
+    b.stop().await;
+}

@@ -4,6 +4,7 @@
 
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::CreatePartitionsRequest;
+use kafka_protocol::records::Compression;
 
 use crate::client::*;
 
@@ -264,4 +265,61 @@ async fn announced_frames_wait_for_the_request_memory_budget() {
         0
     );
     b.stop().await;
+}
+
+/// Open descriptors of this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// 1,500 partitions written and read need neither three descriptors each (log, offset index,
+/// time index, as before) nor one each: the segment files are a bounded cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_need_a_bounded_number_of_open_files() {
+    const PARTITIONS: i32 = 1500;
+    const OPEN_MAX: usize = 100;
+    let before = open_fds();
+    let broker = TestBroker::start_with(&[
+        ("log.segment.files.open.max", "100"),
+        ("max.broker.partitions", "2000"),
+    ])
+    .await;
+    let mut c = broker.client().await;
+    let resp = c.create_topic("many", PARTITIONS, &[]).await;
+    assert_eq!(resp.topics[0].error_code, 0);
+    for p in 0..PARTITIONS {
+        let r = c
+            .produce(
+                "many",
+                p,
+                batch(&[&format!("v{p}")], 1, Compression::None),
+                -1,
+            )
+            .await;
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let b = broker.running.as_ref().unwrap().broker.clone();
+    let files = b.open_files();
+    assert!(
+        files.open_count() <= OPEN_MAX,
+        "{} segment files open",
+        files.open_count()
+    );
+    // Every partition still reads (evicted files are reopened).
+    for p in (0..PARTITIONS).step_by(7) {
+        let f = c.fetch("many", p, 0, 0, 1).await;
+        let pd = &f.responses[0].partitions[0];
+        assert_eq!(pd.error_code, 0);
+        let got = decode(pd.records.as_ref().unwrap());
+        assert_eq!(got, vec![(0, format!("v{p}"))]);
+    }
+    assert!(files.open_count() <= OPEN_MAX);
+    let grown = open_fds().saturating_sub(before);
+    // Generous slack for other tests of this binary running meanwhile; the old layout needed
+    // 3 * 1,500 = 4,500 here.
+    assert!(
+        grown < PARTITIONS as usize / 2,
+        "{grown} descriptors more for {PARTITIONS} partitions"
+    );
+    broker.stop().await;
 }

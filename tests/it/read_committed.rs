@@ -236,10 +236,14 @@ async fn markers_through_the_partition_api() {
     let partition = broker.partition(TOPIC, 0).unwrap();
     assert_eq!(partition.last_stable_offset(), 0);
     // A marker of an older epoch is fenced (the storage call, as the coordinator's goes).
-    let fenced =
-        partition
-            .log
-            .append_control(pid, epoch - 1, false, 0, 0, strand::broker::now_ms());
+    let fenced = partition.log().unwrap().append_control(
+        pid,
+        epoch - 1,
+        false,
+        0,
+        0,
+        strand::broker::now_ms(),
+    );
     assert!(matches!(
         fenced,
         Err(strand::storage::StorageError::InvalidProducerEpoch { .. })
@@ -250,7 +254,10 @@ async fn markers_through_the_partition_api() {
     assert_eq!(info.base_offset, 1);
     // Visible once durable, as the coordinator waits for it.
     partition.flush_until(info.last_offset + 1).await.unwrap();
-    assert_eq!(partition.log.aborted_transactions(0, 2), vec![(pid, 0)]);
+    assert_eq!(
+        partition.log().unwrap().aborted_transactions(0, 2),
+        vec![(pid, 0)]
+    );
     assert_eq!(partition.last_stable_offset(), 2);
     assert_eq!(
         seen(&mut c, 0, 1).await,

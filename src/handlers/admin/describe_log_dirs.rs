@@ -60,7 +60,7 @@ fn topic(name: &str, partitions: Vec<DescribeLogDirsPartition>) -> DescribeLogDi
 fn describe(p: &Partition) -> DescribeLogDirsPartition {
     let mut d = DescribeLogDirsPartition::default();
     d.partition_index = p.index;
-    d.partition_size = p.log.size_bytes() as i64;
+    d.partition_size = p.opened_log().map_or(0, |log| log.size_bytes() as i64);
     d.offset_lag = 0;
     d.is_future_key = false;
     d

@@ -20,18 +20,21 @@ pub async fn handle(
             rp.partition_index = p;
             match ctx.broker.partition(&t.name.0, p) {
                 None => rp.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                Some(part) => {
-                    for a in part.log.active_producers() {
-                        let mut s = ProducerState::default();
-                        s.producer_id = ProducerId(a.producer_id);
-                        s.producer_epoch = i32::from(a.epoch);
-                        s.last_sequence = a.last_sequence;
-                        s.last_timestamp = a.last_timestamp;
-                        s.coordinator_epoch = 0;
-                        s.current_txn_start_offset = a.ongoing_txn_first_offset.unwrap_or(-1);
-                        rp.active_producers.push(s);
+                Some(part) => match part.log() {
+                    Err(e) => rp.error_code = e.error_code().code(),
+                    Ok(log) => {
+                        for a in log.active_producers() {
+                            let mut s = ProducerState::default();
+                            s.producer_id = ProducerId(a.producer_id);
+                            s.producer_epoch = i32::from(a.epoch);
+                            s.last_sequence = a.last_sequence;
+                            s.last_timestamp = a.last_timestamp;
+                            s.coordinator_epoch = 0;
+                            s.current_txn_start_offset = a.ongoing_txn_first_offset.unwrap_or(-1);
+                            rp.active_producers.push(s);
+                        }
                     }
-                }
+                },
             }
             rt.partitions.push(rp);
         }
