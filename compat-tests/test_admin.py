@@ -18,6 +18,7 @@ from confluent_kafka.admin import (
     OffsetSpec,
 )
 
+import kwire
 from helpers import admin, create_topic, produce_and_wait, producer, unique, wait_topic
 
 
@@ -172,7 +173,69 @@ def test_alter_configs_refuses_broker_configs_strand_does_not_enforce(broker):
     assert error_code(lambda: result(a.alter_configs([res]))) == KafkaError.INVALID_CONFIG
     cfg = result(a.describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")]))
     assert "sasl.kerberos.min.time.before.relogin" not in cfg
-    assert all(e.is_read_only for e in cfg.values())
+    assert cfg["num.partitions"].is_read_only and cfg["listeners"].is_read_only
+    assert not cfg["log.retention.ms"].is_read_only
+
+
+def test_dynamic_broker_configs_take_effect_and_survive_restart(broker):
+    """IncrementalAlterConfigs on the cluster default ("") and on this broker ("0"): the topic
+    defaults change at once for topics without an override, DescribeConfigs shows the dynamic
+    sources, and a restart keeps them."""
+    a = admin(broker)
+    plain = create_topic(broker, unique())
+    own = create_topic(broker, unique(), config={"max.message.bytes": "100000"})
+    # confluent-kafka and kafka-python refuse an empty resource name: the cluster default
+    # resource gets a hand-framed AlterConfigs v0 (replaces the resource's configs).
+    def cluster_default(**configs):
+        body = kwire.array([kwire.i8(4) + kwire.string("") + kwire.array(
+            [kwire.string(k) + kwire.string(v) for k, v in configs.items()])]) + kwire.i8(0)
+        r = kwire.roundtrip(broker.address, kwire.request(33, 0, 7, body))
+        r.i32()  # throttle
+        assert r.i32() == 1
+        code = r.i16()
+        assert code == 0, (code, r.string())
+        d = result(admin(broker).describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")]))
+        return {k: v.value for k, v in d.items()
+                if v.source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value}
+
+    assert cluster_default(**{"message.max.bytes": "2000"}) == {"message.max.bytes": "2000"}
+    mine = ConfigResource(
+        ConfigResource.Type.BROKER, "0",
+        incremental_configs=[ConfigEntry("log.retention.ms", "3600000",
+                                         incremental_operation=AlterConfigOpType.SET)])
+    result(a.incremental_alter_configs([mine]))
+
+    p = producer(broker)
+    big = {"value": b"x" * 5000}
+    (err, *_), = produce_and_wait(p, plain, [big])
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+    (err, *_), = produce_and_wait(p, own, [big])
+    assert err is None, "the topic's own override wins over the dynamic default"
+
+    def check():
+        cfg = topic_configs(broker, plain)
+        assert cfg["max.message.bytes"].value == "2000"
+        assert cfg["max.message.bytes"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+        assert cfg["retention.ms"].value == "3600000"
+        assert cfg["retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+        b = result(admin(broker).describe_configs([ConfigResource(ConfigResource.Type.BROKER, "0")]))
+        assert b["log.retention.ms"].value == "3600000"
+        assert b["log.retention.ms"].source == ConfigSource.DYNAMIC_BROKER_CONFIG.value
+        assert b["message.max.bytes"].source == ConfigSource.DYNAMIC_DEFAULT_BROKER_CONFIG.value
+
+    check()
+    broker.restart()
+    check()
+    (err, *_), = produce_and_wait(producer(broker), plain, [big])
+    assert err is not None and err.code() == KafkaError.MSG_SIZE_TOO_LARGE
+
+    # Legacy AlterConfigs replaces the resource's configs: the default value is back.
+    assert cluster_default() == {}
+    assert topic_configs(broker, plain)["max.message.bytes"].source == ConfigSource.DEFAULT_CONFIG.value
+    (err, *_), = produce_and_wait(producer(broker), plain, [big])
+    assert err is None
+    bad = ConfigResource(ConfigResource.Type.BROKER, "0", set_config={"log.segment.bytes": "1"})
+    assert error_code(lambda: result(admin(broker).alter_configs([bad]))) == KafkaError.INVALID_CONFIG
 
 
 def incremental(broker, name, *entries):

@@ -250,6 +250,45 @@ def test_producer_codec_is_kept_on_the_wire(broker, codec):
     assert sum(b.last_offset_delta + 1 for b in batches) == len(msgs)
 
 
+TOPIC_CODEC = {"none": "uncompressed", "gzip": "gzip", "snappy": "snappy", "lz4": "lz4", "zstd": "zstd"}
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_topic_compression_type_recompresses(broker, codec):
+    """A topic's compression.type other than producer: batches produced in another codec are
+    stored (and fetched) in the topic's codec with valid CRCs, and read back the same by
+    librdkafka and kafka-python; an idempotent producer's sequence numbers survive it."""
+    from kafka import KafkaConsumer, TopicPartition as KTopicPartition
+
+    produced_with = "zstd" if codec != "zstd" else "lz4"
+    name = create_topic(broker, unique(f"recompress-{codec}"), 1,
+                        config={"compression.type": TOPIC_CODEC[codec], "compression.gzip.level": "9"})
+    msgs = [{"key": b"k%d" % i, "value": b"payload %d " % i * 20, "headers": [("h", b"%d" % i)]}
+            for i in range(200)]
+    p = producer(broker, **{"compression.type": produced_with, "linger.ms": 50,
+                            "enable.idempotence": True, "acks": "all"})
+    reports = produce_and_wait(p, name, msgs)
+    assert all(r[0] is None for r in reports)
+    fp = kwire.fetch(broker.address, name, 0, 0)
+    batches = fp.batches()
+    assert batches and all(b.crc_ok for b in batches)
+    assert {b.codec for b in batches} == {CODEC_IDS[codec]}
+    assert sum(b.last_offset_delta + 1 for b in batches) == len(msgs)
+    got = consume(broker, name, 0, n=len(msgs))
+    assert [(m.key(), m.value(), m.headers()) for m in got] == [
+        (m["key"], m["value"], m["headers"]) for m in msgs]
+    kc = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=None, enable_auto_commit=False,
+                       auto_offset_reset="earliest", consumer_timeout_ms=10000)
+    kc.assign([KTopicPartition(name, 0)])
+    values = []
+    for rec in kc:
+        values.append(rec.value)
+        if len(values) == len(msgs):
+            break
+    kc.close()
+    assert values == [m["value"] for m in msgs]
+
+
 def test_multi_partition_produce_consume(broker):
     name = create_topic(broker, unique("mp"), 3)
     msgs = [{"value": b"p%d-%d" % (i % 3, i), "partition": i % 3} for i in range(30)]

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use tracing::info;
 
+use super::dynamic_config::{self, Layer, Refused};
 use super::{now_ms, partition_dir, topic_config, Broker, Partition, Topic, TopicError};
 use crate::storage::StorageError;
 
@@ -91,7 +92,7 @@ impl Broker {
         self.store.update_topic(record.clone()).await?;
 
         let config = self.config.clone();
-        let log_config = topic_config::log_config(&config, &record.configs);
+        let log_config = self.log_config_of(&record.configs);
         let (topic_name, id) = (record.name.clone(), record.id);
         let ctx = self.open_context();
         let opened = tokio::task::spawn_blocking(move || {
@@ -135,7 +136,7 @@ impl Broker {
         let mut record = topic.record.clone();
         record.configs = configs;
         self.store.update_topic(record.clone()).await?;
-        let log_config = topic_config::log_config(&self.config, &record.configs);
+        let log_config = self.log_config_of(&record.configs);
         for log in topic.partitions.iter().filter_map(|p| p.opened_log()) {
             log.update_config(log_config);
         }
@@ -174,8 +175,12 @@ impl Broker {
             .and_then(|i| t.partitions.get(i))
             .cloned()
             .ok_or(TopicError::UnknownTopic)?;
-        let policy = topic_config::effective(&self.config, &t.record.configs, "cleanup.policy")
-            .unwrap_or_default();
+        let policy = topic_config::effective(
+            &self.config,
+            &self.topic_configs(&t.record.configs),
+            "cleanup.policy",
+        )
+        .unwrap_or_default();
         if !policy.split(',').any(|s| s.trim() == "delete") {
             return Err(TopicError::PolicyViolation(format!(
                 "Records of partition {topic}-{partition} can not be deleted due to the configured policy"
@@ -198,32 +203,66 @@ impl Broker {
         Ok(log.log_start_offset())
     }
 
-    /// AlterConfigs / IncrementalAlterConfigs on the broker resource: `change` turns the current
-    /// dynamic configs (none: no broker config is dynamic in Strand) into the wanted ones.
-    /// Strand's own settings are read-only (INVALID_REQUEST, as Kafka answers for a non-dynamic
-    /// config); any other name is a config Strand would not enforce, refused with INVALID_CONFIG
-    /// rather than stored. Nothing is ever changed, so `validate_only` answers the same.
-    pub fn alter_broker_configs<F>(&self, _validate_only: bool, change: F) -> Result<(), TopicError>
+    /// AlterConfigs / IncrementalAlterConfigs on a broker resource (`layer`: this broker's own
+    /// configs, or the cluster-wide defaults): `change` turns the layer's current dynamic
+    /// configs into the wanted ones, which are checked (see [`dynamic_config::check`]: static
+    /// Strand settings are INVALID_REQUEST, anything not dynamic or a bad value INVALID_CONFIG),
+    /// stored durably, then applied to every topic's partitions (retention runs at once).
+    pub async fn alter_broker_configs<F>(
+        &self,
+        layer: Layer,
+        validate_only: bool,
+        change: F,
+    ) -> Result<(), TopicError>
     where
         F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, TopicError>,
     {
-        let next = change(&BTreeMap::new())?;
-        let (fixed, foreign): (Vec<&str>, Vec<&str>) = next
-            .keys()
-            .map(String::as_str)
-            .partition(|k| crate::config::KEYS.iter().any(|(key, _)| key == k));
-        if !fixed.is_empty() {
-            return Err(TopicError::InvalidRequest(format!(
-                "Cannot update these configs dynamically: {}. Strand reads its settings from config.toml, STRAND_<KEY> variables and flags at start.",
-                fixed.join(", ")
-            )));
+        let _admin = self.admin.lock().await;
+        let current = self.dynamic_configs();
+        let next = change(current.layer(layer))?;
+        dynamic_config::check(&next, crate::config::KEYS.iter().map(|(k, _)| *k)).map_err(
+            |r| match r {
+                Refused::Static(keys) => TopicError::InvalidRequest(format!(
+                    "Cannot update these configs dynamically: {}. Strand reads them from config.toml, STRAND_<KEY> variables and flags at start.",
+                    keys.join(", ")
+                )),
+                Refused::Invalid(m) => TopicError::InvalidConfig(m),
+            },
+        )?;
+        if validate_only || &next == current.layer(layer) {
+            return Ok(());
         }
-        if !foreign.is_empty() {
-            return Err(TopicError::InvalidConfig(format!(
-                "Strand does not implement {}: refused rather than stored without effect.",
-                foreign.join(", ")
-            )));
+        let resource = match layer {
+            Layer::Broker => self.config.node_id.to_string(),
+            Layer::ClusterDefault => String::new(),
+        };
+        self.store
+            .set_broker_configs(&resource, next.clone())
+            .await?;
+        *self
+            .dynamic
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .layer_mut(layer) = next;
+        info!(resource = %resource, "altered dynamic broker configs");
+        let topics = self.topics();
+        for t in &topics {
+            let log_config = self.log_config_of(&t.record.configs);
+            for log in t.partitions.iter().filter_map(|p| p.opened_log()) {
+                log.update_config(log_config);
+            }
         }
+        let now = now_ms();
+        tokio::task::spawn_blocking(move || {
+            for p in topics.iter().flat_map(|t| &t.partitions) {
+                let Ok(log) = p.log() else { continue };
+                if let Err(e) = log.enforce_retention(now) {
+                    tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
+                }
+            }
+        })
+        .await
+        .map_err(join_error)?;
         Ok(())
     }
 

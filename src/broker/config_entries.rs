@@ -4,24 +4,34 @@
 //!
 //! Topic configs: the topic's override (DYNAMIC_TOPIC_CONFIG), else the broker setting it
 //! inherits (`retention.ms` ← `log.retention.ms` / `log.retention.minutes` /
-//! `log.retention.hours`): STATIC_BROKER_CONFIG when that setting was given (file, environment,
-//! flags), else the built-in default (DEFAULT_CONFIG). Broker configs: every key of
-//! [`crate::config::KEYS`] with STATIC_BROKER_CONFIG or DEFAULT_CONFIG, plus the dynamic broker
-//! configs accepted through AlterConfigs (DYNAMIC_BROKER_CONFIG).
+//! `log.retention.hours`): set dynamically for this broker (DYNAMIC_BROKER_CONFIG) or for the
+//! cluster (DYNAMIC_DEFAULT_BROKER_CONFIG), else STATIC_BROKER_CONFIG when that setting was given
+//! (file, environment, flags), else the built-in default (DEFAULT_CONFIG). Broker configs:
+//! every key of [`crate::config::KEYS`] and every dynamic broker config, with the same
+//! precedence; only the dynamic ones are not read-only.
 //!
 //! Invariant: every topic config in [`topic_config::names`] has exactly one row in
 //! [`TOPIC_DOCS`] (checked by a unit test), so DescribeConfigs never omits one.
 
 use std::collections::BTreeMap;
 
+use super::dynamic_config::{self, DynamicConfigs, Layer, DYNAMIC_KEYS};
 use super::topic_config;
 use crate::config::{Config, KEYS};
+
+fn layer_source(layer: Layer) -> ConfigSource {
+    match layer {
+        Layer::Broker => ConfigSource::DynamicBroker,
+        Layer::ClusterDefault => ConfigSource::DynamicDefaultBroker,
+    }
+}
 
 /// Kafka's `ConfigSource` codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ConfigSource {
     DynamicTopic = 1,
     DynamicBroker = 2,
+    DynamicDefaultBroker = 3,
     StaticBroker = 4,
     Default = 5,
 }
@@ -74,11 +84,11 @@ pub const TOPIC_DOCS: &[TopicDoc] = &[
     ("cleanup.policy", ConfigType::List, "delete", &["log.cleanup.policy"],
      "delete: remove old segments by retention.ms/retention.bytes; compact: keep the latest record per key (accepted, compaction not implemented yet)."),
     ("compression.type", ConfigType::String, "producer", &["compression.type"],
-     "Final compression of the topic's batches; producer keeps the producer's codec (Strand always does: broker-side recompression is not implemented)."),
+     "Final compression of the topic's batches: uncompressed, gzip, snappy, lz4 or zstd recompress batches produced in another codec; producer keeps the producer's codec."),
     ("compression.gzip.level", ConfigType::Int, "-1", &["compression.gzip.level"],
      "gzip level used when compression.type is gzip."),
     ("compression.lz4.level", ConfigType::Int, "9", &["compression.lz4.level"],
-     "lz4 level used when compression.type is lz4."),
+     "lz4 level used when compression.type is lz4 (Strand's encoder has one level: only 9 is accepted)."),
     ("compression.zstd.level", ConfigType::Int, "3", &["compression.zstd.level"],
      "zstd level used when compression.type is zstd."),
     ("delete.retention.ms", ConfigType::Long, "86400000", &["log.cleaner.delete.retention.ms"],
@@ -154,9 +164,11 @@ fn broker_value(config: &Config, key: &str) -> Option<(String, ConfigSource)> {
 /// Every topic config of a topic with `overrides`, or only the `names` asked for.
 pub fn topic_entries(
     config: &Config,
+    dynamic: &DynamicConfigs,
     overrides: &BTreeMap<String, String>,
     names: Option<&[String]>,
 ) -> Vec<ConfigEntry> {
+    let inherited = dynamic.with_topic_overrides(overrides);
     TOPIC_DOCS
         .iter()
         .filter(|(name, ..)| names.is_none_or(|n| n.iter().any(|x| x == name)))
@@ -167,6 +179,13 @@ pub fn topic_entries(
                     name: name.to_string(),
                     value: Some(v.clone()),
                     source: ConfigSource::DynamicTopic,
+                });
+            }
+            for (key, value, layer) in dynamic.sources_of(name) {
+                synonyms.push(Synonym {
+                    name: key.to_string(),
+                    value: Some(value),
+                    source: layer_source(layer),
                 });
             }
             // Broker settings the topic inherits: the ones given explicitly first, then
@@ -195,7 +214,7 @@ pub fn topic_entries(
                 }
             }
             synonyms.extend(defaults);
-            let value = topic_config::effective(config, overrides, name)
+            let value = topic_config::effective(config, &inherited, name)
                 .unwrap_or_else(|| default.to_string());
             let source = synonyms.first().map_or(ConfigSource::Default, |s| s.source);
             ConfigEntry {
@@ -212,55 +231,103 @@ pub fn topic_entries(
         .collect()
 }
 
-/// Every broker setting, or only the `names` asked for. All are read-only: no broker config is
-/// dynamic in Strand yet, and AlterConfigs refuses what it would not enforce.
-pub fn broker_entries(config: &Config, names: Option<&[String]>) -> Vec<ConfigEntry> {
+/// The built-in default of a broker setting: Strand's, else (a dynamic config Strand has no
+/// static setting for) Kafka's default of the topic config it stands for.
+fn broker_default(key: &str) -> Option<String> {
+    if let Some((_, d)) = KEYS.iter().find(|(k, _)| *k == key) {
+        return (!d.is_empty()).then(|| d.to_string());
+    }
+    let topic = dynamic_config::topic_key(key)?;
+    TOPIC_DOCS
+        .iter()
+        .find(|d| d.0 == topic)
+        .map(|d| d.2.to_string())
+}
+
+/// Every broker setting (Strand's static ones, then the dynamic ones Strand has no static
+/// setting for), or only the `names` asked for. The dynamic ones are not read-only.
+pub fn broker_entries(
+    config: &Config,
+    dynamic: &DynamicConfigs,
+    names: Option<&[String]>,
+) -> Vec<ConfigEntry> {
     let wanted = |name: &str| names.is_none_or(|n| n.iter().any(|x| x == name));
-    KEYS.iter()
-        .filter(|(k, _)| wanted(k))
-        .map(|&(key, _)| {
-            let (value, source) = match broker_value(config, key) {
-                Some((v, s)) => (Some(v), s),
-                None => (None, ConfigSource::Default),
-            };
-            let synonyms = match (&value, source) {
-                (Some(v), ConfigSource::StaticBroker) => {
-                    let mut s = vec![Synonym {
+    let keys = KEYS.iter().map(|(k, _)| *k).chain(
+        DYNAMIC_KEYS
+            .iter()
+            .map(|(k, ..)| *k)
+            .filter(|k| !KEYS.iter().any(|(s, _)| s == k)),
+    );
+    keys.filter(|k| wanted(k))
+        .map(|key| {
+            let mut synonyms = Vec::new();
+            for layer in [Layer::Broker, Layer::ClusterDefault] {
+                if let Some(v) = dynamic.layer(layer).get(key) {
+                    synonyms.push(Synonym {
                         name: key.to_string(),
                         value: Some(v.clone()),
-                        source,
-                    }];
-                    if let Some(d) = KEYS
-                        .iter()
-                        .find(|(k, _)| *k == key)
-                        .map(|(_, d)| *d)
-                        .filter(|d| !d.is_empty())
-                    {
-                        s.push(Synonym {
-                            name: key.to_string(),
-                            value: Some(d.to_string()),
-                            source: ConfigSource::Default,
-                        });
-                    }
-                    s
+                        source: layer_source(layer),
+                    });
                 }
-                (Some(v), _) => vec![Synonym {
+            }
+            if let Some(v) = config.explicit.0.get(key) {
+                synonyms.push(Synonym {
                     name: key.to_string(),
                     value: Some(v.clone()),
-                    source,
-                }],
-                (None, _) => vec![],
-            };
+                    source: ConfigSource::StaticBroker,
+                });
+            }
+            if let Some(d) = broker_default(key) {
+                synonyms.push(Synonym {
+                    name: key.to_string(),
+                    value: Some(d),
+                    source: ConfigSource::Default,
+                });
+            }
+            let (value, source) = synonyms
+                .first()
+                .map_or((None, ConfigSource::Default), |s| (s.value.clone(), s.source));
+            let is_dynamic = dynamic_config::is_dynamic(key);
             ConfigEntry {
                 name: key.to_string(),
                 value,
                 source,
-                read_only: true,
+                read_only: !is_dynamic,
                 sensitive: false,
                 synonyms,
                 config_type: broker_type(key),
-                documentation: Some("Set in config.toml, STRAND_<KEY> or flags; see config.toml."),
+                documentation: Some(if is_dynamic {
+                    "Dynamic: AlterConfigs on this broker or the cluster default changes it at once; else set in config.toml, STRAND_<KEY> or flags."
+                } else {
+                    "Set in config.toml, STRAND_<KEY> or flags; see config.toml."
+                }),
             }
+        })
+        .collect()
+}
+
+/// The cluster-wide default resource (`""`): only the dynamic defaults that are set, as Kafka.
+pub fn cluster_default_entries(
+    dynamic: &DynamicConfigs,
+    names: Option<&[String]>,
+) -> Vec<ConfigEntry> {
+    dynamic
+        .cluster_default
+        .iter()
+        .filter(|(k, _)| names.is_none_or(|n| n.iter().any(|x| x == *k)))
+        .map(|(k, v)| ConfigEntry {
+            name: k.clone(),
+            value: Some(v.clone()),
+            source: ConfigSource::DynamicDefaultBroker,
+            read_only: false,
+            sensitive: false,
+            synonyms: vec![Synonym {
+                name: k.clone(),
+                value: Some(v.clone()),
+                source: ConfigSource::DynamicDefaultBroker,
+            }],
+            config_type: broker_type(k),
+            documentation: None,
         })
         .collect()
 }
@@ -315,7 +382,7 @@ mod tests {
         let config = Config::from_overrides(&m).unwrap();
         let overrides: BTreeMap<String, String> =
             [("segment.bytes".to_string(), "1000".to_string())].into();
-        let entries = topic_entries(&config, &overrides, None);
+        let entries = topic_entries(&config, &DynamicConfigs::default(), &overrides, None);
         let get = |n: &str| entries.iter().find(|e| e.name == n).unwrap().clone();
 
         let seg = get("segment.bytes");
@@ -334,9 +401,44 @@ mod tests {
         assert_eq!(del.value.as_deref(), Some("86400000"));
         assert_eq!(del.source, ConfigSource::Default);
 
-        let b = broker_entries(&config, Some(&["log.retention.ms".into()]));
-        assert_eq!(b.len(), 1);
-        assert_eq!(b[0].source, ConfigSource::StaticBroker);
-        assert!(b[0].read_only);
+        let b = broker_entries(
+            &config,
+            &DynamicConfigs::default(),
+            Some(&["log.retention.ms".into(), "num.partitions".into()]),
+        );
+        assert_eq!(b.len(), 2);
+        let by = |n: &str| b.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(by("log.retention.ms").source, ConfigSource::StaticBroker);
+        assert!(
+            !by("log.retention.ms").read_only,
+            "log.retention.ms is dynamic"
+        );
+        assert!(by("num.partitions").read_only);
+
+        // Dynamic layers come first: this broker's, then the cluster default.
+        let dynamic = DynamicConfigs {
+            broker: [("log.retention.ms".to_string(), "7".to_string())].into(),
+            cluster_default: [("log.retention.hours".to_string(), "1".to_string())].into(),
+        };
+        let entries = topic_entries(
+            &config,
+            &dynamic,
+            &BTreeMap::new(),
+            Some(&["retention.ms".into()]),
+        );
+        assert_eq!(entries[0].value.as_deref(), Some("7"));
+        assert_eq!(entries[0].source, ConfigSource::DynamicBroker);
+        let sources: Vec<_> = entries[0].synonyms.iter().map(|s| s.source).collect();
+        assert_eq!(
+            &sources[..3],
+            &[
+                ConfigSource::DynamicBroker,
+                ConfigSource::DynamicDefaultBroker,
+                ConfigSource::StaticBroker
+            ]
+        );
+        let b = broker_entries(&config, &dynamic, Some(&["log.retention.ms".into()]));
+        assert_eq!(b[0].value.as_deref(), Some("7"));
+        assert_eq!(b[0].source, ConfigSource::DynamicBroker);
     }
 }

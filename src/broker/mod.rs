@@ -19,6 +19,7 @@
 mod admin;
 pub mod config_entries;
 pub mod data_dir;
+pub mod dynamic_config;
 pub mod partition;
 pub mod topic_config;
 
@@ -39,6 +40,7 @@ use crate::config::Config;
 use crate::group::consumer::TopicsView;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogDirHealth, OpenFiles, StorageError};
+use dynamic_config::DynamicConfigs;
 pub use partition::{OpenContext, Partition};
 
 const CLEAN_SHUTDOWN: &str = ".strand_cleanshutdown";
@@ -160,6 +162,8 @@ pub struct Broker {
     log_dir: Arc<LogDirHealth>,
     /// The data dir's open segment files (bounded; see `storage::OpenFiles`).
     files: Arc<OpenFiles>,
+    /// Dynamic broker configs in effect (AlterConfigs on the BROKER resource).
+    dynamic: RwLock<DynamicConfigs>,
     _lock: fs::File,
 }
 
@@ -192,6 +196,17 @@ impl Broker {
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         let records = store.topics().await?;
+        let mut stored = store.broker_configs().await?;
+        let dynamic = DynamicConfigs {
+            broker: stored
+                .remove(&config.node_id.to_string())
+                .unwrap_or_default(),
+            cluster_default: stored.remove("").unwrap_or_default(),
+        };
+        if dynamic != DynamicConfigs::default() {
+            info!(?dynamic, "dynamic broker configs");
+        }
+        let opened_with = dynamic.clone();
 
         let cfg = config.clone();
         let dir = data_dir.clone();
@@ -206,7 +221,8 @@ impl Broker {
         );
         let ctx = open_context(&config, clean, &log_dir, &files);
         let topics =
-            tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, &ctx)).await??;
+            tokio::task::spawn_blocking(move || open_all(&cfg, &dir, records, &opened_with, &ctx))
+                .await??;
         if clean {
             fs::remove_file(&marker)?;
             fs::File::open(&data_dir)?.sync_all()?;
@@ -258,6 +274,7 @@ impl Broker {
             shutting_down: tokio::sync::watch::channel(false).0,
             log_dir,
             files,
+            dynamic: RwLock::new(dynamic),
             _lock: lock,
         }))
     }
@@ -282,6 +299,28 @@ impl Broker {
     /// The health of the data dir (offline after a failed write or fsync).
     pub fn log_dir(&self) -> &Arc<LogDirHealth> {
         &self.log_dir
+    }
+
+    /// The dynamic broker configs in effect.
+    pub fn dynamic_configs(&self) -> DynamicConfigs {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A topic's effective configs: its overrides, completed by the dynamic broker configs
+    /// (static settings and built-in defaults come from `topic_config::effective`).
+    pub fn topic_configs(&self, overrides: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        self.dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .with_topic_overrides(overrides)
+    }
+
+    /// The storage settings of a topic with `overrides`.
+    pub fn log_config_of(&self, overrides: &BTreeMap<String, String>) -> crate::storage::LogConfig {
+        topic_config::log_config(&self.config, &self.topic_configs(overrides))
     }
 
     /// The data dir's cache of open segment files.
@@ -492,10 +531,12 @@ impl Broker {
         let config = self.config.clone();
         let data_dir = config.data_dir.clone();
         let ctx = self.open_context();
-        let topic =
-            tokio::task::spawn_blocking(move || open_topic(&config, &data_dir, record, &ctx))
-                .await
-                .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
+        let dynamic = self.dynamic_configs();
+        let topic = tokio::task::spawn_blocking(move || {
+            open_topic(&config, &data_dir, record, &dynamic, &ctx)
+        })
+        .await
+        .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
         let topic = Arc::new(topic);
         self.write_topics()
             .insert(topic.record.name.clone(), topic.clone());
@@ -615,9 +656,11 @@ fn open_topic(
     config: &Config,
     data_dir: &Path,
     record: TopicRecord,
+    dynamic: &DynamicConfigs,
     ctx: &OpenContext,
 ) -> Result<Topic, StorageError> {
-    let log_config = topic_config::log_config(config, &record.configs);
+    let log_config =
+        topic_config::log_config(config, &dynamic.with_topic_overrides(&record.configs));
     let mut partitions = Vec::with_capacity(record.assignments.len());
     for index in 0..record.partition_count() {
         let dir = partition_dir(data_dir, &record.name, index);
@@ -648,6 +691,7 @@ fn open_all(
     config: &Config,
     data_dir: &Path,
     records: BTreeMap<String, TopicRecord>,
+    dynamic: &DynamicConfigs,
     ctx: &OpenContext,
 ) -> anyhow::Result<HashMap<String, Arc<Topic>>> {
     for entry in fs::read_dir(data_dir)? {
@@ -682,7 +726,7 @@ fn open_all(
     fs::File::open(data_dir)?.sync_all()?;
     let mut topics = HashMap::new();
     for (name, record) in records {
-        let topic = open_topic(config, data_dir, record, ctx)?;
+        let topic = open_topic(config, data_dir, record, dynamic, ctx)?;
         topics.insert(name, Arc::new(topic));
     }
     Ok(topics)

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, TimestampType};
+use crate::storage::batch::Compression;
+use crate::storage::recompress::TargetCodec;
 use crate::storage::LogConfig;
 
 /// How a topic config value is checked.
@@ -30,15 +32,15 @@ const I64: i64 = i64::MAX;
 /// Every topic config Kafka 4 documents, with how its value is validated.
 const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("cleanup.policy", Kind::CleanupPolicy),
-    // Kafka's values are accepted and reported (Kafka's AdminClient tests set them), but
-    // broker-side recompression is not implemented: batches keep the producer's codec, which
-    // every consumer can read. See docs/architecture.md.
+    // Batches in another codec are recompressed on append (storage::recompress).
     (
         "compression.type",
         Kind::OneOf(&["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"]),
     ),
     ("compression.gzip.level", Kind::Long(-1, 9)),
-    ("compression.lz4.level", Kind::Long(1, 17)),
+    // Strand's lz4 encoder has one level: Kafka's default (9) is accepted, others refused
+    // rather than ignored.
+    ("compression.lz4.level", Kind::Long(9, 9)),
     ("compression.zstd.level", Kind::Long(-131072, 22)),
     ("delete.retention.ms", Kind::Long(0, I64)),
     ("file.delete.delay.ms", Kind::Long(0, I64)),
@@ -184,7 +186,28 @@ pub fn log_config(config: &Config, overrides: &BTreeMap<String, String>) -> LogC
         producer_id_expiration_ms: config.producer_id_expiration_ms,
         flush_messages: num("flush.messages").unwrap_or(config.log_flush_interval_messages),
         flush_ms: num("flush.ms").unwrap_or(config.log_flush_interval_ms),
+        compression: target_codec(overrides),
     }
+}
+
+/// `compression.type` (with its level config) as the codec batches are stored in; `None` for
+/// `producer` (keep the producer's codec).
+fn target_codec(overrides: &BTreeMap<String, String>) -> Option<TargetCodec> {
+    let level = |name: &str, default: i32| {
+        overrides
+            .get(name)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(default)
+    };
+    let (codec, level) = match overrides.get("compression.type").map(|v| v.trim()) {
+        Some("uncompressed") => (Compression::None, 0),
+        Some("gzip") => (Compression::Gzip, level("compression.gzip.level", -1)),
+        Some("snappy") => (Compression::Snappy, 0),
+        Some("lz4") => (Compression::Lz4, 0),
+        Some("zstd") => (Compression::Zstd, level("compression.zstd.level", 3)),
+        _ => return None,
+    };
+    Some(TargetCodec { codec, level })
 }
 
 /// Kafka's topic name rules: 1–249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.

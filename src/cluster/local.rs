@@ -34,6 +34,9 @@ struct Document {
     /// The first producer id not yet handed out in a block.
     #[serde(default)]
     next_producer_id: i64,
+    /// Dynamic broker configs by resource name (`""` = cluster-wide defaults, else a node id).
+    #[serde(default)]
+    broker_configs: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 pub struct LocalStore {
@@ -67,6 +70,7 @@ impl LocalStore {
                     cluster_id: new_cluster_id(),
                     topics: BTreeMap::new(),
                     next_producer_id: 0,
+                    broker_configs: BTreeMap::new(),
                 };
                 write_atomically(&dir, &doc)?;
                 doc
@@ -219,6 +223,27 @@ impl MetadataStore for LocalStore {
             .offsets
             .append(Entry::DeleteTxn { transactional_id })
             .await?)
+    }
+
+    async fn broker_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        Ok(self.snapshot().broker_configs)
+    }
+
+    async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let resource = resource.to_string();
+        self.modify(move |doc| {
+            if configs.is_empty() {
+                doc.broker_configs.remove(&resource);
+            } else {
+                doc.broker_configs.insert(resource, configs);
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {

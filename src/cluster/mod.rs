@@ -142,6 +142,16 @@ pub trait MetadataStore: Send + Sync {
     /// Durably forgets a transactional id (`transactional.id.expiration.ms`).
     async fn delete_transaction(&self, transactional_id: &str) -> Result<()>;
 
+    /// Dynamic broker configs (AlterConfigs on a BROKER resource) by resource name: `""` holds
+    /// the cluster-wide defaults, `"<node id>"` one broker's.
+    async fn broker_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>>;
+    /// Durably replaces the dynamic configs of one broker resource (empty: removes them).
+    async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()>;
+
     /// Reserves `count` producer ids and returns the first: blocks never overlap, even across
     /// restarts (the reservation is durable before it is returned).
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64>;

@@ -213,21 +213,13 @@ fn verify_transactional(
 /// LogAppendTime topics, whose timestamps the broker sets).
 fn timestamp_bounds(ctx: &RequestContext, topic: &str) -> Option<(i64, i64)> {
     let t = ctx.broker.topic(topic)?;
-    if topic_config::effective(
-        &ctx.broker.config,
-        &t.record.configs,
-        "message.timestamp.type",
-    )
-    .is_some_and(|v| v == "LogAppendTime")
+    let configs = ctx.broker.topic_configs(&t.record.configs);
+    if topic_config::effective(&ctx.broker.config, &configs, "message.timestamp.type")
+        .is_some_and(|v| v == "LogAppendTime")
     {
         return None;
     }
-    let configured = |name: &str| {
-        t.record
-            .configs
-            .get(name)
-            .and_then(|v| v.trim().parse::<i64>().ok())
-    };
+    let configured = |name: &str| configs.get(name).and_then(|v| v.trim().parse::<i64>().ok());
     let difference = configured("message.timestamp.difference.max.ms");
     let before = configured("message.timestamp.before.max.ms")
         .or(difference)
@@ -300,7 +292,8 @@ fn for_each_record(records: &[u8], mut f: impl FnMut(i32, &crate::storage::recor
 /// Whether `topic` has `cleanup.policy` including `compact`.
 fn compacted(ctx: &RequestContext, topic: &str) -> bool {
     ctx.broker.topic(topic).is_some_and(|t| {
-        topic_config::effective(&ctx.broker.config, &t.record.configs, "cleanup.policy")
+        let configs = ctx.broker.topic_configs(&t.record.configs);
+        topic_config::effective(&ctx.broker.config, &configs, "cleanup.policy")
             .is_some_and(|p| p.split(',').any(|x| x.trim() == "compact"))
     })
 }

@@ -39,6 +39,9 @@ pub struct LogConfig {
     pub flush_messages: i64,
     /// `flush.ms`: fsync appends at most this long after they are written. Default `i64::MAX`.
     pub flush_ms: i64,
+    /// `compression.type` when it names a codec: batches in another codec are recompressed
+    /// ([`super::recompress`]). `None` = `producer` (default): stored as sent.
+    pub compression: Option<super::recompress::TargetCodec>,
 }
 
 impl Default for LogConfig {
@@ -54,6 +57,7 @@ impl Default for LogConfig {
             producer_id_expiration_ms: 24 * 60 * 60 * 1000,
             flush_messages: i64::MAX,
             flush_ms: i64::MAX,
+            compression: None,
         }
     }
 }

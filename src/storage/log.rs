@@ -85,6 +85,7 @@ use super::producer_state::{
     delete_snapshot, list_snapshots, prune_snapshots, ActiveProducer, PendingAppend,
     ProducerStateManager, Verdict,
 };
+use super::recompress::recompress;
 use super::segment::{
     parse_segment_file_name, scan_batches, Segment, SegmentSnapshot, INDEX_SUFFIX, LOG_SUFFIX,
     TIME_INDEX_SUFFIX,
@@ -647,7 +648,17 @@ impl PartitionLog {
 
     fn append_inner(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         let config = self.config();
-        let batches = split_and_validate(records)?;
+        let mut batches = split_and_validate(records)?;
+        // compression.type: recompress what is not in the topic's codec (nothing is decoded or
+        // copied when every batch matches, or with `producer`).
+        let recompressed = match config.compression {
+            Some(target) => recompress(records, &batches, target)?,
+            None => None,
+        };
+        if let Some(bytes) = &recompressed {
+            batches = split_and_validate(bytes)?;
+        }
+        let records: &[u8] = recompressed.as_deref().unwrap_or(records);
         for (_, h) in &batches {
             let size = h.total_size().unwrap_or(usize::MAX);
             if size as u64 > config.max_message_bytes.max(0) as u64 {

@@ -53,6 +53,7 @@ mod open_files;
 #[cfg(test)]
 mod producer_log_tests;
 mod producer_state;
+pub mod recompress;
 pub mod records;
 mod segment;
 #[cfg(test)]

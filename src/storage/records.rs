@@ -1,7 +1,8 @@
 //! Decompression and record iteration of a v2 batch (off the hot path).
 //!
 //! Role: only where semantics need individual records — timestamp lookups (ListOffsets),
-//! later compaction. Append and fetch never call this.
+//! recompression for a topic's `compression.type` ([`super::recompress`]), later compaction.
+//! Append (unless it recompresses) and fetch never call this.
 //!
 //! Record format inside the (decompressed) records section, Kafka's `DefaultRecord`:
 //! `length varint | attributes i8 | timestampDelta varlong | offsetDelta varint |

@@ -33,9 +33,18 @@ fn describe_request(resource_type: i8, name: &str, docs: bool) -> DescribeConfig
 }
 
 async fn incremental(c: &mut Client, topic: &str, ops: &[(&str, i8, Option<&str>)]) -> i16 {
+    incremental_on(c, 2, topic, ops).await
+}
+
+async fn incremental_on(
+    c: &mut Client,
+    resource_type: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+) -> i16 {
     let mut res = AlterConfigsResource::default();
-    res.resource_type = 2;
-    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.resource_type = resource_type;
+    res.resource_name = StrBytes::from_string(name.to_string());
     for (name, op, value) in ops {
         let mut a = AlterableConfig::default();
         a.name = StrBytes::from_string(name.to_string());
@@ -86,7 +95,12 @@ async fn describe_configs_every_version_with_docs_and_synonyms() {
     }
     let resp = c.call(&describe_request(4, "0", false), 4).await;
     let ms = config(&resp, "log.retention.ms");
-    assert_eq!((ms.config_source, ms.read_only), (4, true));
+    assert_eq!(
+        (ms.config_source, ms.read_only),
+        (4, false),
+        "static, and dynamic"
+    );
+    assert!(config(&resp, "num.partitions").read_only);
     assert!(config(&resp, "num.partitions").documentation.is_none());
     let resp = c.call(&describe_request(4, "7", false), 4).await;
     assert_eq!(resp.results[0].error_code, 42, "INVALID_REQUEST");
@@ -248,5 +262,96 @@ async fn delete_records_cluster_and_log_dirs() {
     let l = c.call(&lreq, 1).await;
     assert_eq!(l.config_resources.len(), 1);
     assert_eq!(l.config_resources[0].resource_name.as_str(), "dr");
+    b.stop().await;
+}
+
+/// A dynamic broker config (`log.retention.ms` on this broker) applies at once to topics
+/// without an override — expired segments go — and is still in effect after a restart.
+#[tokio::test]
+async fn dynamic_broker_retention_takes_effect_at_once_and_after_restart() {
+    let mut b = TestBroker::start().await;
+    let mut c = b.client().await;
+    c.create_topic("dyn", 1, &[("segment.bytes", "200")]).await;
+    c.create_topic(
+        "kept",
+        1,
+        &[("segment.bytes", "200"), ("retention.ms", "-1")],
+    )
+    .await;
+    let old = strand::broker::now_ms() - 3 * 86_400_000;
+    for topic in ["dyn", "kept"] {
+        for i in 0..5 {
+            let resp = c
+                .produce(
+                    topic,
+                    0,
+                    batch(
+                        &["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"],
+                        old + i,
+                        Compression::None,
+                    ),
+                    1,
+                )
+                .await;
+            assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        }
+    }
+    let broker = b.running.as_ref().unwrap().broker.clone();
+    let start = |t: &str| {
+        broker
+            .partition(t, 0)
+            .unwrap()
+            .log()
+            .unwrap()
+            .log_start_offset()
+    };
+    assert_eq!(start("dyn"), 0);
+    // A static setting cannot change; a name Strand does not enforce is not stored.
+    assert_eq!(
+        incremental_on(&mut c, 4, "0", &[("num.partitions", 0, Some("3"))]).await,
+        42
+    );
+    assert_eq!(
+        incremental_on(&mut c, 4, "0", &[("log.cleaner.threads", 0, Some("3"))]).await,
+        40
+    );
+    assert_eq!(
+        incremental_on(&mut c, 4, "0", &[("log.retention.ms", 0, Some("86400000"))]).await,
+        0
+    );
+    assert_eq!(start("dyn"), 5, "expired segments deleted at once");
+    assert_eq!(start("kept"), 0, "a topic override wins");
+    drop(broker);
+    drop(c);
+    b.restart().await;
+    let mut c = b.client().await;
+    let d = c.call(&describe_request(2, "dyn", false), 4).await;
+    let ret = config(&d, "retention.ms");
+    assert_eq!(ret.value.as_deref(), Some("86400000"));
+    assert_eq!(ret.config_source, 2, "DYNAMIC_BROKER_CONFIG");
+    // New old data expires by the persisted dynamic setting (at the next retention check).
+    for i in 0..5 {
+        c.produce(
+            "dyn",
+            0,
+            batch(
+                &["xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"],
+                old + i,
+                Compression::None,
+            ),
+            1,
+        )
+        .await;
+    }
+    let broker = b.running.as_ref().unwrap().broker.clone();
+    broker.enforce_retention();
+    let log_start = broker
+        .partition("dyn", 0)
+        .unwrap()
+        .log()
+        .unwrap()
+        .log_start_offset();
+    assert!(log_start >= 9, "log start {log_start}");
+    drop(broker);
     b.stop().await;
 }

@@ -1,8 +1,9 @@
 //! AlterConfigs (the legacy, non-incremental form): replaces *all* of a resource's dynamic
 //! configs with the ones given, so a topic config left out returns to its default, as in Kafka.
 //! Topic configs are validated, stored in the metadata store and applied to the partition logs.
-//! Broker resources accept only Kafka's dynamic broker configs that Strand has no feature for
-//! (see `broker::config_entries`); Strand's own settings are static (INVALID_REQUEST).
+//! Broker resources (this broker's id, or `""` for the cluster-wide default) take the dynamic
+//! broker configs of `broker::dynamic_config`, stored and applied at once; other Strand
+//! settings are static (INVALID_REQUEST), unknown names INVALID_CONFIG.
 
 use std::collections::BTreeMap;
 
@@ -12,6 +13,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::configs::{duplicates, error_of, resolve, Resource};
+use crate::broker::dynamic_config::Layer;
 use crate::broker::TopicError;
 use crate::handlers::{HandlerResult, RequestContext};
 
@@ -61,19 +63,23 @@ async fn alter(
         };
         configs.insert(c.name.to_string(), value.to_string());
     }
-    match resolve(ctx, res.resource_type, &res.resource_name)? {
+    let r = resolve(ctx, res.resource_type, &res.resource_name)?;
+    match r {
         Resource::Topic(t) => ctx
             .broker
             .alter_topic_configs(&t.record.name, validate_only, |_| Ok(configs))
             .await
             .map_err(|e| error_of(&e)),
-        Resource::Broker => ctx
-            .broker
-            .alter_broker_configs(validate_only, |_| Ok(configs))
-            .map_err(|e| error_of(&e)),
-        Resource::BrokerDefault => Err((
-            ResponseError::InvalidRequest,
-            "Cluster-wide dynamic broker defaults are not supported by Strand".into(),
-        )),
+        Resource::Broker | Resource::BrokerDefault => {
+            let layer = if matches!(r, Resource::Broker) {
+                Layer::Broker
+            } else {
+                Layer::ClusterDefault
+            };
+            ctx.broker
+                .alter_broker_configs(layer, validate_only, |_| Ok(configs))
+                .await
+                .map_err(|e| error_of(&e))
+        }
     }
 }

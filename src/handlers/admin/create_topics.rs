@@ -107,7 +107,11 @@ fn effective_configs(
 ) -> Vec<CreatableTopicConfigs> {
     topic_config::names()
         .filter_map(|name| {
-            let value = topic_config::effective(&ctx.broker.config, overrides, name)?;
+            let value = topic_config::effective(
+                &ctx.broker.config,
+                &ctx.broker.topic_configs(overrides),
+                name,
+            )?;
             let mut c = CreatableTopicConfigs::default();
             c.name = StrBytes::from_static_str(name);
             c.value = Some(StrBytes::from_string(value));

@@ -9,7 +9,9 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use kafka_protocol::protocol::StrBytes;
 
 use super::configs::{resolve, Resource};
-use crate::broker::config_entries::{broker_entries, topic_entries, ConfigEntry};
+use crate::broker::config_entries::{
+    broker_entries, cluster_default_entries, topic_entries, ConfigEntry,
+};
 use crate::handlers::{HandlerResult, RequestContext};
 
 pub async fn handle(
@@ -29,12 +31,19 @@ pub async fn handle(
         let entries = match resolve(&ctx, res.resource_type, &res.resource_name) {
             Ok(Resource::Topic(t)) => Ok(topic_entries(
                 &ctx.broker.config,
+                &ctx.broker.dynamic_configs(),
                 &t.record.configs,
                 keys.as_deref(),
             )),
-            Ok(Resource::Broker) => Ok(broker_entries(&ctx.broker.config, keys.as_deref())),
-            // The cluster-wide default resource: Strand has no cluster-wide dynamic defaults.
-            Ok(Resource::BrokerDefault) => Ok(vec![]),
+            Ok(Resource::Broker) => Ok(broker_entries(
+                &ctx.broker.config,
+                &ctx.broker.dynamic_configs(),
+                keys.as_deref(),
+            )),
+            Ok(Resource::BrokerDefault) => Ok(cluster_default_entries(
+                &ctx.broker.dynamic_configs(),
+                keys.as_deref(),
+            )),
             Err(e) => Err(e),
         };
         match entries {

@@ -10,6 +10,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::configs::{apply_ops, check_ops, duplicates, error_of, resolve, Op, Resource};
+use crate::broker::dynamic_config::Layer;
 use crate::broker::topic_config;
 use crate::handlers::{HandlerResult, RequestContext};
 
@@ -62,25 +63,29 @@ async fn alter(
     match resolve(ctx, res.resource_type, &res.resource_name)? {
         Resource::Topic(t) => {
             let config = ctx.broker.config.clone();
+            let inherited = ctx.broker.topic_configs(&Default::default());
             ctx.broker
                 .alter_topic_configs(&t.record.name, validate_only, |current| {
                     apply_ops(current, &ops, true, |name| {
-                        topic_config::effective(&config, &Default::default(), name)
+                        topic_config::effective(&config, &inherited, name)
                             .or_else(|| Some(String::new()))
                     })
                 })
                 .await
                 .map_err(|e| error_of(&e))
         }
-        Resource::Broker => ctx
-            .broker
-            .alter_broker_configs(validate_only, |current| {
-                apply_ops(current, &ops, false, |_| None)
-            })
-            .map_err(|e| error_of(&e)),
-        Resource::BrokerDefault => Err((
-            ResponseError::InvalidRequest,
-            "Cluster-wide dynamic broker defaults are not supported by Strand".into(),
-        )),
+        r @ (Resource::Broker | Resource::BrokerDefault) => {
+            let layer = if matches!(r, Resource::Broker) {
+                Layer::Broker
+            } else {
+                Layer::ClusterDefault
+            };
+            ctx.broker
+                .alter_broker_configs(layer, validate_only, |current| {
+                    apply_ops(current, &ops, false, |_| None)
+                })
+                .await
+                .map_err(|e| error_of(&e))
+        }
     }
 }
