@@ -14,7 +14,11 @@
 //! - Batches have increasing offsets, all >= the base offset, and `last offset - base offset`
 //!   fits in the u32 relative offsets of the indexes (the log rolls before it would not).
 //! - Only the active segment is written. `seal` (at roll and close) adds the final time index
-//!   entry and fdatasyncs the `.log` and the indexes (with the `.txnindex`, if any).
+//!   entry, fdatasyncs the `.log`, then writes and fdatasyncs the indexes (with the `.txnindex`,
+//!   if any); index entries live in memory and reach their files only at such a sync.
+//! - The `.log` handle comes from the data dir's bounded [`OpenFiles`] cache; while bytes
+//!   written through it are not yet fdatasync'ed it is pinned (held here and in the cache), so
+//!   the fsync that acknowledges them runs on the descriptor the writes went through.
 //! - The `.txnindex` is derived from the log and the producer state, so the segment only loads,
 //!   appends and stores it; `PartitionLog::open` decides whether to trust or rebuild it.
 //! - Recovery (`recover`) re-validates every batch (length, magic, CRC32C, offsets), truncates the
