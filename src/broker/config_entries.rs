@@ -168,7 +168,7 @@ pub fn topic_entries(
     overrides: &BTreeMap<String, String>,
     names: Option<&[String]>,
 ) -> Vec<ConfigEntry> {
-    let inherited = dynamic.with_topic_overrides(overrides);
+    let inherited = dynamic.with_topic_overrides(&config.explicit.0, overrides);
     TOPIC_DOCS
         .iter()
         .filter(|(name, ..)| names.is_none_or(|n| n.iter().any(|x| x == name)))
@@ -181,17 +181,20 @@ pub fn topic_entries(
                     source: ConfigSource::DynamicTopic,
                 });
             }
-            for (key, value, layer) in dynamic.sources_of(name) {
-                synonyms.push(Synonym {
-                    name: key.to_string(),
-                    value: Some(value),
-                    source: layer_source(layer),
-                });
-            }
-            // Broker settings the topic inherits: the ones given explicitly first, then
+            // Broker settings the topic inherits, synonym by synonym (Kafka's precedence):
+            // set dynamically for this broker, for the cluster, or given statically; then the
             // built-in defaults; for settings Strand does not have, Kafka's default.
             let mut defaults = Vec::new();
             for key in broker_keys {
+                for layer in [Layer::Broker, Layer::ClusterDefault] {
+                    if let Some(v) = dynamic.layer(layer).get(*key) {
+                        synonyms.push(Synonym {
+                            name: key.to_string(),
+                            value: Some(v.clone()),
+                            source: layer_source(layer),
+                        });
+                    }
+                }
                 match broker_value(config, key) {
                     Some((v, ConfigSource::StaticBroker)) => synonyms.push(Synonym {
                         name: key.to_string(),
@@ -433,9 +436,10 @@ mod tests {
             &sources[..3],
             &[
                 ConfigSource::DynamicBroker,
-                ConfigSource::DynamicDefaultBroker,
-                ConfigSource::StaticBroker
-            ]
+                ConfigSource::StaticBroker,
+                ConfigSource::DynamicDefaultBroker
+            ],
+            "synonym by synonym, then layer"
         );
         let b = broker_entries(&config, &dynamic, Some(&["log.retention.ms".into()]));
         assert_eq!(b[0].value.as_deref(), Some("7"));

@@ -7,8 +7,9 @@
 //! runs) and after a restart. Two layers, as in Kafka: a broker's own (resource name = its node
 //! id, source DYNAMIC_BROKER_CONFIG) over the cluster-wide default (resource name `""`, source
 //! DYNAMIC_DEFAULT_BROKER_CONFIG), both over the static settings (config.toml, STRAND_<KEY>,
-//! flags: STATIC_BROKER_CONFIG) and the built-in defaults. Within a layer a more precise
-//! synonym wins (`log.retention.ms` over `.minutes` over `.hours`).
+//! flags: STATIC_BROKER_CONFIG) and the built-in defaults — key by key, as Kafka merges them:
+//! the more precise synonym wins first (`log.retention.ms` over `.minutes` over `.hours`,
+//! whatever layer each is set in), then the layer.
 //!
 //! Every other broker setting is static: changing it is INVALID_REQUEST (Kafka's answer for a
 //! non-dynamic config); a name Strand does not know or does not enforce is INVALID_CONFIG, never
@@ -156,26 +157,13 @@ impl DynamicConfigs {
         }
     }
 
-    /// The dynamic broker configs that set `topic_config`'s default, highest precedence first:
-    /// `(broker key, value, layer)`.
-    pub fn sources_of(&self, topic_config: &str) -> Vec<(&'static str, String, Layer)> {
-        let mut out = Vec::new();
-        for layer in [Layer::Broker, Layer::ClusterDefault] {
-            for &(key, topic, _) in DYNAMIC_KEYS {
-                if topic == topic_config {
-                    if let Some(v) = self.layer(layer).get(key) {
-                        out.push((key, v.clone(), layer));
-                    }
-                }
-            }
-        }
-        out
-    }
-
     /// `overrides` (a topic's own configs) completed with the topic-config values the dynamic
-    /// broker configs give: what the topic's settings are built from.
+    /// broker configs give, where no static setting of a more precise synonym (`statics`: the
+    /// settings given in config.toml, environment or flags) takes precedence: what the topic's
+    /// settings are built from.
     pub fn with_topic_overrides(
         &self,
+        statics: &BTreeMap<String, String>,
         overrides: &BTreeMap<String, String>,
     ) -> BTreeMap<String, String> {
         let mut merged = overrides.clone();
@@ -183,9 +171,19 @@ impl DynamicConfigs {
             if merged.contains_key(topic) {
                 continue;
             }
-            if let Some((key, value, _)) = self.sources_of(topic).into_iter().next() {
-                if let Some((_, v)) = as_topic_value(key, &value) {
-                    merged.insert(topic.to_string(), v);
+            for &(key, t, _) in DYNAMIC_KEYS.iter().filter(|(_, t, _)| *t == topic) {
+                let dynamic = self
+                    .broker
+                    .get(key)
+                    .or_else(|| self.cluster_default.get(key));
+                if let Some(value) = dynamic {
+                    if let Some((_, v)) = as_topic_value(key, value) {
+                        merged.insert(t.to_string(), v);
+                    }
+                    break;
+                }
+                if statics.contains_key(key) {
+                    break; // the static setting of this synonym wins over less precise ones
                 }
             }
         }
@@ -210,17 +208,29 @@ mod tests {
             broker: map(&[("log.retention.hours", "2")]),
             cluster_default: map(&[("log.retention.ms", "5000"), ("log.segment.bytes", "4096")]),
         };
-        let merged = d.with_topic_overrides(&map(&[("segment.bytes", "1000")]));
-        // The broker's own layer wins over the cluster default, whatever the synonym.
-        assert_eq!(merged["retention.ms"], "7200000");
-        // The topic's override wins over both.
+        let none = BTreeMap::new();
+        let merged = d.with_topic_overrides(&none, &map(&[("segment.bytes", "1000")]));
+        // Kafka merges key by key: the more precise synonym wins whatever its layer.
+        assert_eq!(merged["retention.ms"], "5000");
+        // The topic's override wins over everything.
         assert_eq!(merged["segment.bytes"], "1000");
         let d = DynamicConfigs {
             broker: map(&[("log.retention.hours", "2"), ("log.retention.minutes", "3")]),
-            ..Default::default()
+            cluster_default: map(&[("log.retention.minutes", "4")]),
         };
+        // Same synonym in both layers: the broker's own wins.
         assert_eq!(
-            d.with_topic_overrides(&BTreeMap::new())["retention.ms"],
+            d.with_topic_overrides(&none, &none)["retention.ms"],
+            "180000"
+        );
+        // A static log.retention.ms beats dynamic minutes/hours; a static .hours does not.
+        let statics = map(&[("log.retention.ms", "1")]);
+        assert!(!d
+            .with_topic_overrides(&statics, &none)
+            .contains_key("retention.ms"));
+        let statics = map(&[("log.retention.hours", "1")]);
+        assert_eq!(
+            d.with_topic_overrides(&statics, &none)["retention.ms"],
             "180000"
         );
     }

@@ -315,7 +315,7 @@ impl Broker {
         self.dynamic
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .with_topic_overrides(overrides)
+            .with_topic_overrides(&self.config.explicit.0, overrides)
     }
 
     /// The storage settings of a topic with `overrides`.
@@ -533,7 +533,7 @@ impl Broker {
         let ctx = self.open_context();
         let dynamic = self.dynamic_configs();
         let topic = tokio::task::spawn_blocking(move || {
-            open_topic(&config, &data_dir, record, &dynamic, &ctx)
+            open_topic(&config, &data_dir, record, &dynamic, &ctx, false)
         })
         .await
         .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
@@ -658,17 +658,20 @@ fn open_topic(
     record: TopicRecord,
     dynamic: &DynamicConfigs,
     ctx: &OpenContext,
+    at_start: bool,
 ) -> Result<Topic, StorageError> {
-    let log_config =
-        topic_config::log_config(config, &dynamic.with_topic_overrides(&record.configs));
+    let log_config = topic_config::log_config(
+        config,
+        &dynamic.with_topic_overrides(&config.explicit.0, &record.configs),
+    );
     let mut partitions = Vec::with_capacity(record.assignments.len());
     for index in 0..record.partition_count() {
         let dir = partition_dir(data_dir, &record.name, index);
         let partition =
             match Partition::open(&record.name, index, record.id, dir.clone(), log_config, ctx) {
                 Ok(p) => p,
-                // The whole data dir failed: nothing can be opened (the broker refuses to start).
-                Err(e) if ctx.health.is_offline() => return Err(e),
+                // A new topic (CreateTopics, auto-creation): the request fails instead.
+                Err(e) if !at_start => return Err(e),
                 Err(e) => {
                     // One partition's files cannot be opened: it stays offline (KAFKA_STORAGE_ERROR
                     // for it), the others are served. Nothing in its directory is touched.
@@ -726,7 +729,7 @@ fn open_all(
     fs::File::open(data_dir)?.sync_all()?;
     let mut topics = HashMap::new();
     for (name, record) in records {
-        let topic = open_topic(config, data_dir, record, dynamic, ctx)?;
+        let topic = open_topic(config, data_dir, record, dynamic, ctx, true)?;
         topics.insert(name, Arc::new(topic));
     }
     Ok(topics)

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{HandlerResult, RequestContext};
+use crate::broker::Broker;
 use crate::storage::batch::BatchHeader;
 use crate::storage::StorageError;
 
@@ -40,10 +41,11 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
         return Ok(Some(resp));
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let req = std::sync::Arc::new(req);
     loop {
         // Subscribe before reading so that an append between the read and the wait wakes us.
         let mut watches = subscribe(&ctx, &req);
-        let (resp, bytes, errors) = read_all(&ctx, &req);
+        let (resp, bytes, errors) = read(&ctx, &req).await;
         let done = bytes >= req.min_bytes.max(0) as usize
             || errors
             || req.max_wait_ms <= 0
@@ -62,7 +64,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
             _ = stopping.wait_for(|s| *s) => false,
         };
         if !woke {
-            let (resp, _, _) = read_all(&ctx, &req);
+            let (resp, _, _) = read(&ctx, &req).await;
             count_bytes_out(&ctx, &resp);
             return Ok(Some(resp));
         }
@@ -97,8 +99,24 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
 
 /// Reads every requested partition once. Returns the response, the record bytes in it, and
 /// whether any partition had an error (errors are answered at once, without waiting).
-fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, bool) {
-    let v = ctx.api_version;
+/// [`read_all`] on a blocking thread (segment reads are file I/O).
+async fn read(
+    ctx: &RequestContext,
+    req: &std::sync::Arc<FetchRequest>,
+) -> (FetchResponse, usize, bool) {
+    let (broker, v, req) = (ctx.broker.clone(), ctx.api_version, req.clone());
+    match tokio::task::spawn_blocking(move || read_all(&broker, v, &req)).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("fetch read task failed: {e}");
+            let mut resp = FetchResponse::default();
+            resp.error_code = ResponseError::UnknownServerError.code();
+            (resp, 0, true)
+        }
+    }
+}
+
+fn read_all(broker: &Broker, v: i16, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let mut resp = FetchResponse::default();
     // The broker's own bound, whatever the client asks: nothing is allocated for more.
     let replica = if v >= 15 {
@@ -107,9 +125,9 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
         req.replica_id.0 >= 0
     };
     let cap = if replica {
-        ctx.broker.config.replica_fetch_response_max_bytes
+        broker.config.replica_fetch_response_max_bytes
     } else {
-        ctx.broker.config.fetch_max_bytes
+        broker.config.fetch_max_bytes
     };
     let mut remaining = req.max_bytes.clamp(0, cap) as usize;
     let mut total = 0usize;
@@ -125,7 +143,7 @@ fn read_all(ctx: &RequestContext, req: &FetchRequest) -> (FetchResponse, usize, 
             pd.last_stable_offset = -1;
             pd.log_start_offset = -1;
             pd.records = Some(Bytes::new());
-            match ctx.broker.partition(&topic.topic.0, fp.partition) {
+            match broker.partition(&topic.topic.0, fp.partition) {
                 None => {
                     pd.error_code = ResponseError::UnknownTopicOrPartition.code();
                     any_error = true;

@@ -11,8 +11,8 @@ use kafka_protocol::messages::list_offsets_response::{
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::ResponseError;
 
-use super::{HandlerResult, RequestContext};
-use crate::broker::Partition;
+use super::{HandlerError, HandlerResult, RequestContext};
+use crate::broker::{Broker, Partition};
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
@@ -25,7 +25,15 @@ pub async fn handle(
     ctx: RequestContext,
     req: ListOffsetsRequest,
 ) -> HandlerResult<ListOffsetsResponse> {
-    let v = ctx.api_version;
+    let (broker, v) = (ctx.broker.clone(), ctx.api_version);
+    // Timestamp lookups read segments (file I/O): off the async workers.
+    let resp = tokio::task::spawn_blocking(move || answer(&broker, v, req))
+        .await
+        .map_err(|e| HandlerError::Close(format!("ListOffsets task failed: {e}")))?;
+    Ok(Some(resp))
+}
+
+fn answer(broker: &Broker, v: i16, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut resp = ListOffsetsResponse::default();
     for topic in req.topics {
         let mut out = ListOffsetsTopicResponse::default();
@@ -35,7 +43,7 @@ pub async fn handle(
             r.partition_index = lp.partition_index;
             r.timestamp = -1;
             r.offset = -1;
-            match ctx.broker.partition(&topic.name.0, lp.partition_index) {
+            match broker.partition(&topic.name.0, lp.partition_index) {
                 None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
                 Some(p) => {
                     let current = p.leader_epoch();
@@ -67,7 +75,7 @@ pub async fn handle(
         }
         resp.topics.push(out);
     }
-    Ok(Some(resp))
+    resp
 }
 
 /// Returns `(timestamp, offset)` for one partition.

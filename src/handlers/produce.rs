@@ -74,6 +74,9 @@ pub async fn handle(
     };
     let now = now_ms();
     let mut results: Vec<(String, Vec<PartitionResult>)> = Vec::with_capacity(req.topic_data.len());
+    // The appends (file writes, rolls) run on a blocking thread, all of a request in one go.
+    let mut jobs: Vec<(std::sync::Arc<Partition>, Bytes)> = Vec::new();
+    let mut job_slots: Vec<(usize, usize)> = Vec::new();
     for topic in &req.topic_data {
         let name = topic.name.0.to_string();
         let mut parts = Vec::with_capacity(topic.partition_data.len());
@@ -111,13 +114,32 @@ pub async fn handle(
                             .collect();
                         o
                     } else {
-                        append(p, records, now, acks)
+                        jobs.push((p.clone(), records.clone()));
+                        job_slots.push((results.len(), parts.len()));
+                        Outcome::error(ResponseError::UnknownServerError)
                     }
                 }
             };
             parts.push((pd.index, partition, outcome));
         }
         results.push((name, parts));
+    }
+    if !jobs.is_empty() {
+        let appended = tokio::task::spawn_blocking(move || {
+            jobs.iter()
+                .map(|(p, records)| append(p, records, now, acks))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        match appended {
+            Ok(outcomes) => {
+                for ((t, i), o) in job_slots.into_iter().zip(outcomes) {
+                    results[t].1[i].2 = o;
+                }
+            }
+            // The append thread panicked: those partitions keep UNKNOWN_SERVER_ERROR.
+            Err(e) => tracing::error!("produce append task failed: {e}"),
+        }
     }
     drop(turn);
 

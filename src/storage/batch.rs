@@ -347,11 +347,22 @@ pub fn set_log_append_time(batch: &mut [u8], now_ms: i64) {
     if batch.len() < HEADER_LEN {
         return;
     }
-    let attrs = be_i16(batch, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
-    batch[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
-    batch[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
-    let crc = compute_crc(batch);
-    batch[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
+    let (header, body) = batch.split_at_mut(HEADER_LEN);
+    set_log_append_time_split(header, body, now_ms);
+}
+
+/// [`set_log_append_time`] for a batch whose header (`HEADER_LEN` bytes, patched in place) and
+/// records section (`body`, read only) are in different buffers: the append path patches a
+/// copy of the header and writes the producer's body bytes as they are.
+pub fn set_log_append_time_split(header: &mut [u8], body: &[u8], now_ms: i64) {
+    if header.len() < HEADER_LEN {
+        return;
+    }
+    let attrs = be_i16(header, ATTRIBUTES_OFFSET) | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_OFFSET..ATTRIBUTES_OFFSET + 2].copy_from_slice(&attrs.to_be_bytes());
+    header[MAX_TIMESTAMP_OFFSET..MAX_TIMESTAMP_OFFSET + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_OFFSET..HEADER_LEN]), body);
+    header[CRC_OFFSET..CRC_OFFSET + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 #[cfg(test)]

@@ -70,8 +70,8 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::batch::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch, split_and_validate,
-    BatchHeader, BatchInfo,
+    set_base_offset, set_log_append_time_split, set_partition_leader_epoch, split_and_validate,
+    BatchHeader, BatchInfo, HEADER_LEN,
 };
 use super::config::LogConfig;
 use super::control::{control_type, end_txn_marker, ControlType};
@@ -675,7 +675,8 @@ impl PartitionLog {
                 max: segment_bytes,
             });
         }
-        let mut data = records.to_vec();
+        // Patched copies of the batch headers; the record bytes are written from `records`.
+        let mut patched: Vec<[u8; HEADER_LEN]> = Vec::with_capacity(batches.len());
         let mut inner = self.lock();
         let config = inner.config;
         let base_offset = inner.log_end_offset;
@@ -691,19 +692,25 @@ impl PartitionLog {
         let mut aborts: Vec<i64> = Vec::new();
         for (pos, h) in &batches {
             let size = h.total_size().unwrap_or(0);
-            let Some(slice) = data.get_mut(*pos..*pos + size) else {
+            let Some(batch) = records
+                .get(*pos..*pos + size)
+                .filter(|b| b.len() >= HEADER_LEN)
+            else {
                 return Err(StorageError::CorruptMessage("batch bounds".into()));
             };
-            set_base_offset(slice, next);
-            set_partition_leader_epoch(slice, leader_epoch);
+            let mut header = [0u8; HEADER_LEN];
+            header.copy_from_slice(&batch[..HEADER_LEN]);
+            set_base_offset(&mut header, next);
+            set_partition_leader_epoch(&mut header, leader_epoch);
             if config.log_append_time {
-                set_log_append_time(slice, now_ms);
+                set_log_append_time_split(&mut header, &batch[HEADER_LEN..], now_ms);
             }
-            let h = BatchHeader::parse(slice)
+            let h = BatchHeader::parse(&header)
                 .ok_or_else(|| StorageError::CorruptMessage("batch header".into()))?;
+            patched.push(header);
             if h.is_control() && h.producer_id >= 0 {
                 // A transaction marker: Kafka's EndTransactionMarker, COMMIT or ABORT only.
-                match control_type(slice)? {
+                match control_type(batch)? {
                     ControlType::Abort => aborts.push(h.base_offset),
                     ControlType::Commit => {}
                     ControlType::Other(t) => {
@@ -756,7 +763,7 @@ impl PartitionLog {
         let last_offset = next - 1;
         let active = &inner.active;
         let should_roll = !active.is_empty()
-            && (active.size() + data.len() as u64 > segment_bytes
+            && (active.size() + records.len() as u64 > segment_bytes
                 || active.time_waited_for_roll(now_ms, max_timestamp) > config.segment_ms
                 || !active.can_hold_offset(last_offset));
         if should_roll {
@@ -768,7 +775,15 @@ impl PartitionLog {
             epochs.persist(&self.dir)?;
             inner.epochs = epochs;
         }
-        inner.active.append(&data, &headers)?;
+        // Every batch goes to disk (duplicates never reach here: a request of only retries
+        // returned above, a mix is refused), each as its patched header + the producer's body.
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(2 * batches.len());
+        for ((pos, h), header) in batches.iter().zip(&patched) {
+            let size = h.total_size().unwrap_or(0);
+            parts.push(header);
+            parts.push(&records[*pos + HEADER_LEN..*pos + size]);
+        }
+        inner.active.append(&parts, &headers)?;
         inner.log_end_offset = next;
         let completed = inner.producers.commit(pending);
         for txn in completed.iter().filter(|t| aborts.contains(&t.last_offset)) {

@@ -11,9 +11,12 @@
 //! fdatasync has covered yet is *pinned* — held outside the LRU and never evicted — until the
 //! fsync that covers them succeeded through that same handle. Linux reports a writeback error
 //! to the descriptors open when it happened, so closing a dirty descriptor and syncing a fresh
-//! one could hide a lost write; closing a clean one cannot. Pinned handles do not count against
-//! the capacity (there is at most one per partition, its active segment, and only while
-//! unsynced data is in flight — milliseconds with the default durable visibility).
+//! one could hide a lost write; closing a clean one cannot. Pinned handles count against the
+//! capacity (unpinned ones are evicted to make room) but are never evicted themselves: there is
+//! at most one per partition, its active segment, and only while unsynced data is in flight —
+//! milliseconds with the default durable visibility. With `log.visibility = page-cache` a
+//! partition keeps its handle pinned until its next fsync (`flush.ms`, `flush.messages`, a roll
+//! or close), as Kafka keeps every segment file open.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -74,7 +77,8 @@ pub fn default_capacity() -> usize {
 }
 
 impl OpenFiles {
-    /// A cache keeping at most `capacity` unpinned handles open (at least 1).
+    /// A cache keeping at most `capacity` handles open (at least 1), more only while pinned
+    /// ones alone exceed it.
     pub fn new(capacity: usize) -> OpenFiles {
         let capacity = capacity.max(1);
         OpenFiles {
@@ -121,7 +125,7 @@ impl OpenFiles {
     }
 
     fn evict(&self, s: &mut State) {
-        while s.lru.len() > self.capacity {
+        while !s.lru.is_empty() && s.lru.len() + s.pinned.len() > self.capacity {
             s.lru.pop_lru();
         }
     }
@@ -156,6 +160,7 @@ impl OpenFiles {
         }
         s.lru.pop(&id);
         s.pinned.insert(id, Arc::clone(file));
+        self.evict(&mut s);
     }
 
     /// Unpins `id` (an fsync through its handle covered every write): it may be evicted again.
@@ -197,7 +202,7 @@ mod tests {
         files.pin(ids[1], &dirty);
         files.get(ids[2], &paths[2]).expect("open 2");
         files.get(ids[3], &paths[3]).expect("open 3");
-        assert_eq!(files.open_count(), 3, "2 cached + 1 pinned");
+        assert_eq!(files.open_count(), 2, "1 cached + 1 pinned");
         // 0 was evicted from the cache, yet the handle a reader holds still reads.
         let mut b = [0u8; 1];
         held.read_exact_at(&mut b, 0).expect("read evicted");

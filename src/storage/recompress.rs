@@ -43,10 +43,10 @@ pub struct TargetCodec {
     pub level: i32,
 }
 
+/// A batch that cannot be recompressed is refused (never an I/O error: that would take the
+/// data dir offline).
 fn failed(what: &str, e: impl std::fmt::Display) -> StorageError {
-    StorageError::Io(std::io::Error::other(format!(
-        "{what} compression failed: {e}"
-    )))
+    StorageError::InvalidRecord(format!("{what} compression failed: {e}"))
 }
 
 /// Compresses `data` (a decompressed records section) with `target`.

@@ -338,6 +338,9 @@ impl Segment {
             .create(true)
             .truncate(true)
             .open(&log_path)?;
+        let offset_index = OffsetIndex::create(&segment_file(dir, base_offset, INDEX_SUFFIX))?;
+        let time_index = TimeIndex::create(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?;
+        let txn_index = TxnIndex::create(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?;
         let log_id = files.next_id();
         files.insert(log_id, Arc::new(log));
         Ok(Segment {
@@ -346,9 +349,9 @@ impl Segment {
             files: Arc::clone(files),
             log_id,
             dirty: None,
-            offset_index: OffsetIndex::create(&segment_file(dir, base_offset, INDEX_SUFFIX))?,
-            time_index: TimeIndex::create(&segment_file(dir, base_offset, TIME_INDEX_SUFFIX))?,
-            txn_index: TxnIndex::create(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?,
+            offset_index,
+            time_index,
+            txn_index,
             size: 0,
             next_offset: base_offset,
             created_ms: now_ms,
@@ -370,28 +373,32 @@ impl Segment {
         let log_path = segment_file(dir, base_offset, LOG_SUFFIX);
         let log = OpenOptions::new().read(true).write(true).open(&log_path)?;
         let size = log.metadata()?.len();
-        let log_id = files.next_id();
-        files.insert(log_id, Arc::new(log));
         let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
         let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
         let offset_index = OffsetIndex::load(&index_path)?.filter(|i| i.is_valid(size));
         let time_index = TimeIndex::load(&time_path)?.filter(|i| i.is_valid());
         let indexes_ok = offset_index.is_some() && time_index.is_some();
+        let offset_index = match offset_index {
+            Some(i) => i,
+            None => OffsetIndex::create(&index_path)?,
+        };
+        let time_index = match time_index {
+            Some(i) => i,
+            None => TimeIndex::create(&time_path)?,
+        };
+        let txn_index = TxnIndex::open(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?;
+        // Registered only once nothing can fail before the segment exists (its Drop forgets it).
+        let log_id = files.next_id();
+        files.insert(log_id, Arc::new(log));
         let mut seg = Segment {
             base_offset,
             log_path,
             files: Arc::clone(files),
             log_id,
             dirty: None,
-            offset_index: match offset_index {
-                Some(i) => i,
-                None => OffsetIndex::create(&index_path)?,
-            },
-            time_index: match time_index {
-                Some(i) => i,
-                None => TimeIndex::create(&time_path)?,
-            },
-            txn_index: TxnIndex::open(&segment_file(dir, base_offset, TXN_INDEX_SUFFIX))?,
+            offset_index,
+            time_index,
+            txn_index,
             size,
             next_offset: base_offset,
             created_ms: now_ms(),
@@ -524,11 +531,13 @@ impl Segment {
         out
     }
 
-    /// Appends already-validated, already-rewritten batches (`batches` = start position in
-    /// `data` and header of each). Index write failures are logged, not fatal (indexes are
-    /// sparse hints; a missing entry only lengthens a scan).
-    pub fn append(&mut self, data: &[u8], batches: &[(usize, BatchHeader)]) -> io::Result<()> {
+    /// Appends already-validated, already-rewritten batches: `parts` are written back to back
+    /// (one `pwritev`: patched header copies and the producer's record bytes, never joined into
+    /// one buffer); `batches` = start position (relative to the first part) and header of
+    /// each batch.
+    pub fn append(&mut self, parts: &[&[u8]], batches: &[(usize, BatchHeader)]) -> io::Result<()> {
         let start = self.size;
+        let len: usize = parts.iter().map(|p| p.len()).sum();
         let log = self.handle()?;
         if self.dirty.is_none() {
             // Pinned before the write: this handle must be the one the covering fsync uses.
@@ -536,7 +545,7 @@ impl Segment {
             self.dirty = Some(Arc::clone(&log));
         }
         if let Err(e) = super::fault::check(&self.log_path, super::fault::FaultOp::Write)
-            .and_then(|()| log.write_all_at(data, start))
+            .and_then(|()| super::files::write_all_vectored_at(&log, parts, start))
         {
             // Leave no partial bytes beyond `size` behind (best effort).
             let _ = log.set_len(start);
@@ -553,7 +562,7 @@ impl Segment {
             }
             self.next_offset = h.next_offset();
         }
-        self.size += data.len() as u64;
+        self.size += len as u64;
         Ok(())
     }
 

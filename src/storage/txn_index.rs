@@ -283,13 +283,10 @@ impl TxnIndex {
     /// fdatasync of the file (rewriting it first after a failed write), plus the directory when
     /// the file was created or deleted since the last sync.
     pub fn sync(&mut self) -> io::Result<()> {
-        if self.dirty {
+        if self.dirty || self.unsynced {
+            // Rewritten and fdatasync'ed through one descriptor: an fsync through another one
+            // than the write's could miss its writeback error (the file is a few entries).
             self.write_out()?;
-        } else if self.exists && self.unsynced {
-            OpenOptions::new()
-                .write(true)
-                .open(&self.path)?
-                .sync_data()?;
         }
         self.unsynced = false;
         if self.dir_sync_pending {

@@ -350,7 +350,14 @@ impl TxnCoordinator {
             let Some(partition) = broker.partition(topic, *p) else {
                 continue; // deleted meanwhile: nothing to mark
             };
-            match partition.append_control(record.producer_id, record.producer_epoch, commit, now) {
+            // The marker's write (and a roll it may cause) is file I/O: off the async workers.
+            let (writer, pid, epoch) =
+                (partition.clone(), record.producer_id, record.producer_epoch);
+            let appended =
+                tokio::task::spawn_blocking(move || writer.append_control(pid, epoch, commit, now))
+                    .await
+                    .map_err(|e| TxnError::Store(format!("marker task failed: {e}")))?;
+            match appended {
                 Ok(info) => written.push((partition, info.last_offset + 1)),
                 // The partition has a newer epoch for this producer: a marker from us is stale
                 // and the newer incarnation's markers govern; nothing to write.
