@@ -13,9 +13,11 @@
 //! - `<offset, 20 digits>.snapshot`: idempotent-producer state as of that offset, written
 //!   atomically at every roll and at close, checksummed ([`producer_state`]).
 //!
-//! Hot path: append validates batch headers and CRC32C, rewrites two header fields and writes
-//! bytes; read returns whole stored batches via `pread`. Records are decoded ([`records`]) only
-//! for timestamp lookups.
+//! Hot path: append validates batch headers and CRC32C, patches copies of the batch headers
+//! (base offset, leader epoch) and writes them with the producer's bytes in one `pwritev` (no
+//! copy of the records); read returns whole stored batches via `pread`. Records are decoded
+//! ([`records`]) only for timestamp lookups and recompression ([`recompress`]). Every call here
+//! is blocking file I/O: the server runs them on blocking threads, never on async workers.
 //!
 //! Durability invariant: when a segment is rolled, the old segment's `.log` and indexes are
 //! fdatasync'ed before the new segment takes writes, so only the active segment can ever have a
