@@ -167,27 +167,39 @@ impl DynamicConfigs {
         overrides: &BTreeMap<String, String>,
     ) -> BTreeMap<String, String> {
         let mut merged = overrides.clone();
+        if self.broker.is_empty() && self.cluster_default.is_empty() {
+            return merged;
+        }
         for &(_, topic, _) in DYNAMIC_KEYS {
             if merged.contains_key(topic) {
                 continue;
             }
-            for &(key, t, _) in DYNAMIC_KEYS.iter().filter(|(_, t, _)| *t == topic) {
-                let dynamic = self
-                    .broker
-                    .get(key)
-                    .or_else(|| self.cluster_default.get(key));
-                if let Some(value) = dynamic {
-                    if let Some((_, v)) = as_topic_value(key, value) {
-                        merged.insert(t.to_string(), v);
-                    }
-                    break;
-                }
-                if statics.contains_key(key) {
-                    break; // the static setting of this synonym wins over less precise ones
-                }
+            if let Some(v) = self.topic_value(statics, topic) {
+                merged.insert(topic.to_string(), v);
             }
         }
         merged
+    }
+
+    /// The value the dynamic broker configs give the topic config `topic` (for a topic without
+    /// its own override), unless a static setting of a more precise synonym wins.
+    pub fn topic_value(&self, statics: &BTreeMap<String, String>, topic: &str) -> Option<String> {
+        if self.broker.is_empty() && self.cluster_default.is_empty() {
+            return None;
+        }
+        for &(key, _, _) in DYNAMIC_KEYS.iter().filter(|(_, t, _)| *t == topic) {
+            let dynamic = self
+                .broker
+                .get(key)
+                .or_else(|| self.cluster_default.get(key));
+            if let Some(value) = dynamic {
+                return as_topic_value(key, value).map(|(_, v)| v);
+            }
+            if statics.contains_key(key) {
+                return None; // the static setting of this synonym wins over less precise ones
+            }
+        }
+        None
     }
 }
 

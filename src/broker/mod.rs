@@ -318,6 +318,20 @@ impl Broker {
             .with_topic_overrides(&self.config.explicit.0, overrides)
     }
 
+    /// One effective topic config of a topic with `overrides` (override, dynamic broker
+    /// config, static setting, built-in default), without building the whole map.
+    pub fn topic_config(&self, overrides: &BTreeMap<String, String>, name: &str) -> Option<String> {
+        if let Some(v) = overrides.get(name) {
+            return Some(v.clone());
+        }
+        let dynamic = self
+            .dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .topic_value(&self.config.explicit.0, name);
+        dynamic.or_else(|| topic_config::effective(&self.config, &BTreeMap::new(), name))
+    }
+
     /// The storage settings of a topic with `overrides`.
     pub fn log_config_of(&self, overrides: &BTreeMap<String, String>) -> crate::storage::LogConfig {
         topic_config::log_config(&self.config, &self.topic_configs(overrides))

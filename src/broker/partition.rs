@@ -183,6 +183,12 @@ impl Partition {
         Ok(info)
     }
 
+    /// Whether an append of `len` bytes would roll (and fsync) the active segment.
+    pub fn roll_pending(&self, len: usize, now_ms: i64) -> bool {
+        self.opened_log()
+            .is_some_and(|log| log.roll_pending(len, now_ms))
+    }
+
     /// Resolves once everything below `end` is fdatasync'ed and visible (acks=all, and
     /// transaction markers before the coordinator records the transaction complete).
     pub async fn flush_until(&self, end: i64) -> storage::Result<()> {

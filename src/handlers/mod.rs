@@ -49,6 +49,61 @@ pub enum HandlerError {
 
 pub type HandlerResult<T> = Result<Option<T>, HandlerError>;
 
+/// A response frame as the connection sends it (length prefix and header included).
+pub enum Frame {
+    /// One buffer: every response but a Fetch that returns record data.
+    Whole(Bytes),
+    /// Buffers and segment-file regions, sent back to back in order: a Fetch's record data
+    /// goes from the page cache to the socket with `sendfile`, never through user space.
+    Parts(Vec<FramePart>),
+}
+
+/// One piece of a [`Frame::Parts`].
+pub enum FramePart {
+    Bytes(Bytes),
+    /// `len` bytes of `file` from `position` (bytes that never change while the handle is
+    /// held: see `PartitionLog::read_region`).
+    File {
+        file: Arc<std::fs::File>,
+        position: u64,
+        len: u64,
+    },
+}
+
+impl FramePart {
+    /// Bytes this part puts on the wire.
+    pub fn wire_len(&self) -> u64 {
+        match self {
+            FramePart::Bytes(b) => b.len() as u64,
+            FramePart::File { len, .. } => *len,
+        }
+    }
+}
+
+/// How a handler's response becomes a frame: encoded whole ([`Encodable`] responses), or in
+/// parts (the Fetch response with file regions).
+pub trait Respond: Send + 'static {
+    /// What the metrics inspect (error codes).
+    fn observed(&self) -> &dyn std::any::Any;
+    /// Appends the body to `out` (which holds a 4-byte length placeholder and the response
+    /// header) and returns the whole frame, its length prefix set.
+    fn into_frame(self, out: BytesMut, version: i16) -> anyhow::Result<Frame>;
+}
+
+impl<T: Encodable + Send + 'static> Respond for T {
+    fn observed(&self) -> &dyn std::any::Any {
+        self
+    }
+
+    fn into_frame(self, mut out: BytesMut, version: i16) -> anyhow::Result<Frame> {
+        out.reserve(self.compute_size(version)?);
+        self.encode(&mut out, version)?;
+        let len = i32::try_from(out.len() - 4)?;
+        out[..4].copy_from_slice(&len.to_be_bytes());
+        Ok(Frame::Whole(out.freeze()))
+    }
+}
+
 /// What a handler knows about the request besides its body.
 pub struct RequestContext {
     pub broker: Arc<Broker>,
@@ -75,7 +130,7 @@ pub enum Order {
     Handler,
 }
 
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Bytes>, HandlerError>> + Send>>;
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Option<Frame>, HandlerError>> + Send>>;
 
 /// One registry entry.
 pub struct Api {
@@ -274,10 +329,10 @@ async fn run<Req, Resp, F, Fut>(
     ctx: RequestContext,
     mut body: Bytes,
     handler: F,
-) -> Result<Option<Bytes>, HandlerError>
+) -> Result<Option<Frame>, HandlerError>
 where
     Req: Decodable,
-    Resp: Encodable + 'static,
+    Resp: Respond,
     F: FnOnce(RequestContext, Req) -> Fut,
     Fut: Future<Output = HandlerResult<Resp>>,
 {
@@ -291,7 +346,12 @@ where
     // Order::Whole: hold this connection's turn for the whole handler.
     let turn = match lookup(api_key).map(|a| a.order) {
         Some(Order::Whole) => match ctx.ticket.take() {
-            Some(t) => Some(t.enter().await),
+            Some(t) => {
+                let turn = t.enter().await;
+                // Earlier Produce requests' appends may still be queued: take effect after them.
+                turn.drained().await;
+                Some(turn)
+            }
             None => None,
         },
         _ => None,
@@ -299,28 +359,24 @@ where
     let resp = handler(ctx, req).await;
     drop(turn);
     let observed = match &resp {
-        Ok(Some(r)) => Some(r as &dyn std::any::Any),
+        Ok(Some(r)) => Some(r.observed()),
         _ => None,
     };
     crate::metrics::request(api_key, version, started.elapsed(), observed, resp.is_err());
     let Some(resp) = resp? else {
         return Ok(None);
     };
-    let size = resp
-        .compute_size(version)
-        .map_err(|e| HandlerError::Encode(format!("{api_key:?} v{version}: {e}")))?;
-    let mut out = BytesMut::with_capacity(size + 16);
+    let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     let mut header = ResponseHeader::default();
     header.correlation_id = correlation_id;
     header
         .encode(&mut out, api_key.response_header_version(version))
         .map_err(|e| HandlerError::Encode(e.to_string()))?;
-    resp.encode(&mut out, version)
+    let frame = resp
+        .into_frame(out, version)
         .map_err(|e| HandlerError::Encode(format!("{api_key:?} v{version}: {e}")))?;
-    let len = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(Some(out.freeze()))
+    Ok(Some(frame))
 }
 
 #[cfg(test)]

@@ -19,16 +19,23 @@
 //! *take effect* in order (Produce) use the connection's [`Sequencer`]. A request that gets no
 //! response (Produce with acks=0) still holds its place in the queue.
 //!
+//! Fetch data: a response in parts ([`Frame::Parts`]) is written buffer by buffer, its record
+//! regions with `sendfile` from the segment file (after flushing what is buffered before them),
+//! so record bytes never pass through user space and responses stay in order.
+//!
 //! Shutdown: on the broker's shutdown signal the reader stops reading; the writer sends every
 //! response already owed, then the socket is closed.
 
+use std::fs::File;
+use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter, Interest};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
@@ -37,7 +44,7 @@ use tracing::{debug, info, warn};
 
 use super::sequencer::Sequencer;
 use crate::broker::Broker;
-use crate::handlers::{self, HandlerError, RequestContext};
+use crate::handlers::{self, Frame, FramePart, HandlerError, RequestContext};
 
 /// Why the reader stopped.
 #[derive(Debug)]
@@ -50,7 +57,7 @@ enum Close {
 }
 
 /// A response owed to the client, in request order.
-type Pending = JoinHandle<Result<Option<Bytes>, HandlerError>>;
+type Pending = JoinHandle<Result<Option<Frame>, HandlerError>>;
 
 pub async fn serve(
     broker: Arc<Broker>,
@@ -236,7 +243,7 @@ fn start_request(
             // KIP-511: answer with our ranges in a v0 body so the client can retry.
             let body = handlers::api_versions::unsupported_version_body();
             let framed = frame_response(correlation_id, 0, &body);
-            return Ok(tokio::spawn(async move { Ok(Some(framed)) }));
+            return Ok(tokio::spawn(async move { Ok(Some(Frame::Whole(framed))) }));
         }
         Parsed::Request {
             api,
@@ -291,6 +298,60 @@ fn frame_response(correlation_id: i32, header_version: i16, body: &[u8]) -> Byte
     out.freeze()
 }
 
+/// Writes a frame in parts: buffers through the writer, file regions with `sendfile` straight
+/// from the page cache to the socket (after flushing what is buffered, so order is kept).
+async fn write_parts(out: &mut BufWriter<OwnedWriteHalf>, parts: Vec<FramePart>) -> io::Result<()> {
+    for part in parts {
+        match part {
+            FramePart::Bytes(b) => out.write_all(&b).await?,
+            FramePart::File {
+                file,
+                position,
+                len,
+            } => {
+                out.flush().await?;
+                send_file(out.get_ref().as_ref(), &file, position, len).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `sendfile(2)` of `len` bytes of `file` from `position` to the socket, waiting for the socket
+/// to be writable between partial sends. The region lies in the page cache in the common case
+/// (recent data); a cold read blocks this task for the disk read, as Kafka's network threads do.
+async fn send_file(sock: &TcpStream, file: &File, position: u64, len: u64) -> io::Result<()> {
+    let (mut at, end) = (position, position + len);
+    while at < end {
+        sock.writable().await?;
+        let sent = sock.try_io(Interest::WRITABLE, || {
+            let mut offset = libc::off_t::try_from(at).map_err(|_| io::Error::other("offset"))?;
+            let count = usize::try_from(end - at).unwrap_or(usize::MAX).min(1 << 30);
+            // SAFETY: both descriptors are open for the call (the socket through `sock`, the
+            // file through the `Arc` the caller holds); sendfile writes only `offset`.
+            let n =
+                unsafe { libc::sendfile(sock.as_raw_fd(), file.as_raw_fd(), &mut offset, count) };
+            if n < 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                Ok(n as u64)
+            }
+        });
+        match sent {
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "segment shorter than the region",
+                ))
+            }
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 async fn write_responses(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
     let mut out = BufWriter::with_capacity(64 * 1024, wr);
     while let Some(pending) = rx.recv().await {
@@ -302,8 +363,13 @@ async fn write_responses(wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>) {
             }
         };
         match result {
-            Ok(Some(frame)) => {
+            Ok(Some(Frame::Whole(frame))) => {
                 if out.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Some(Frame::Parts(parts))) => {
+                if write_parts(&mut out, parts).await.is_err() {
                     break;
                 }
             }

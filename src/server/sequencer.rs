@@ -7,11 +7,28 @@
 //! which waits until every earlier ticket is finished. A ticket is finished when its guard or the
 //! ticket itself is dropped, so a handler that needs no ordering (or that panics) never blocks
 //! the requests behind it.
+//!
+//! Blocking ordered work (Produce's appends: file writes, rolls): a handler in its turn hands
+//! the work to [`TurnGuard::run_ordered`] and leaves its turn at once. The connection's work
+//! runs FIFO on one blocking thread at a time, and whatever queued up while that thread ran is
+//! done in the same wake-up, so pipelined requests share thread hand-offs (as group commit
+//! shares fsyncs) instead of each holding the turn across one. A request whose whole handler is
+//! ordered ([`Order::Whole`](crate::handlers::Order)) waits in its turn until the queued work
+//! is done ([`TurnGuard::drained`]), so it takes effect after every earlier append.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Work {
+    jobs: VecDeque<Job>,
+    /// A blocking thread is draining `jobs`.
+    running: bool,
+}
 
 #[derive(Default)]
 struct State {
@@ -26,6 +43,9 @@ pub struct Sequencer {
     state: Mutex<State>,
     notify: Notify,
     issued: std::sync::atomic::AtomicU64,
+    work: Mutex<Work>,
+    /// Notified when `work` runs empty.
+    idle: Notify,
 }
 
 impl Sequencer {
@@ -61,6 +81,62 @@ impl Sequencer {
 
     fn is_turn(&self, n: u64) -> bool {
         self.state.lock().unwrap_or_else(|p| p.into_inner()).next == n
+    }
+
+    fn work(&self) -> std::sync::MutexGuard<'_, Work> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn submit<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<T> {
+        let (tx, rx) = oneshot::channel();
+        let mut w = self.work();
+        w.jobs.push_back(Box::new(move || {
+            let _ = tx.send(f());
+        }));
+        if !w.running {
+            w.running = true;
+            let seq = self.clone();
+            tokio::task::spawn_blocking(move || seq.drain());
+        }
+        rx
+    }
+
+    /// Runs queued work in order until none is left (on a blocking thread).
+    fn drain(&self) {
+        loop {
+            let jobs = {
+                let mut w = self.work();
+                if w.jobs.is_empty() {
+                    w.running = false;
+                    drop(w);
+                    self.idle.notify_waiters();
+                    return;
+                }
+                std::mem::take(&mut w.jobs)
+            };
+            for job in jobs {
+                // A panicking job drops its sender (the waiter sees an error); the rest run.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
+        }
+    }
+
+    async fn drained(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let w = self.work();
+                if !w.running && w.jobs.is_empty() {
+                    return;
+                }
+            }
+            notified.await;
+        }
     }
 }
 
@@ -104,6 +180,29 @@ impl Drop for Ticket {
 pub struct TurnGuard {
     seq: Arc<Sequencer>,
     n: u64,
+}
+
+impl TurnGuard {
+    /// Queues `f` (blocking work that must happen in this request's order) on the connection's
+    /// ordered worker; the turn may be left right after. Resolves to `f`'s result (an error if
+    /// it panicked).
+    pub fn run_ordered<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<T> {
+        self.seq.submit(f)
+    }
+
+    /// Whether no ordered work is queued or running (work done now, inline, stays in order).
+    pub fn idle(&self) -> bool {
+        let w = self.seq.work();
+        !w.running && w.jobs.is_empty()
+    }
+
+    /// Waits until the ordered work queued by earlier requests is done.
+    pub async fn drained(&self) {
+        self.seq.drained().await
+    }
 }
 
 impl Drop for TurnGuard {

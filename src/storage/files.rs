@@ -103,7 +103,13 @@ mod tests {
             .expect("open");
         // More parts than one pwritev takes (IOV_MAX), with empty ones in between.
         let owned: Vec<Vec<u8>> = (0..3000u32)
-            .map(|i| if i % 7 == 0 { vec![] } else { i.to_be_bytes().to_vec() })
+            .map(|i| {
+                if i % 7 == 0 {
+                    vec![]
+                } else {
+                    i.to_be_bytes().to_vec()
+                }
+            })
             .collect();
         let parts: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
         f.write_all_at(b"head", 0).expect("head");

@@ -123,6 +123,25 @@ pub struct ReadResult {
     pub log_end_offset: i64,
 }
 
+/// Whole batches lying in a segment file (see [`PartitionLog::read_region`]).
+#[derive(Clone, Debug)]
+pub struct Region {
+    pub file: Arc<std::fs::File>,
+    pub position: u64,
+    pub len: u64,
+    /// Last offset of the last batch in the region.
+    pub last_offset: i64,
+}
+
+/// Result of [`PartitionLog::read_region`].
+#[derive(Clone, Debug)]
+pub struct RegionRead {
+    /// `None`: nothing to return (at the end, or the first batch does not fit).
+    pub region: Option<Region>,
+    pub log_start_offset: i64,
+    pub log_end_offset: i64,
+}
+
 /// A record's timestamp and offset (ListOffsets answers).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TimestampOffset {
@@ -524,6 +543,16 @@ impl PartitionLog {
         })
     }
 
+    /// Whether appending `len` bytes now would roll the active segment (by size or age), which
+    /// fsyncs: callers run such appends on a blocking thread. A hint (the append decides).
+    pub fn roll_pending(&self, len: usize, now_ms: i64) -> bool {
+        let inner = self.lock();
+        let active = &inner.active;
+        !active.is_empty()
+            && (active.size() + len as u64 > inner.config.effective_segment_bytes()
+                || active.time_waited_for_roll(now_ms, now_ms) > inner.config.segment_ms)
+    }
+
     /// Group commit: resolves once everything below `offset` (an exclusive end offset, i.e.
     /// `last_offset + 1`; capped at the current log end offset) is fdatasync'ed. Concurrent
     /// callers share fdatasyncs (see the module docs).
@@ -667,6 +696,61 @@ impl PartitionLog {
         };
         Ok(ReadResult {
             records,
+            log_start_offset: lso,
+            log_end_offset: leo,
+        })
+    }
+
+    /// [`PartitionLog::read`] without reading the data: where the batches a read would return
+    /// lie in a segment file, for sending them with `sendfile`. The handle stays readable for
+    /// as long as it is held (even if retention deletes the segment), and bytes below the
+    /// returned end never change.
+    pub fn read_region(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<RegionRead> {
+        self.online()?;
+        let (lso, leo, mut snap) = {
+            let inner = self.lock();
+            if offset < inner.log_start_offset || offset > inner.log_end_offset {
+                return Err(inner.out_of_range(offset));
+            }
+            let lso = inner.log_start_offset;
+            let leo = inner.log_end_offset;
+            if offset >= upper_bound.min(leo) {
+                return Ok(RegionRead {
+                    region: None,
+                    log_start_offset: lso,
+                    log_end_offset: leo,
+                });
+            }
+            let snap = inner
+                .floor_segment(offset)
+                .snapshot_for_read(offset, upper_bound)?;
+            (lso, leo, snap)
+        };
+        let region = loop {
+            if let Some((pos, h)) = snap.find_batch(offset)? {
+                break snap
+                    .region_batches(pos, &h, max_bytes, upper_bound, min_one)?
+                    .map(|(len, last_offset)| Region {
+                        file: snap.file.clone(),
+                        position: pos,
+                        len,
+                        last_offset,
+                    });
+            }
+            let inner = self.lock();
+            match inner.segment_after(snap.base_offset) {
+                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound)?,
+                None => break None,
+            }
+        };
+        Ok(RegionRead {
+            region,
             log_start_offset: lso,
             log_end_offset: leo,
         })

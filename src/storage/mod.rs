@@ -68,7 +68,7 @@ pub use batch::BatchInfo;
 pub use config::LogConfig;
 pub use epoch::EpochEntry;
 pub use error::{Result, StorageError};
-pub use log::{AppendInfo, PartitionLog, ReadResult, TimestampOffset};
+pub use log::{AppendInfo, PartitionLog, ReadResult, Region, RegionRead, TimestampOffset};
 pub use log_dir::LogDirHealth;
 pub use open_files::OpenFiles;
 pub use producer_state::ActiveProducer;

@@ -210,6 +210,41 @@ impl SegmentSnapshot {
         Ok(Bytes::from(buf))
     }
 
+    /// Like [`SegmentSnapshot::read_batches`] without reading the data: the length of the
+    /// whole batches from `pos` that a read would return and the last offset they hold, found
+    /// from their headers alone (for a zero-copy send of `[pos, pos + length)`).
+    pub fn region_batches(
+        &self,
+        pos: u64,
+        first: &BatchHeader,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<Option<(u64, i64)>> {
+        if first.base_offset >= upper_bound {
+            return Ok(None);
+        }
+        let max = max_bytes as u64;
+        let (mut len, mut last) = (0u64, None);
+        let mut at = pos;
+        while let Some((h, total)) = self.header_at(at)? {
+            if h.base_offset >= upper_bound {
+                break;
+            }
+            if len + total > max {
+                if len == 0 && min_one {
+                    len = total;
+                    last = Some(h.last_offset());
+                }
+                break;
+            }
+            len += total;
+            last = Some(h.last_offset());
+            at += total;
+        }
+        Ok(last.map(|l| (len, l)))
+    }
+
     fn read_batch(&self, pos: u64, total: u64) -> Result<Vec<u8>> {
         let len = usize::try_from(total).map_err(|_| corrupt(self.base_offset, pos, "size"))?;
         let mut buf = vec![0u8; len];

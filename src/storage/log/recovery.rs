@@ -120,7 +120,6 @@ impl Inner {
         changed |= prune_snapshots(dir, first_base)?;
         Ok(changed)
     }
-
 }
 
 impl PartitionLog {
@@ -299,5 +298,4 @@ impl PartitionLog {
             group_commit_syncs: AtomicU64::new(0),
         })
     }
-
 }
