@@ -183,11 +183,19 @@ impl Broker {
             .truncate(false)
             .write(true)
             .open(data_dir.join(LOCK_FILE))?;
-        if lock.try_lock().is_err() {
-            anyhow::bail!(
-                "data dir {} is in use by another strand process",
-                data_dir.display()
-            );
+        // flock is held by an open file description, which a child process forked by another
+        // thread shares until it execs: a lock just released can look taken for a moment, so
+        // a taken lock is retried for up to 2 s before the start is refused.
+        let mut attempts = 0;
+        while lock.try_lock().is_err() {
+            attempts += 1;
+            if attempts >= 200 {
+                anyhow::bail!(
+                    "data dir {} is in use by another strand process",
+                    data_dir.display()
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
         let store_file = LocalStore::file_path(&data_dir);
         let identity = data_dir::check_before_open(&data_dir, store_file.exists(), &store_file)?;
