@@ -321,5 +321,7 @@ async fn many_partitions_need_a_bounded_number_of_open_files() {
         grown < PARTITIONS as usize / 2,
         "{grown} descriptors more for {PARTITIONS} partitions"
     );
+    // Our handle on the broker goes first: stop waits until the broker is released.
+    drop(b);
     broker.stop().await;
 }
