@@ -262,9 +262,7 @@ impl FetchOutput {
         for t in &mut self.resp.responses {
             for pd in &mut t.partitions {
                 if let Some(r) = regions.next().flatten() {
-                    let mut buf = vec![0u8; usize::try_from(r.len)?];
-                    std::os::unix::fs::FileExt::read_exact_at(&*r.file, &mut buf, r.position)?;
-                    pd.records = Some(Bytes::from(buf));
+                    pd.records = Some(r.read()?);
                 }
             }
         }

@@ -133,6 +133,16 @@ pub struct Region {
     pub last_offset: i64,
 }
 
+impl Region {
+    /// The region's bytes.
+    pub fn read(&self) -> io::Result<Bytes> {
+        let len = usize::try_from(self.len).map_err(|_| io::Error::other("region length"))?;
+        let mut buf = vec![0u8; len];
+        std::os::unix::fs::FileExt::read_exact_at(&*self.file, &mut buf, self.position)?;
+        Ok(Bytes::from(buf))
+    }
+}
+
 /// Result of [`PartitionLog::read_region`].
 #[derive(Clone, Debug)]
 pub struct RegionRead {
@@ -653,7 +663,8 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Reads whole batches from `offset` (see docs/storage-api.md).
+    /// Reads whole batches from `offset` (see docs/storage-api.md): the batches
+    /// [`PartitionLog::read_region`] selects, read into memory.
     pub fn read(
         &self,
         offset: i64,
@@ -661,43 +672,15 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<ReadResult> {
-        self.online()?;
-        let (lso, leo, mut snap) = {
-            let inner = self.lock();
-            if offset < inner.log_start_offset || offset > inner.log_end_offset {
-                return Err(inner.out_of_range(offset));
-            }
-            let lso = inner.log_start_offset;
-            let leo = inner.log_end_offset;
-            if offset >= upper_bound.min(leo) {
-                return Ok(ReadResult {
-                    records: Bytes::new(),
-                    log_start_offset: lso,
-                    log_end_offset: leo,
-                });
-            }
-            (
-                lso,
-                leo,
-                inner
-                    .floor_segment(offset)
-                    .snapshot_for_read(offset, upper_bound)?,
-            )
-        };
-        let records = loop {
-            if let Some((pos, h)) = snap.find_batch(offset)? {
-                break snap.read_batches(pos, &h, max_bytes, upper_bound, min_one)?;
-            }
-            let inner = self.lock();
-            match inner.segment_after(snap.base_offset) {
-                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound)?,
-                None => break Bytes::new(),
-            }
+        let r = self.read_region(offset, max_bytes, upper_bound, min_one)?;
+        let records = match &r.region {
+            Some(region) => region.read()?,
+            None => Bytes::new(),
         };
         Ok(ReadResult {
             records,
-            log_start_offset: lso,
-            log_end_offset: leo,
+            log_start_offset: r.log_start_offset,
+            log_end_offset: r.log_end_offset,
         })
     }
 

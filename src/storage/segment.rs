@@ -31,8 +31,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use bytes::Bytes;
-
 use super::batch::{compute_crc, BatchHeader, HEADER_LEN, MAGIC_V2, NO_TIMESTAMP};
 use super::error::{Result, StorageError};
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
@@ -171,48 +169,10 @@ impl SegmentSnapshot {
         Ok(None)
     }
 
-    /// Whole batches from `pos` (where `first` starts): at most `max_bytes`, none whose base
-    /// offset >= `upper_bound`; with `min_one`, the first batch even when larger (KIP-74).
-    pub fn read_batches(
-        &self,
-        pos: u64,
-        first: &BatchHeader,
-        max_bytes: usize,
-        upper_bound: i64,
-        min_one: bool,
-    ) -> Result<Bytes> {
-        if first.base_offset >= upper_bound {
-            return Ok(Bytes::new());
-        }
-        let first_size = first
-            .total_size()
-            .ok_or_else(|| corrupt(self.base_offset, pos, "batch length"))?;
-        let available = usize::try_from(self.size.saturating_sub(pos)).unwrap_or(usize::MAX);
-        let want = if first_size > max_bytes {
-            if !min_one {
-                return Ok(Bytes::new());
-            }
-            first_size
-        } else {
-            max_bytes.min(available)
-        };
-        let mut buf = vec![0u8; want];
-        self.file.read_exact_at(&mut buf, pos)?;
-        let mut cut = 0usize;
-        while let Some(h) = BatchHeader::parse(&buf[cut..]) {
-            let Some(total) = h.total_size() else { break };
-            if h.base_offset >= upper_bound || total > buf.len() - cut {
-                break;
-            }
-            cut += total;
-        }
-        buf.truncate(cut);
-        Ok(Bytes::from(buf))
-    }
-
-    /// Like [`SegmentSnapshot::read_batches`] without reading the data: the length of the
-    /// whole batches from `pos` that a read would return and the last offset they hold, found
-    /// from their headers alone (for a zero-copy send of `[pos, pos + length)`).
+    /// The whole batches from `pos` (where `first` starts) a read returns — at most
+    /// `max_bytes`, none whose base offset >= `upper_bound`; with `min_one`, the first batch
+    /// even when larger (KIP-74) — as their length and last offset, found from their headers
+    /// alone (the data is read or sent with `sendfile` by the caller).
     pub fn region_batches(
         &self,
         pos: u64,
