@@ -50,6 +50,26 @@ struct Handles {
     apis: HashMap<i16, ApiHandles>,
     connections_total: Counter,
     fsync: Histogram,
+    /// I/O that left the async workers (`strand_offloaded_io_total`).
+    offloaded: [Counter; 3],
+}
+
+/// File I/O a request handler sent to a blocking thread because it could wait for the disk.
+#[derive(Clone, Copy)]
+pub enum Offloaded {
+    /// A fetch whose batch headers were not all in the page cache (or a file was not open).
+    FetchRead = 0,
+    /// A fetched region brought into the page cache before `sendfile`.
+    FetchPrefetch = 1,
+    /// A produce request whose appends ran on its connection's ordered blocking worker.
+    ProduceAppend = 2,
+}
+
+/// Counts one piece of offloaded I/O.
+pub fn offloaded(kind: Offloaded) {
+    if let Some(h) = HANDLES.get() {
+        h.offloaded[kind as usize].increment(1);
+    }
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -122,6 +142,8 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<Exporter> {
         apis,
         connections_total: counter!("strand_connections_accepted_total"),
         fsync: histogram!("strand_log_flush_duration_seconds"),
+        offloaded: ["fetch_read", "fetch_prefetch", "produce_append"]
+            .map(|kind| counter!("strand_offloaded_io_total", "kind" => kind)),
     });
     tracing::info!("serving metrics on http://{addr}/metrics");
     Ok(Exporter { tasks: vec![serve] })

@@ -30,6 +30,12 @@ use crate::storage::{self, AppendInfo, LogConfig, LogDirHealth, OpenFiles, Parti
 /// File in each partition directory naming the topic id the directory belongs to.
 pub const PARTITION_METADATA: &str = "partition.metadata";
 
+/// Unsynced bytes in a partition's active segment above which appends leave the async workers
+/// ([`Partition::append_is_inline`]). In the durable default a background fdatasync follows
+/// every append within `log.flush.max.delay.ms`, so this is reached only when the disk falls
+/// behind the producers — exactly when the kernel starts throttling writers of dirty pages.
+pub const INLINE_UNSYNCED_MAX: u64 = 4 << 20;
+
 /// What every partition opened together shares.
 #[derive(Clone)]
 pub struct OpenContext {
@@ -183,10 +189,17 @@ impl Partition {
         Ok(info)
     }
 
-    /// Whether an append of `len` bytes would roll (and fsync) the active segment.
-    pub fn roll_pending(&self, len: usize, now_ms: i64) -> bool {
-        self.opened_log()
-            .is_some_and(|log| log.roll_pending(len, now_ms))
+    /// Whether an append of `len` bytes may run on an async worker: a plain write into the page
+    /// cache that will not wait. Not when it would roll (and fsync) the active segment, not in
+    /// page-cache mode (unflushed data piles up, and the kernel throttles writers of dirty
+    /// pages), and not when more than [`INLINE_UNSYNCED_MAX`] bytes are unsynced (the disk is
+    /// behind; the same throttling).
+    pub fn append_is_inline(&self, len: usize, now_ms: i64) -> bool {
+        !self.visible_unflushed
+            && self.opened_log().is_some_and(|log| {
+                !log.roll_pending(len, now_ms)
+                    && log.unsynced_bytes() + len as u64 <= INLINE_UNSYNCED_MAX
+            })
     }
 
     /// Resolves once everything below `end` is fdatasync'ed and visible (acks=all, and
@@ -331,4 +344,63 @@ fn write_partition_metadata(dir: &Path, topic_id: Uuid) -> std::io::Result<()> {
         fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::testutil::{batch, BatchSpec};
+
+    fn open(dir: &Path, visible_unflushed: bool, segment_bytes: u64) -> Partition {
+        let ctx = OpenContext {
+            clean: false,
+            flush_delay: Duration::from_secs(3600),
+            visible_unflushed,
+            health: Arc::new(LogDirHealth::new(dir)),
+            files: Arc::new(OpenFiles::new(16)),
+        };
+        let config = LogConfig {
+            segment_bytes,
+            ..LogConfig::default()
+        };
+        Partition::open("t", 0, Uuid::nil(), dir.join("t-0"), config, &ctx).expect("open")
+    }
+
+    #[tokio::test]
+    async fn appends_that_could_wait_leave_the_async_workers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = batch(&BatchSpec::new(&[0; 16384])); // ~0.5 MiB
+        let p = open(dir.path(), false, 64 << 20);
+        assert!(
+            p.append_is_inline(big.len(), 0),
+            "durable, nothing unsynced"
+        );
+        let mut appended = 0u64;
+        while p.append_is_inline(big.len(), 0) {
+            p.append(&big, 0).expect("append");
+            appended += big.len() as u64;
+            assert!(
+                appended <= INLINE_UNSYNCED_MAX,
+                "still inline past the bound"
+            );
+        }
+        assert!(appended + big.len() as u64 > INLINE_UNSYNCED_MAX);
+        // The background flush is an hour away: 4 MiB unsynced, the disk is "behind".
+        assert!(!p.append_is_inline(big.len(), 0));
+        p.flush_until(p.log().expect("log").log_end_offset())
+            .await
+            .expect("flush");
+        assert!(p.append_is_inline(big.len(), 0), "synced again");
+        // An append that rolls the segment (which fsyncs) does not run inline.
+        let small = open(&dir.path().join("small"), false, (big.len() + 100) as u64);
+        small.append(&big, 0).expect("append");
+        small
+            .flush_until(small.log().expect("log").log_end_offset())
+            .await
+            .expect("flush");
+        assert!(!small.append_is_inline(big.len(), 0));
+        // Page-cache mode: never inline.
+        let pc = open(&dir.path().join("pc"), true, 64 << 20);
+        assert!(!pc.append_is_inline(10, 0));
+    }
 }

@@ -103,17 +103,99 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
 
 /// Reads every requested partition once. Returns the response, the record bytes in it, and
 /// whether any partition had an error (errors are answered at once, without waiting).
-/// [`read_all`], in the handler: it reads only batch headers (61-byte `pread`s, page-cache hits
-/// for recent data), the data goes by `sendfile`. A `spawn_blocking` per fetch cost ~15% of
-/// consume throughput on this 2-core machine (docs/architecture.md), more than those reads.
+///
+/// Nothing here waits for the disk on an async worker: [`read_all`] first runs in the handler
+/// reading only from the page cache (`read_region_nowait`: 61-byte header reads, hits for
+/// recent data). If a header is not cached (or a segment file is not open), the whole read is
+/// repeated on a blocking thread; if a region's data is not all cached, it is brought into the
+/// page cache on a blocking thread before the response goes to the connection's writer, whose
+/// `sendfile` then copies from memory. A `spawn_blocking` for every fetch cost ~15% of consume
+/// throughput on this 2-core machine (docs/architecture.md), so only cold reads pay for one.
 async fn read(
     ctx: &RequestContext,
     req: &std::sync::Arc<FetchRequest>,
 ) -> (FetchOutput, usize, bool) {
-    read_all(&ctx.broker, ctx.api_version, req)
+    let v = ctx.api_version;
+    if let Some(out) = read_all(&ctx.broker, v, req, true) {
+        let cold: Vec<Region> = out
+            .0
+            .regions
+            .iter()
+            .flatten()
+            .filter(|r| !r.cached())
+            .cloned()
+            .collect();
+        if !cold.is_empty() {
+            let _ = tokio::task::spawn_blocking(move || prefetch(&cold)).await;
+        }
+        return out;
+    }
+    crate::metrics::offloaded(crate::metrics::Offloaded::FetchRead);
+    let (broker, shared) = (ctx.broker.clone(), req.clone());
+    let blocking = tokio::task::spawn_blocking(move || {
+        let out = read_all(&broker, v, &shared, false);
+        if let Some((o, _, _)) = &out {
+            let cold: Vec<Region> = o
+                .regions
+                .iter()
+                .flatten()
+                .filter(|r| !r.cached())
+                .cloned()
+                .collect();
+            prefetch(&cold);
+        }
+        out
+    });
+    match blocking.await {
+        Ok(Some(out)) => out,
+        // A blocking read never answers WouldBlock; a panic answers every partition
+        // UNKNOWN_SERVER_ERROR.
+        _ => {
+            tracing::error!("fetch read task failed");
+            (failed(req), 0, true)
+        }
+    }
 }
 
-fn read_all(broker: &Broker, v: i16, req: &FetchRequest) -> (FetchOutput, usize, bool) {
+/// Brings regions into the page cache (blocking); a failure is the `sendfile`'s to report.
+fn prefetch(regions: &[Region]) {
+    for r in regions {
+        crate::metrics::offloaded(crate::metrics::Offloaded::FetchPrefetch);
+        if let Err(e) = r.prefetch() {
+            tracing::warn!("prefetch of fetched data failed: {e}");
+        }
+    }
+}
+
+/// A response answering every requested partition UNKNOWN_SERVER_ERROR.
+fn failed(req: &FetchRequest) -> FetchOutput {
+    let mut resp = FetchResponse::default();
+    for topic in &req.topics {
+        let mut out = FetchableTopicResponse::default();
+        out.topic = topic.topic.clone();
+        for fp in &topic.partitions {
+            let mut pd = PartitionData::default();
+            pd.partition_index = fp.partition;
+            pd.high_watermark = -1;
+            pd.last_stable_offset = -1;
+            pd.log_start_offset = -1;
+            pd.records = Some(Bytes::new());
+            pd.error_code = ResponseError::UnknownServerError.code();
+            out.partitions.push(pd);
+        }
+        resp.responses.push(out);
+    }
+    FetchOutput::whole(resp)
+}
+
+/// One read of every partition; with `nowait`, only from the page cache and open files, and
+/// `None` as soon as a partition would have to wait (see [`read`]).
+fn read_all(
+    broker: &Broker,
+    v: i16,
+    req: &FetchRequest,
+    nowait: bool,
+) -> Option<(FetchOutput, usize, bool)> {
     let mut resp = FetchResponse::default();
     let mut regions: Vec<Option<Region>> = Vec::new();
     // The broker's own bound, whatever the client asks: nothing is allocated for more.
@@ -173,10 +255,14 @@ fn read_all(broker: &Broker, v: i16, req: &FetchRequest) -> (FetchOutput, usize,
                         any_error = true;
                     } else {
                         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-                        match p
-                            .log()
-                            .and_then(|log| log.read_region(fp.fetch_offset, limit, upper, min_one))
-                        {
+                        let read = p.log().and_then(|log| {
+                            if nowait {
+                                log.read_region_nowait(fp.fetch_offset, limit, upper, min_one)
+                            } else {
+                                log.read_region(fp.fetch_offset, limit, upper, min_one)
+                            }
+                        });
+                        match read {
                             Ok(r) => {
                                 pd.log_start_offset = r.log_start_offset;
                                 let n = r.region.as_ref().map_or(0, |g| g.len as usize);
@@ -209,6 +295,7 @@ fn read_all(broker: &Broker, v: i16, req: &FetchRequest) -> (FetchOutput, usize,
                                     region = r.region;
                                 }
                             }
+                            Err(StorageError::WouldBlock) => return None,
                             Err(e) => {
                                 let expected = matches!(
                                     e,
@@ -233,7 +320,7 @@ fn read_all(broker: &Broker, v: i16, req: &FetchRequest) -> (FetchOutput, usize,
         }
         resp.responses.push(out);
     }
-    (FetchOutput { resp, regions }, total, any_error)
+    Some((FetchOutput { resp, regions }, total, any_error))
 }
 
 /// A Fetch response whose record data stays in the segment files until the connection sends it

@@ -126,11 +126,12 @@ pub async fn handle(
     if !jobs.is_empty() {
         // A plain append is a write into the page cache, done here: handing each request to
         // another thread costs more than the write (+2 ms p50 at acks=all, 10k msgs/s, see
-        // docs/architecture.md). An append that rolls a segment (an fsync), or one behind
+        // docs/architecture.md). An append that could wait (it rolls a segment, which fsyncs;
+        // page-cache mode; the disk is behind: `Partition::append_is_inline`), or one behind
         // queued work, goes to the connection's ordered blocking worker, which keeps this
         // connection's appends in request order; the turn is left once they are queued.
         let inline = turn.as_ref().is_some_and(|t| t.idle())
-            && !jobs.iter().any(|(p, r)| p.roll_pending(r.len(), now));
+            && jobs.iter().all(|(p, r)| p.append_is_inline(r.len(), now));
         let append_all = move || {
             jobs.iter()
                 .map(|(p, records)| append(p, records, now, acks))
@@ -143,6 +144,7 @@ pub async fn handle(
                 Ok(outcomes)
             }
             Some(t) => {
+                crate::metrics::offloaded(crate::metrics::Offloaded::ProduceAppend);
                 let done = t.run_ordered(append_all);
                 drop(turn);
                 done.await.map_err(|e| e.to_string())

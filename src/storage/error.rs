@@ -66,6 +66,11 @@ pub enum StorageError {
     /// [`LogDirHealth`](super::LogDirHealth)); nothing in it is written or read any more.
     #[error("log directory is offline")]
     LogDirOffline,
+    /// A no-wait read ([`PartitionLog::read_region_nowait`](super::PartitionLog::read_region_nowait))
+    /// met bytes outside the page cache or a segment file that is not open: the caller repeats
+    /// it where blocking is allowed. Handlers never answer it to a client.
+    #[error("the read would block")]
+    WouldBlock,
     /// A request mixes a retried (duplicate) batch with new ones.
     #[error("producer {producer_id}: duplicate batch at sequence {first_seq} among new batches")]
     DuplicateSequence { producer_id: i64, first_seq: i32 },
@@ -87,6 +92,8 @@ impl StorageError {
             StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
             StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
             StorageError::DuplicateSequence { .. } => ResponseError::DuplicateSequenceNumber,
+            // Retried blocking by the caller; should one ever escape, the client retries.
+            StorageError::WouldBlock => ResponseError::UnknownServerError,
         }
     }
 }

@@ -1,5 +1,9 @@
-//! Small durable-file helpers: directory fsync and atomic replace (tmp + fsync + rename +
-//! directory fsync). Temporary files end in `.tmp`; recovery deletes leftovers.
+//! Small file helpers: directory fsync and atomic replace (tmp + fsync + rename + directory
+//! fsync; temporary files end in `.tmp`, recovery deletes leftovers), vectored writes, and the
+//! page-cache probes that let async code read without blocking: [`read_exact_at_nowait`]
+//! (`preadv2` with `RWF_NOWAIT`: the bytes only if they are in the page cache), [`cached`]
+//! (`cachestat(2)`: whether a range is in the page cache) and [`prefetch`] (blocking: brings a
+//! range into it).
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -86,9 +90,113 @@ pub fn read_optional(dir: &Path, name: &str) -> io::Result<Option<String>> {
     }
 }
 
+/// Reads exactly `buf.len()` bytes at `pos` only if they are all in the page cache
+/// (`preadv2(RWF_NOWAIT)`): `Ok(true)` when read, `Ok(false)` when the read would wait for the
+/// disk (or the kernel cannot tell, or the range passes the end of the file), so the caller
+/// retries where blocking is allowed and a plain read reports what is wrong.
+pub fn read_exact_at_nowait(file: &File, buf: &mut [u8], pos: u64) -> io::Result<bool> {
+    use std::os::fd::AsRawFd;
+    let mut done = 0usize;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        let iov = libc::iovec {
+            iov_base: rest.as_mut_ptr().cast(),
+            iov_len: rest.len(),
+        };
+        let off = libc::off_t::try_from(pos + done as u64).map_err(io::Error::other)?;
+        // SAFETY: one iovec over `rest`, valid for writes of its length for the whole call.
+        let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, off, libc::RWF_NOWAIT) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EINTR) => continue,
+                // Not cached, or NOWAIT unsupported here: the blocking path decides.
+                Some(libc::EAGAIN | libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) => {
+                    return Ok(false)
+                }
+                _ => return Err(e),
+            }
+        }
+        if n == 0 {
+            // The end of the file: a blocking read reports it.
+            return Ok(false);
+        }
+        done += n as usize;
+    }
+    Ok(true)
+}
+
+/// Whether every page of `len` bytes at `pos` is in the page cache (`cachestat(2)`, Linux
+/// 6.5+). `false` when the kernel cannot tell: callers then [`prefetch`] on a blocking thread.
+pub fn cached(file: &File, pos: u64, len: u64) -> bool {
+    use std::os::fd::AsRawFd;
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// The same number on every architecture (the unified syscall table).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    const PAGE: u64 = 4096;
+    if len == 0 {
+        return true;
+    }
+    let first = pos / PAGE;
+    let pages = (pos + len).div_ceil(PAGE) - first;
+    let range = Range {
+        off: first * PAGE,
+        len: pages * PAGE,
+    };
+    let mut stat = Stat::default();
+    // SAFETY: `range` and `stat` are live and laid out as the kernel's structs for the call.
+    let r = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0u32,
+        )
+    };
+    r == 0 && stat.nr_cache >= pages
+}
+
+/// Brings `len` bytes at `pos` into the page cache and returns once they are there: starts the
+/// disk reads for the whole range (`readahead(2)`, which does not wait for them), then reads it
+/// through a small scratch buffer, which does. Blocking: call it off the async workers, and
+/// only for data that is not cached (see [`cached`]), where the disk read costs far more than
+/// the copy.
+pub fn prefetch(file: &File, pos: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::FileExt;
+    const CHUNK: u64 = 256 * 1024;
+    let off = libc::off64_t::try_from(pos).map_err(io::Error::other)?;
+    let count = usize::try_from(len).map_err(io::Error::other)?;
+    // SAFETY: plain syscall on a valid descriptor; it only starts reads into the page cache.
+    unsafe { libc::readahead(file.as_raw_fd(), off, count) };
+    let mut scratch = vec![0u8; CHUNK.min(len) as usize];
+    let mut at = 0u64;
+    while at < len {
+        let n = CHUNK.min(len - at) as usize;
+        file.read_exact_at(&mut scratch[..n], pos + at)?;
+        at += n as u64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsRawFd;
     use std::os::unix::fs::FileExt;
 
     #[test]
@@ -117,5 +225,40 @@ mod tests {
         let got = std::fs::read(dir.path().join("v")).expect("read");
         let want: Vec<u8> = b"head".iter().copied().chain(owned.concat()).collect();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn nowait_reads_and_cachestat_see_the_page_cache() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c");
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .expect("open");
+        let data: Vec<u8> = (0..(1u32 << 20)).map(|i| (i % 251) as u8).collect();
+        f.write_all_at(&data, 0).expect("write");
+        f.sync_all().expect("sync");
+        let mut buf = [0u8; 100];
+        assert!(read_exact_at_nowait(&f, &mut buf, 5000).expect("hot read"));
+        assert_eq!(&buf[..], &data[5000..5100]);
+        assert!(cached(&f, 0, data.len() as u64), "just written, so cached");
+        // Past the end: not read here, and the blocking read reports the error.
+        assert!(!read_exact_at_nowait(&f, &mut buf, data.len() as u64 - 10).expect("eof"));
+        // Drop the (clean) pages: the no-wait read refuses, cachestat says not cached,
+        // prefetch brings the range back.
+        // SAFETY: plain syscall on a valid descriptor.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        assert!(
+            !cached(&f, 0, data.len() as u64),
+            "DONTNEED dropped the clean pages"
+        );
+        assert!(!read_exact_at_nowait(&f, &mut buf, 700_000).expect("cold read"));
+        prefetch(&f, 600_000, 200_000).expect("prefetch");
+        assert!(cached(&f, 600_000, 200_000));
+        assert!(read_exact_at_nowait(&f, &mut buf, 700_000).expect("prefetched read"));
+        assert_eq!(&buf[..], &data[700_000..700_100]);
     }
 }

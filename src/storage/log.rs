@@ -134,6 +134,17 @@ pub struct Region {
 }
 
 impl Region {
+    /// Whether the region's bytes are all in the page cache (so `sendfile` will not wait for
+    /// the disk). A page may still be evicted before it is sent; that send then waits.
+    pub fn cached(&self) -> bool {
+        super::files::cached(&self.file, self.position, self.len)
+    }
+
+    /// Brings the region into the page cache, waiting for the disk: on a blocking thread.
+    pub fn prefetch(&self) -> io::Result<()> {
+        super::files::prefetch(&self.file, self.position, self.len)
+    }
+
     /// The region's bytes.
     pub fn read(&self) -> io::Result<Bytes> {
         let len = usize::try_from(self.len).map_err(|_| io::Error::other("region length"))?;
@@ -563,6 +574,17 @@ impl PartitionLog {
                 || active.time_waited_for_roll(now_ms, now_ms) > inner.config.segment_ms)
     }
 
+    /// Bytes of the active segment no fdatasync has covered yet (written, maybe still dirty in
+    /// the page cache).
+    pub fn unsynced_bytes(&self) -> u64 {
+        let inner = self.lock();
+        if inner.synced.0 == inner.active.base_offset() {
+            inner.active.size().saturating_sub(inner.synced.1)
+        } else {
+            inner.active.size()
+        }
+    }
+
     /// Group commit: resolves once everything below `offset` (an exclusive end offset, i.e.
     /// `last_offset + 1`; capped at the current log end offset) is fdatasync'ed. Concurrent
     /// callers share fdatasyncs (see the module docs).
@@ -695,7 +717,41 @@ impl PartitionLog {
         upper_bound: i64,
         min_one: bool,
     ) -> Result<RegionRead> {
+        self.read_region_with(offset, max_bytes, upper_bound, min_one, false)
+    }
+
+    /// [`PartitionLog::read_region`] for async callers: it never waits for the disk. It reads
+    /// batch headers only from the page cache (`preadv2(RWF_NOWAIT)`) and only through open
+    /// segment files; anything else is [`StorageError::WouldBlock`], and the caller repeats the
+    /// read with `read_region` on a blocking thread. The region's data itself may still be on
+    /// disk: see [`Region::cached`].
+    pub fn read_region_nowait(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+    ) -> Result<RegionRead> {
+        self.read_region_with(offset, max_bytes, upper_bound, min_one, true)
+    }
+
+    fn read_region_with(
+        &self,
+        offset: i64,
+        max_bytes: usize,
+        upper_bound: i64,
+        min_one: bool,
+        nowait: bool,
+    ) -> Result<RegionRead> {
         self.online()?;
+        let snapshot = |seg: &Segment| -> Result<SegmentSnapshot> {
+            if nowait {
+                seg.snapshot_for_read_nowait(offset, upper_bound)
+                    .ok_or(StorageError::WouldBlock)
+            } else {
+                Ok(seg.snapshot_for_read(offset, upper_bound)?)
+            }
+        };
         let (lso, leo, mut snap) = {
             let inner = self.lock();
             if offset < inner.log_start_offset || offset > inner.log_end_offset {
@@ -710,9 +766,7 @@ impl PartitionLog {
                     log_end_offset: leo,
                 });
             }
-            let snap = inner
-                .floor_segment(offset)
-                .snapshot_for_read(offset, upper_bound)?;
+            let snap = snapshot(inner.floor_segment(offset))?;
             (lso, leo, snap)
         };
         let region = loop {
@@ -728,7 +782,7 @@ impl PartitionLog {
             }
             let inner = self.lock();
             match inner.segment_after(snap.base_offset) {
-                Some(seg) => snap = seg.snapshot_for_read(offset, upper_bound)?,
+                Some(seg) => snap = snapshot(seg)?,
                 None => break None,
             }
         };

@@ -810,3 +810,58 @@ fn segment_files_are_a_bounded_cache_and_indexes_survive_a_crash() {
         assert_eq!(found.offset, offset, "timestamp {ts}");
     }
 }
+
+#[test]
+fn nowait_reads_only_what_is_cached_and_open() {
+    use std::os::fd::AsRawFd;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let one = b(2, 0);
+    let config = LogConfig {
+        segment_bytes: (one.len() * 3) as u64,
+        ..cfg()
+    };
+    let files = Arc::new(OpenFiles::new(1));
+    let health = Arc::new(LogDirHealth::new(dir.path()));
+    let log =
+        PartitionLog::open_in(&dir.path().join("t-0"), config, false, health, files).expect("open");
+    for i in 0..9i64 {
+        log.append(&b(2, 100 * i), 0, 0).expect("append");
+    }
+    log.flush().expect("flush");
+    assert!(log.segment_count() >= 3);
+    // Recent data: cached and open, so the no-wait read answers what the blocking one does.
+    let hot = log.read_region(16, 1 << 20, i64::MAX, true).expect("read");
+    let r = log
+        .read_region_nowait(16, 1 << 20, i64::MAX, true)
+        .expect("nowait");
+    let (a, b) = (hot.region.expect("region"), r.region.expect("region"));
+    assert_eq!(
+        (a.position, a.len, a.last_offset),
+        (b.position, b.len, b.last_offset)
+    );
+    assert!(b.cached());
+    // The oldest segment's file is closed (one handle cached): no-wait refuses to open it.
+    assert!(matches!(
+        log.read_region_nowait(0, 1 << 20, i64::MAX, true),
+        Err(StorageError::WouldBlock)
+    ));
+    // Open but evicted from the page cache: no-wait refuses to wait for the disk.
+    let cold = log.read_region(0, 1 << 20, i64::MAX, true).expect("read");
+    let region = cold.region.expect("region");
+    // SAFETY: plain syscall on a valid descriptor (drops clean pages).
+    unsafe { libc::posix_fadvise(region.file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    assert!(!region.cached());
+    assert!(matches!(
+        log.read_region_nowait(0, 1 << 20, i64::MAX, true),
+        Err(StorageError::WouldBlock)
+    ));
+    // Prefetched: the no-wait read works and the data is cached.
+    region.prefetch().expect("prefetch");
+    assert!(region.cached());
+    let again = log
+        .read_region_nowait(0, 1 << 20, i64::MAX, true)
+        .expect("nowait");
+    let g = again.region.expect("region");
+    assert_eq!((g.position, g.len), (region.position, region.len));
+    assert_eq!(g.read().expect("read"), region.read().expect("read"));
+}

@@ -59,7 +59,7 @@ pub mod recompress;
 pub mod records;
 mod segment;
 #[cfg(test)]
-mod testutil;
+pub(crate) mod testutil;
 mod txn_index;
 #[cfg(test)]
 mod txn_log_tests;

@@ -130,6 +130,11 @@ impl OpenFiles {
         }
     }
 
+    /// The handle of file `id` if it is open (nothing is opened).
+    pub fn cached(&self, id: FileId) -> Option<Arc<File>> {
+        Self::lookup(&mut self.lock(), id)
+    }
+
     /// The handle of file `id` at `path` (read + write), opening it if it is not open.
     pub fn get(&self, id: FileId, path: &Path) -> io::Result<Arc<File>> {
         if let Some(f) = Self::lookup(&mut self.lock(), id) {

@@ -33,6 +33,7 @@ use std::time::UNIX_EPOCH;
 
 use super::batch::{compute_crc, BatchHeader, HEADER_LEN, MAGIC_V2, NO_TIMESTAMP};
 use super::error::{Result, StorageError};
+use super::files;
 use super::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
 use super::log::TimestampOffset;
 use super::open_files::{FileId, OpenFiles};
@@ -137,6 +138,8 @@ pub struct SegmentSnapshot {
     pub size: u64,
     /// Where to start scanning (from an index lookup).
     pub start_position: u64,
+    /// Read only what is in the page cache; anything else is [`StorageError::WouldBlock`].
+    pub nowait: bool,
 }
 
 impl SegmentSnapshot {
@@ -148,7 +151,13 @@ impl SegmentSnapshot {
             return Err(corrupt(self.base_offset, pos, "torn batch header"));
         }
         let mut hdr = [0u8; HEADER_LEN];
-        self.file.read_exact_at(&mut hdr, pos)?;
+        if self.nowait {
+            if !files::read_exact_at_nowait(&self.file, &mut hdr, pos)? {
+                return Err(StorageError::WouldBlock);
+            }
+        } else {
+            self.file.read_exact_at(&mut hdr, pos)?;
+        }
         let h = BatchHeader::parse(&hdr).ok_or_else(|| corrupt(self.base_offset, pos, "header"))?;
         let total = h
             .total_size()
@@ -646,14 +655,31 @@ impl Segment {
     /// later batch lies at or above `upper_bound`, so a read never loads much more than it
     /// returns (at most one index interval and one batch beyond the bound).
     pub fn snapshot_for_read(&self, offset: i64, upper_bound: i64) -> io::Result<SegmentSnapshot> {
-        let mut snap = self.snapshot_for_offset(offset)?;
+        Ok(self.snapshot_for_read_with(self.handle()?, offset, upper_bound))
+    }
+
+    fn snapshot_for_read_with(
+        &self,
+        file: Arc<File>,
+        offset: i64,
+        upper_bound: i64,
+    ) -> SegmentSnapshot {
+        let rel = u32::try_from((offset - self.base_offset).max(0)).unwrap_or(u32::MAX);
+        let start = u64::from(self.offset_index.position_for(rel));
+        let mut snap = SegmentSnapshot {
+            base_offset: self.base_offset,
+            file,
+            size: self.size,
+            start_position: start.min(self.size),
+            nowait: false,
+        };
         if upper_bound > self.base_offset {
             let rel = u32::try_from(upper_bound - self.base_offset).unwrap_or(u32::MAX);
             if let Some(p) = self.offset_index.position_past(rel) {
                 snap.size = snap.size.min(u64::from(p)).max(snap.start_position);
             }
         }
-        Ok(snap)
+        snap
     }
 
     /// A snapshot to scan for the first record with timestamp >= `ts` outside the lock.
@@ -672,7 +698,24 @@ impl Segment {
             file: self.handle()?,
             size: self.size,
             start_position: start_position.min(self.size),
+            nowait: false,
         })
+    }
+
+    /// [`Segment::snapshot_for_read`] without blocking: `None` if the `.log` file is not open
+    /// (opening it is file-system work); the snapshot reads only from the page cache.
+    pub fn snapshot_for_read_nowait(
+        &self,
+        offset: i64,
+        upper_bound: i64,
+    ) -> Option<SegmentSnapshot> {
+        let file = match &self.dirty {
+            Some(f) => Arc::clone(f),
+            None => self.files.cached(self.log_id)?,
+        };
+        let mut snap = self.snapshot_for_read_with(file, offset, upper_bound);
+        snap.nowait = true;
+        Some(snap)
     }
 
     /// Path of the `.log` file.
