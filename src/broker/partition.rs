@@ -190,16 +190,15 @@ impl Partition {
     }
 
     /// Whether an append of `len` bytes may run on an async worker: a plain write into the page
-    /// cache that will not wait. Not when it would roll (and fsync) the active segment, not in
-    /// page-cache mode (unflushed data piles up, and the kernel throttles writers of dirty
-    /// pages), and not when more than [`INLINE_UNSYNCED_MAX`] bytes are unsynced (the disk is
-    /// behind; the same throttling).
+    /// cache that will not wait. Not when it would roll (and fsync) the active segment or open
+    /// its file, not in page-cache mode (unflushed data piles up, and the kernel throttles
+    /// writers of dirty pages), and not when more than [`INLINE_UNSYNCED_MAX`] bytes would be
+    /// unsynced (the disk is behind; the same throttling).
     pub fn append_is_inline(&self, len: usize, now_ms: i64) -> bool {
         !self.visible_unflushed
-            && self.opened_log().is_some_and(|log| {
-                !log.roll_pending(len, now_ms)
-                    && log.unsynced_bytes() + len as u64 <= INLINE_UNSYNCED_MAX
-            })
+            && self
+                .opened_log()
+                .is_some_and(|log| log.append_is_plain(len, now_ms, INLINE_UNSYNCED_MAX))
     }
 
     /// Resolves once everything below `end` is fdatasync'ed and visible (acks=all, and

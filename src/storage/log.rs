@@ -564,25 +564,21 @@ impl PartitionLog {
         })
     }
 
-    /// Whether appending `len` bytes now would roll the active segment (by size or age), which
-    /// fsyncs: callers run such appends on a blocking thread. A hint (the append decides).
-    pub fn roll_pending(&self, len: usize, now_ms: i64) -> bool {
+    /// Whether an append of `len` bytes is a plain write into the page cache through an open
+    /// file, with at most `max_unsynced` bytes then unsynced in the active segment: no roll
+    /// (which fsyncs), no `open`. A hint (the append decides).
+    pub fn append_is_plain(&self, len: usize, now_ms: i64, max_unsynced: u64) -> bool {
         let inner = self.lock();
         let active = &inner.active;
-        !active.is_empty()
+        let rolls = !active.is_empty()
             && (active.size() + len as u64 > inner.config.effective_segment_bytes()
-                || active.time_waited_for_roll(now_ms, now_ms) > inner.config.segment_ms)
-    }
-
-    /// Bytes of the active segment no fdatasync has covered yet (written, maybe still dirty in
-    /// the page cache).
-    pub fn unsynced_bytes(&self) -> u64 {
-        let inner = self.lock();
-        if inner.synced.0 == inner.active.base_offset() {
-            inner.active.size().saturating_sub(inner.synced.1)
+                || active.time_waited_for_roll(now_ms, now_ms) > inner.config.segment_ms);
+        let unsynced = if inner.synced.0 == active.base_offset() {
+            active.size().saturating_sub(inner.synced.1)
         } else {
-            inner.active.size()
-        }
+            active.size()
+        };
+        !rolls && active.is_open() && unsynced + len as u64 <= max_unsynced
     }
 
     /// Group commit: resolves once everything below `offset` (an exclusive end offset, i.e.

@@ -702,6 +702,11 @@ impl Segment {
         })
     }
 
+    /// Whether the `.log` file is open (writing or reading it needs no `open`).
+    pub fn is_open(&self) -> bool {
+        self.dirty.is_some() || self.files.cached(self.log_id).is_some()
+    }
+
     /// [`Segment::snapshot_for_read`] without blocking: `None` if the `.log` file is not open
     /// (opening it is file-system work); the snapshot reads only from the page cache.
     pub fn snapshot_for_read_nowait(
