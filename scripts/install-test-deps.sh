@@ -10,7 +10,7 @@ cd "$REPO"
 log() { printf '\n==> %s\n' "$*"; }
 
 APT_PACKAGES=(
-  protobuf-compiler cmake kcat librdkafka-dev libssl-dev libsasl2-dev
+  protobuf-compiler libprotobuf-dev cmake kcat librdkafka-dev libssl-dev libsasl2-dev
   libzstd-dev liblz4-dev zlib1g-dev etcd-server etcd-client python3-venv
   build-essential pkg-config rapidjson-dev
 )

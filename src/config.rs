@@ -138,6 +138,18 @@ pub struct Config {
     pub transaction_cleanup_interval_ms: u64,
     /// `metrics.listen`: where `GET /metrics` (Prometheus text format) is served; `None` = off.
     pub metrics_listen: Option<SocketAddr>,
+    /// `etcd.endpoints` (Strand's, `STRAND_ETCD_ENDPOINTS`, `--etcd-endpoints`): cluster mode
+    /// when non-empty (see docs/cluster.md); empty = the embedded single-node store.
+    pub etcd_endpoints: Vec<String>,
+    /// `etcd.prefix`: every key of this cluster lives under it, so clusters can share an etcd.
+    pub etcd_prefix: String,
+    /// `broker.rack`: this broker's rack (Metadata, rack-aware replica placement).
+    pub broker_rack: Option<String>,
+    /// `broker.session.timeout.ms`: the TTL of this broker's etcd lease; a broker that cannot
+    /// renew it stops leading before it could have expired.
+    pub broker_session_timeout_ms: u64,
+    /// `broker.heartbeat.interval.ms`: how often the lease is renewed.
+    pub broker_heartbeat_interval_ms: u64,
     /// The keys set explicitly (file, environment, flags), as given: DescribeConfigs reports
     /// them as STATIC_BROKER_CONFIG and every other key as DEFAULT_CONFIG.
     pub explicit: ExplicitKeys,
@@ -207,6 +219,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     ("shutdown.timeout.ms", "30000"),
     ("metrics.listen", ""),
+    ("etcd.endpoints", ""),
+    ("etcd.prefix", "/strand"),
+    ("broker.rack", ""),
+    ("broker.session.timeout.ms", "2000"),
+    ("broker.heartbeat.interval.ms", "500"),
 ];
 
 impl Default for Config {
@@ -502,8 +519,46 @@ impl Config {
                 i32::MAX as i64,
             )?,
             metrics_listen,
+            etcd_endpoints: req("etcd.endpoints")
+                .split(',')
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect(),
+            etcd_prefix: {
+                let p = req("etcd.prefix").trim().trim_end_matches('/').to_string();
+                if !p.starts_with('/') || p.len() < 2 || p.contains(char::is_whitespace) {
+                    return Err(invalid(
+                        "etcd.prefix",
+                        &p,
+                        "expected a path such as /strand (no spaces)",
+                    ));
+                }
+                p
+            },
+            broker_rack: get("broker.rack")
+                .map(|r| r.trim().to_string())
+                .filter(|r| !r.is_empty()),
+            broker_session_timeout_ms: parse_num(
+                "broker.session.timeout.ms",
+                &req("broker.session.timeout.ms"),
+                2000,
+                600_000,
+            )?,
+            broker_heartbeat_interval_ms: parse_num(
+                "broker.heartbeat.interval.ms",
+                &req("broker.heartbeat.interval.ms"),
+                50,
+                300_000,
+            )?,
             explicit: ExplicitKeys(overrides.clone()),
         };
+        if config.broker_heartbeat_interval_ms * 3 > config.broker_session_timeout_ms {
+            return Err(invalid(
+                "broker.heartbeat.interval.ms",
+                &config.broker_heartbeat_interval_ms.to_string(),
+                "must be at most a third of broker.session.timeout.ms (a lease is renewed several times before it can expire)",
+            ));
+        }
         if let Some(budget) = config.queued_max_request_bytes {
             if budget < config.socket_request_max_bytes {
                 return Err(invalid(

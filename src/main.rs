@@ -50,6 +50,10 @@ struct ServeArgs {
     /// Broker id (`node.id`).
     #[arg(long)]
     node_id: Option<i32>,
+    /// Cluster mode: etcd endpoints, comma-separated (`etcd.endpoints`). Env:
+    /// STRAND_ETCD_ENDPOINTS.
+    #[arg(long, value_name = "HOST:PORT,...")]
+    etcd_endpoints: Option<String>,
     /// Serve Prometheus metrics at http://HOST:PORT/metrics (`metrics.listen`).
     #[arg(long, value_name = "HOST:PORT")]
     metrics_listen: Option<String>,
@@ -81,6 +85,9 @@ fn load_config(args: &ServeArgs) -> anyhow::Result<Config> {
     }
     if let Some(v) = args.node_id {
         overrides.insert("node.id".into(), v.to_string());
+    }
+    if let Some(v) = &args.etcd_endpoints {
+        overrides.insert("etcd.endpoints".into(), v.clone());
     }
     if let Some(v) = &args.metrics_listen {
         overrides.insert("metrics.listen".into(), v.clone());

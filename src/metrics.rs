@@ -302,13 +302,13 @@ async fn sample_loop(broker: Arc<Broker>) {
         offline_partitions.set(
             topics
                 .iter()
-                .flat_map(|t| &t.partitions)
+                .flat_map(|t| t.hosted())
                 .filter(|p| p.log().is_err())
                 .count() as f64,
         );
         let mut live = std::collections::HashSet::new();
         for t in &topics {
-            for p in &t.partitions {
+            for p in t.hosted() {
                 let key = (p.topic.clone(), p.index);
                 let g = partitions.entry(key.clone()).or_insert_with(|| {
                     let labels = [

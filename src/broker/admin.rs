@@ -19,6 +19,7 @@ use tracing::info;
 
 use super::dynamic_config::{self, Layer, Refused};
 use super::{now_ms, partition_dir, topic_config, Broker, Partition, Topic, TopicError};
+use crate::cluster::TopicRecord;
 use crate::storage::StorageError;
 
 fn join_error(e: tokio::task::JoinError) -> TopicError {
@@ -48,12 +49,14 @@ impl Broker {
                 "Topic already has {current} partitions."
             )));
         }
-        self.check_partition_budget(count - current)?;
         let added = (count - current) as usize;
         let rf = topic.record.assignments.first().map_or(1, Vec::len);
         let node = self.node_id();
+        let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        let each = added.div_ceil(live.len().max(1));
+        self.check_partition_budget(i32::try_from(each).unwrap_or(i32::MAX))?;
         let new_assignments = match assignments {
-            None => vec![vec![node]; added],
+            None => super::place_replicas(&self.live_brokers(), added as i32, rf as i16),
             Some(a) => {
                 if a.len() != added {
                     return Err(TopicError::InvalidReplicaAssignment(format!(
@@ -65,7 +68,7 @@ impl Broker {
                     let p = current as usize + i;
                     let unknown: Vec<String> = brokers
                         .iter()
-                        .filter(|b| **b != node)
+                        .filter(|b| !live.contains(b))
                         .map(i32::to_string)
                         .collect();
                     if !unknown.is_empty() {
@@ -84,6 +87,8 @@ impl Broker {
                 a
             }
         };
+        let mine = new_assignments.iter().filter(|r| r.contains(&node)).count();
+        self.check_partition_budget(i32::try_from(mine).unwrap_or(i32::MAX))?;
         if validate_only {
             return Ok(());
         }
@@ -91,20 +96,7 @@ impl Broker {
         record.assignments.extend(new_assignments);
         self.store.update_topic(record.clone()).await?;
 
-        let config = self.config.clone();
-        let log_config = self.log_config_of(&record.configs);
-        let (topic_name, id) = (record.name.clone(), record.id);
-        let ctx = self.open_context();
-        let opened = tokio::task::spawn_blocking(move || {
-            (current..count)
-                .map(|index| {
-                    let dir = partition_dir(&config.data_dir, &topic_name, index);
-                    Partition::open(&topic_name, index, id, dir, log_config, &ctx).map(Arc::new)
-                })
-                .collect::<Result<Vec<_>, StorageError>>()
-        })
-        .await
-        .map_err(join_error)??;
+        let opened = self.open_partitions(&record, current..count).await?;
         let mut partitions = topic.partitions.clone();
         partitions.extend(opened);
         self.replace_topic(Topic { record, partitions });
@@ -137,7 +129,7 @@ impl Broker {
         record.configs = configs;
         self.store.update_topic(record.clone()).await?;
         let log_config = self.log_config_of(&record.configs);
-        for log in topic.partitions.iter().filter_map(|p| p.opened_log()) {
+        for log in topic.hosted().filter_map(|p| p.opened_log()) {
             log.update_config(log_config);
         }
         let partitions = topic.partitions.clone();
@@ -149,7 +141,7 @@ impl Broker {
         // A lowered retention takes effect now, not at the next periodic check.
         let now = now_ms();
         tokio::task::spawn_blocking(move || {
-            for p in &partitions {
+            for p in partitions.iter().flatten() {
                 let Ok(log) = p.log() else { continue };
                 if let Err(e) = log.enforce_retention(now) {
                     tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
@@ -174,6 +166,7 @@ impl Broker {
             .ok()
             .and_then(|i| t.partitions.get(i))
             .cloned()
+            .flatten()
             .ok_or(TopicError::UnknownTopic)?;
         let policy = topic_config::effective(
             &self.config,
@@ -248,13 +241,13 @@ impl Broker {
         let topics = self.topics();
         for t in &topics {
             let log_config = self.log_config_of(&t.record.configs);
-            for log in t.partitions.iter().filter_map(|p| p.opened_log()) {
+            for log in t.hosted().filter_map(|p| p.opened_log()) {
                 log.update_config(log_config);
             }
         }
         let now = now_ms();
         tokio::task::spawn_blocking(move || {
-            for p in topics.iter().flat_map(|t| &t.partitions) {
+            for p in topics.iter().flat_map(|t| t.hosted()) {
                 let Ok(log) = p.log() else { continue };
                 if let Err(e) = log.enforce_retention(now) {
                     tracing::warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
@@ -266,7 +259,35 @@ impl Broker {
         Ok(())
     }
 
-    fn replace_topic(&self, topic: Topic) {
+    /// Opens (creating) partitions `range` of `record` that this broker hosts; `None` for the
+    /// others.
+    pub(super) async fn open_partitions(
+        &self,
+        record: &TopicRecord,
+        range: std::ops::Range<i32>,
+    ) -> Result<Vec<Option<Arc<Partition>>>, TopicError> {
+        let config = self.config.clone();
+        let log_config = self.log_config_of(&record.configs);
+        let record = record.clone();
+        let ctx = self.open_context();
+        tokio::task::spawn_blocking(move || {
+            range
+                .map(|index| {
+                    if !super::hosts(&record, index, config.node_id) {
+                        return Ok(None);
+                    }
+                    let dir = partition_dir(&config.data_dir, &record.name, index);
+                    Partition::open(&record.name, index, record.id, dir, log_config, &ctx)
+                        .map(|p| Some(Arc::new(p)))
+                })
+                .collect::<Result<Vec<_>, StorageError>>()
+        })
+        .await
+        .map_err(join_error)?
+        .map_err(TopicError::Storage)
+    }
+
+    pub(super) fn replace_topic(&self, topic: Topic) {
         self.write_topics()
             .insert(topic.record.name.clone(), Arc::new(topic));
     }

@@ -35,7 +35,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use crate::cluster::local::LocalStore;
-use crate::cluster::{MetadataError, MetadataStore, TopicRecord};
+use crate::cluster::{BrokerRegistration, MetadataError, MetadataStore, TopicRecord};
 use crate::config::Config;
 use crate::group::consumer::TopicsView;
 use crate::group::{GroupConfig, GroupCoordinator};
@@ -122,10 +122,41 @@ impl TopicError {
     }
 }
 
-/// A topic in the metadata cache with its open partitions.
+/// A topic in the metadata cache with the partitions this broker hosts.
 pub struct Topic {
     pub record: TopicRecord,
-    pub partitions: Vec<Arc<Partition>>,
+    /// Indexed by partition number: `Some` for the partitions this broker hosts (in cluster
+    /// mode, those whose replicas include it; embedded, all), `None` for the others.
+    pub partitions: Vec<Option<Arc<Partition>>>,
+}
+
+impl Topic {
+    /// The partitions this broker hosts.
+    pub fn hosted(&self) -> impl Iterator<Item = &Arc<Partition>> {
+        self.partitions.iter().flatten()
+    }
+}
+
+/// A partition as Metadata shows it (see [`Broker::partition_view`]).
+pub struct PartitionView {
+    /// `-1`: no leader now.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub offline: Vec<i32>,
+    pub error: Option<kafka_protocol::ResponseError>,
+}
+
+/// Where a partition is served (see [`Broker::locate`]).
+pub enum Located {
+    Here(Arc<Partition>),
+    /// Hosted by another broker: its leader if that one is live.
+    Elsewhere {
+        leader: Option<BrokerRegistration>,
+        leader_epoch: i32,
+    },
+    Unknown,
 }
 
 /// What a CreateTopics entry asks for, after defaults are applied by the caller.
@@ -150,6 +181,8 @@ pub struct Broker {
     pub txns: crate::txn::coordinator::TxnCoordinator,
     store: Arc<dyn MetadataStore>,
     cluster_id: String,
+    /// This broker's epoch (its registration's; grows with every start).
+    epoch: i64,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     /// Bumped by every change of `topics`; names the generation `topics_view` caches.
     topics_generation: AtomicU64,
@@ -197,10 +230,44 @@ impl Broker {
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        let store_file = LocalStore::file_path(&data_dir);
-        let identity = data_dir::check_before_open(&data_dir, store_file.exists(), &store_file)?;
-        let store: Arc<dyn MetadataStore> = Arc::new(LocalStore::open(&data_dir)?);
+        let (store, identity): (Arc<dyn MetadataStore>, _) = if config.etcd_endpoints.is_empty() {
+            let store_file = LocalStore::file_path(&data_dir);
+            let identity =
+                data_dir::check_before_open(&data_dir, store_file.exists(), &store_file)?;
+            (Arc::new(LocalStore::open(&data_dir)?), identity)
+        } else {
+            let lease = crate::cluster::etcd::LeaseSettings {
+                session_timeout: std::time::Duration::from_millis(config.broker_session_timeout_ms),
+                heartbeat_interval: std::time::Duration::from_millis(
+                    config.broker_heartbeat_interval_ms,
+                ),
+            };
+            let store = crate::cluster::etcd::EtcdStore::open(
+                &config.etcd_endpoints,
+                &config.etcd_prefix,
+                lease,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let described = PathBuf::from(format!(
+                "etcd key {}/cluster/id at {}",
+                config.etcd_prefix,
+                config.etcd_endpoints.join(",")
+            ));
+            let identity = data_dir::check_before_open(&data_dir, store.existed(), &described)?;
+            (Arc::new(store), identity)
+        };
         data_dir::check_identity(&data_dir, identity, &store.cluster_id(), config.node_id)?;
+        let epoch = store
+            .register_broker(BrokerRegistration {
+                node_id: config.node_id,
+                host: config.advertised_host.clone(),
+                port: config.advertised_port,
+                rack: config.broker_rack.clone(),
+                epoch: 0,
+            })
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot register the broker: {e}"))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         let records = store.topics().await?;
@@ -268,7 +335,8 @@ impl Broker {
             .map_err(|e| anyhow::anyhow!("cannot load committed offsets: {e}"))?,
         );
         let txns = crate::txn::coordinator::TxnCoordinator::new(store.load_transactions().await?);
-        Ok(Arc::new(Broker {
+        let broker = Arc::new(Broker {
+            epoch,
             txns,
             producer_ids: crate::txn::ProducerIdManager::new(store.clone()),
             groups,
@@ -284,7 +352,11 @@ impl Broker {
             files,
             dynamic: RwLock::new(dynamic),
             _lock: lock,
-        }))
+        });
+        if broker.store.is_cluster() {
+            tokio::spawn(reconcile_loop(Arc::downgrade(&broker)));
+        }
+        Ok(broker)
     }
 
     /// Starts the shutdown: parked group requests are answered and long polls end, so that
@@ -363,6 +435,141 @@ impl Broker {
         &self.cluster_id
     }
 
+    /// This broker's epoch (see [`BrokerRegistration::epoch`]).
+    pub fn epoch(&self) -> i64 {
+        self.epoch
+    }
+
+    /// Whether this is one broker of a cluster sharing metadata in etcd.
+    pub fn is_cluster(&self) -> bool {
+        self.store.is_cluster()
+    }
+
+    /// Whether this broker may acknowledge writes and coordinate: its registration is
+    /// certainly alive (always, embedded).
+    pub fn is_live(&self) -> bool {
+        self.store.is_live()
+    }
+
+    /// The live brokers, by node id (embedded: this one).
+    pub fn live_brokers(&self) -> Vec<BrokerRegistration> {
+        self.store.live_brokers()
+    }
+
+    /// The brokers to show clients: the live ones, and always this one (whose own
+    /// registration the watch may not have delivered yet).
+    pub fn brokers(&self) -> Vec<BrokerRegistration> {
+        let mut all = self.live_brokers();
+        if !all.iter().any(|b| b.node_id == self.node_id()) {
+            all.push(BrokerRegistration {
+                node_id: self.node_id(),
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
+                rack: self.config.broker_rack.clone(),
+                epoch: self.epoch,
+            });
+            all.sort_by_key(|b| b.node_id);
+        }
+        all
+    }
+
+    /// How partition `index` of `topic` looks to clients (Metadata, DescribeTopicPartitions):
+    /// hosted here, this broker leads it; hosted elsewhere, its first replica leads it while
+    /// that broker is registered, else it has no leader (LEADER_NOT_AVAILABLE, the replica
+    /// offline) until the broker comes back with its data.
+    pub fn partition_view(&self, topic: &Topic, index: i32) -> PartitionView {
+        let replicas = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.record.assignments.get(i))
+            .cloned()
+            .unwrap_or_default();
+        let live: std::collections::BTreeSet<i32> =
+            self.live_brokers().iter().map(|b| b.node_id).collect();
+        let me = self.node_id();
+        let hosted = usize::try_from(index)
+            .ok()
+            .and_then(|i| topic.partitions.get(i))
+            .and_then(Option::as_ref);
+        let up = |b: &i32| {
+            if *b == me {
+                hosted.is_some_and(|p| p.log().is_ok())
+            } else {
+                live.contains(b)
+            }
+        };
+        let isr: Vec<i32> = replicas.iter().copied().filter(|b| up(b)).collect();
+        let offline: Vec<i32> = replicas.iter().copied().filter(|b| !up(b)).collect();
+        match hosted {
+            Some(p) => PartitionView {
+                leader: me,
+                leader_epoch: p.leader_epoch(),
+                error: p
+                    .log()
+                    .is_err()
+                    .then_some(kafka_protocol::ResponseError::KafkaStorageError),
+                replicas,
+                isr,
+                offline,
+            },
+            None => {
+                let leader = replicas.first().copied().filter(|b| live.contains(b));
+                PartitionView {
+                    leader: leader.unwrap_or(-1),
+                    leader_epoch: 0,
+                    error: leader
+                        .is_none()
+                        .then_some(kafka_protocol::ResponseError::LeaderNotAvailable),
+                    replicas,
+                    isr,
+                    offline,
+                }
+            }
+        }
+    }
+
+    /// Whether the cluster has partition `index` of `topic` (hosted here or not).
+    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
+        self.topic(topic)
+            .is_some_and(|t| index >= 0 && index < t.record.partition_count())
+    }
+
+    /// The error for a partition request this broker cannot serve because it does not host
+    /// the partition: NOT_LEADER_OR_FOLLOWER if another broker does (the client refreshes its
+    /// metadata and goes there), UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
+    pub fn not_hosted_error(&self, topic: &str, index: i32) -> kafka_protocol::ResponseError {
+        if self.partition_exists(topic, index) {
+            kafka_protocol::ResponseError::NotLeaderOrFollower
+        } else {
+            kafka_protocol::ResponseError::UnknownTopicOrPartition
+        }
+    }
+
+    /// Where a request for partition `index` of `topic` must go: `Ok` if this broker hosts it,
+    /// else `Err` with its leader (or none): NOT_LEADER_OR_FOLLOWER for the client.
+    pub fn locate(&self, topic: &str, index: i32) -> Located {
+        let Some(t) = self.topic(topic) else {
+            return Located::Unknown;
+        };
+        match usize::try_from(index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+        {
+            None => Located::Unknown,
+            Some(Some(p)) => Located::Here(p.clone()),
+            Some(None) => {
+                let view = self.partition_view(&t, index);
+                let leader = self
+                    .live_brokers()
+                    .into_iter()
+                    .find(|b| b.node_id == view.leader);
+                Located::Elsewhere {
+                    leader,
+                    leader_epoch: view.leader_epoch,
+                }
+            }
+        }
+    }
+
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.read_topics().get(name).cloned()
     }
@@ -380,6 +587,7 @@ impl Broker {
             .ok()
             .and_then(|i| t.partitions.get(i))
             .cloned()
+            .flatten()
     }
 
     /// `name → (topic id, partition count)` of every topic (for KIP-848 assignment). Built
@@ -429,7 +637,7 @@ impl Broker {
     pub fn partition_count(&self) -> usize {
         self.read_topics()
             .values()
-            .map(|t| t.partitions.len())
+            .map(|t| t.hosted().count())
             .sum()
     }
 
@@ -455,8 +663,14 @@ impl Broker {
     pub fn plan_topic(&self, req: &NewTopic) -> Result<TopicRecord, TopicError> {
         topic_config::validate_topic_name(&req.name).map_err(TopicError::InvalidTopic)?;
         let node = self.node_id();
+        let live: Vec<BrokerRegistration> = self.live_brokers();
         let assignments: Vec<Vec<i32>> = if !req.assignments.is_empty() {
-            self.check_partition_budget(i32::try_from(req.assignments.len()).unwrap_or(i32::MAX))?;
+            let mine = req
+                .assignments
+                .iter()
+                .filter(|(_, b)| b.contains(&node))
+                .count();
+            self.check_partition_budget(i32::try_from(mine).unwrap_or(i32::MAX))?;
             if req.num_partitions != -1 || req.replication_factor != -1 {
                 return Err(TopicError::InvalidRequest(
                     "Both numPartitions or replicationFactor and replicasAssignments were set. Both cannot be used at the same time.".into(),
@@ -484,9 +698,18 @@ impl Broker {
                         "Duplicate brokers not allowed in replica assignment: {brokers:?} for partition id {p}."
                     )));
                 }
-                if let Some(b) = brokers.iter().find(|b| **b != node) {
+                if let Some(b) = brokers
+                    .iter()
+                    .find(|b| !live.iter().any(|l| l.node_id == **b))
+                {
                     return Err(TopicError::InvalidReplicaAssignment(format!(
                         "Unknown broker id {b} in replica assignment for partition {p}"
+                    )));
+                }
+                if brokers.len() > 1 {
+                    return Err(TopicError::InvalidReplicationFactor(format!(
+                        "Partition {p} has {} replicas: this version of Strand does not replicate partitions (one replica each).",
+                        brokers.len()
                     )));
                 }
                 out.push(brokers);
@@ -511,13 +734,24 @@ impl Broker {
                     )),
                     n => n,
                 };
-            self.check_partition_budget(partitions)?;
-            if rf > 1 {
+            if rf as usize > live.len() {
                 return Err(TopicError::InvalidReplicationFactor(format!(
-                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only 1 broker(s) are registered."
+                    "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
+                    live.len()
                 )));
             }
-            vec![vec![node]; partitions as usize]
+            if rf > 1 {
+                return Err(TopicError::InvalidReplicationFactor(format!(
+                    "Replication factor {rf}: this version of Strand does not replicate partitions (one replica each)."
+                )));
+            }
+            // Checked before anything is allocated: a spread gives no broker more than this.
+            let each = (partitions.max(0) as u64).div_ceil(live.len().max(1) as u64);
+            self.check_partition_budget(i32::try_from(each).unwrap_or(i32::MAX))?;
+            let placed = place_replicas(&live, partitions, rf);
+            let mine = placed.iter().filter(|r| r.contains(&node)).count();
+            self.check_partition_budget(i32::try_from(mine).unwrap_or(i32::MAX))?;
+            placed
         };
         let mut configs = BTreeMap::new();
         for (name, value) in &req.configs {
@@ -592,12 +826,19 @@ impl Broker {
             return Err(TopicError::UnknownTopic);
         }
         let record = self.store.delete_topic(name).await?;
+        self.remove_local_topic(name).await;
+        Ok(record)
+    }
+
+    /// Forgets a deleted topic here: its partitions' directories are renamed to
+    /// `<dir>.<topic id>-delete` (atomic, fsynced) and removed, its group offsets dropped.
+    async fn remove_local_topic(&self, name: &str) {
         let removed = self.write_topics().remove(name);
         if let Some(topic) = removed {
             let data_dir = self.config.data_dir.clone();
-            let id = record.id;
+            let id = topic.record.id;
             tokio::task::spawn_blocking(move || {
-                for p in &topic.partitions {
+                for p in topic.hosted() {
                     let target = data_dir.join(format!(
                         "{}.{}{DELETE_SUFFIX}",
                         p.dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
@@ -618,14 +859,62 @@ impl Broker {
         }
         self.groups.topic_deleted(name).await;
         info!(topic = %name, "deleted topic");
-        Ok(record)
+    }
+
+    /// Cluster mode: makes the local topics what the store says, applying what other brokers
+    /// changed: new topics and partitions (their partitions hosted here are opened), new
+    /// configs, deleted topics (removed here). The store refuses to answer when its cluster id
+    /// is gone, so a wiped etcd never reads as "every topic deleted".
+    pub async fn reconcile(&self) -> Result<(), TopicError> {
+        let _admin = self.admin.lock().await;
+        let records = self.store.topics().await?;
+        let gone: Vec<String> = self
+            .read_topics()
+            .iter()
+            .filter(|(name, t)| records.get(*name).is_none_or(|r| r.id != t.record.id))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.remove_local_topic(&name).await;
+        }
+        for (name, record) in records {
+            let current = self.topic(&name);
+            match current {
+                Some(t) if t.record == record => {}
+                Some(t) => {
+                    let have = t.record.partition_count();
+                    let mut partitions = t.partitions.clone();
+                    if record.partition_count() > have {
+                        partitions.extend(
+                            self.open_partitions(&record, have..record.partition_count())
+                                .await?,
+                        );
+                    }
+                    if record.configs != t.record.configs {
+                        let log_config = self.log_config_of(&record.configs);
+                        for log in t.hosted().filter_map(|p| p.opened_log()) {
+                            log.update_config(log_config);
+                        }
+                    }
+                    info!(topic = %name, partitions = record.partition_count(), "topic changed by another broker");
+                    self.replace_topic(Topic { record, partitions });
+                }
+                None => {
+                    let count = record.partition_count();
+                    let partitions = self.open_partitions(&record, 0..count).await?;
+                    info!(topic = %name, partitions = count, hosted = partitions.iter().flatten().count(), "topic created by another broker");
+                    self.replace_topic(Topic { record, partitions });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Applies retention and time-based rolling to every partition. Runs on a blocking thread.
     pub fn enforce_retention(&self) {
         let now = now_ms();
         for topic in self.topics() {
-            for p in &topic.partitions {
+            for p in topic.hosted() {
                 let Ok(log) = p.log() else { continue };
                 if let Err(e) = log.enforce_retention(now) {
                     warn!(topic = %p.topic, partition = p.index, "retention failed: {e}");
@@ -638,7 +927,7 @@ impl Broker {
     pub fn close(&self) -> std::io::Result<()> {
         let mut ok = true;
         for topic in self.topics() {
-            for p in &topic.partitions {
+            for p in topic.hosted() {
                 if let Err(e) = p.log().and_then(|log| log.close()) {
                     warn!(topic = %p.topic, partition = p.index, "close failed: {e}");
                     ok = false;
@@ -653,6 +942,77 @@ impl Broker {
         }
         Ok(())
     }
+}
+
+/// Cluster mode: reconciles after every change the store's watch reports (retrying a failed
+/// attempt every second until it succeeds or the next change comes).
+async fn reconcile_loop(broker: std::sync::Weak<Broker>) {
+    let Some(mut changes) = broker.upgrade().map(|b| b.store.changes()) else {
+        return;
+    };
+    loop {
+        if changes.changed().await.is_err() {
+            return;
+        }
+        loop {
+            let Some(b) = broker.upgrade() else { return };
+            match b.reconcile().await {
+                Ok(()) => break,
+                Err(e) => {
+                    warn!("applying metadata changes failed, retrying: {e}");
+                    drop(b);
+                    tokio::select! {
+                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+                        r = changes.changed() => if r.is_err() { return },
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Replica lists for `partitions` new partitions over the live brokers: brokers ordered so
+/// that racks alternate (Kafka's rack-aware order), partition `p`'s replicas the `rf`
+/// brokers from position `start + p`, `start` random so topics do not all begin on the same
+/// broker.
+fn place_replicas(live: &[BrokerRegistration], partitions: i32, rf: i16) -> Vec<Vec<i32>> {
+    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
+    for b in live {
+        by_rack
+            .entry(b.rack.as_deref())
+            .or_default()
+            .push(b.node_id);
+    }
+    for ids in by_rack.values_mut() {
+        ids.sort_unstable();
+    }
+    let mut order = Vec::with_capacity(live.len());
+    let mut round = 0;
+    while order.len() < live.len() {
+        for ids in by_rack.values() {
+            if let Some(id) = ids.get(round) {
+                order.push(*id);
+            }
+        }
+        round += 1;
+    }
+    let n = order.len().max(1);
+    let start = (Uuid::new_v4().as_u128() % n as u128) as usize;
+    (0..partitions as usize)
+        .map(|p| {
+            (0..rf as usize)
+                .filter_map(|r| order.get((start + p + r) % n).copied())
+                .collect()
+        })
+        .collect()
+}
+
+/// Whether broker `node` holds a replica of partition `index` of `record`.
+fn hosts(record: &TopicRecord, index: i32, node: i32) -> bool {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| record.assignments.get(i))
+        .is_some_and(|replicas| replicas.contains(&node))
 }
 
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
@@ -688,6 +1048,10 @@ fn open_topic(
     );
     let mut partitions = Vec::with_capacity(record.assignments.len());
     for index in 0..record.partition_count() {
+        if !hosts(&record, index, config.node_id) {
+            partitions.push(None);
+            continue;
+        }
         let dir = partition_dir(data_dir, &record.name, index);
         let partition =
             match Partition::open(&record.name, index, record.id, dir.clone(), log_config, ctx) {
@@ -706,7 +1070,7 @@ fn open_topic(
                     Partition::offline(&record.name, index, dir, e.to_string(), ctx)
                 }
             };
-        partitions.push(Arc::new(partition));
+        partitions.push(Some(Arc::new(partition)));
     }
     Ok(Topic { record, partitions })
 }
@@ -735,7 +1099,7 @@ fn open_all(
             continue;
         };
         let live = records.get(topic).is_some_and(|r| {
-            index < r.partition_count()
+            hosts(r, index, config.node_id)
                 && partition::read_partition_topic_id(&path).is_none_or(|id| id == r.id)
         });
         if !live {

@@ -21,7 +21,8 @@ use serde::{Deserialize, Serialize};
 
 use super::offset_log::{Entry, OffsetLog};
 use super::{
-    CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result, TopicRecord, TxnRecord,
+    BrokerRegistration, CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result,
+    TopicRecord, TxnRecord,
 };
 
 const FILE: &str = "metadata.json";
@@ -37,6 +38,9 @@ struct Document {
     /// Dynamic broker configs by resource name (`""` = cluster-wide defaults, else a node id).
     #[serde(default)]
     broker_configs: BTreeMap<String, BTreeMap<String, String>>,
+    /// The last broker epoch handed out (one per start of the broker).
+    #[serde(default)]
+    broker_epoch: i64,
 }
 
 pub struct LocalStore {
@@ -45,6 +49,10 @@ pub struct LocalStore {
     state: std::sync::Mutex<Document>,
     /// Serializes writers across awaits (the file write runs on a blocking thread).
     write_lock: tokio::sync::Mutex<()>,
+    /// This broker, once registered (the only one an embedded store knows).
+    registered: std::sync::Mutex<Option<BrokerRegistration>>,
+    /// Never ticks: nobody else changes this store.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl LocalStore {
@@ -71,6 +79,7 @@ impl LocalStore {
                     topics: BTreeMap::new(),
                     next_producer_id: 0,
                     broker_configs: BTreeMap::new(),
+                    broker_epoch: 0,
                 };
                 write_atomically(&dir, &doc)?;
                 doc
@@ -83,6 +92,8 @@ impl LocalStore {
             dir,
             state: std::sync::Mutex::new(doc),
             write_lock: tokio::sync::Mutex::new(()),
+            registered: std::sync::Mutex::new(None),
+            changes: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -108,7 +119,7 @@ impl LocalStore {
     }
 }
 
-fn new_cluster_id() -> String {
+pub(crate) fn new_cluster_id() -> String {
     // Kafka cluster ids are 16 random bytes in URL-safe base64 without padding (22 chars).
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let id = uuid::Uuid::new_v4();
@@ -181,6 +192,39 @@ fn write_atomically(dir: &Path, doc: &Document) -> Result<()> {
 impl MetadataStore for LocalStore {
     fn cluster_id(&self) -> String {
         self.snapshot().cluster_id
+    }
+
+    fn is_cluster(&self) -> bool {
+        false
+    }
+
+    async fn register_broker(&self, mut registration: BrokerRegistration) -> Result<i64> {
+        let epoch = self
+            .modify(|doc| {
+                doc.broker_epoch += 1;
+                Ok(doc.broker_epoch)
+            })
+            .await?;
+        registration.epoch = epoch;
+        *self.registered.lock().unwrap_or_else(|p| p.into_inner()) = Some(registration);
+        Ok(epoch)
+    }
+
+    fn live_brokers(&self) -> Vec<BrokerRegistration> {
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    fn is_live(&self) -> bool {
+        true
+    }
+
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>> {

@@ -1,14 +1,18 @@
 //! Cluster metadata: what topics exist, their ids, partition counts, replica assignments and
 //! topic-level configs.
 //!
-//! The broker reaches metadata only through [`MetadataStore`]. Its first implementation is
-//! [`local::LocalStore`], kept in the broker's data dir (the embedded default); an etcd-backed
-//! one follows for cluster mode, behind the same trait, so single-node is a cluster of one.
+//! The broker reaches metadata only through [`MetadataStore`], injected into `Broker::open`:
+//! [`local::LocalStore`] keeps it in the broker's data dir (the embedded default, a cluster of
+//! one); [`etcd::EtcdStore`] keeps it in etcd for cluster mode (docs/cluster.md; key schema in
+//! [`keys`]). The broker code path is the same for both.
 //!
 //! Invariant: a change is durable in the store before the broker acts on it (creates partition
 //! directories, answers the client). At start-up the broker reconciles its directories with the
-//! store, so a crash between the two steps is repaired.
+//! store, so a crash between the two steps is repaired. In cluster mode every broker applies
+//! changes it did not make itself from the store's watch ([`MetadataStore::changes`]).
 
+pub mod etcd;
+pub mod keys;
 pub mod local;
 pub mod offset_log;
 
@@ -91,6 +95,18 @@ pub struct TxnRecord {
     pub last_update_ms: i64,
 }
 
+/// A broker as it registers itself (cluster mode: under its etcd lease).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+    /// Grows with every registration of any broker (cluster mode: the etcd revision that
+    /// created the registration); a request carrying an older epoch of this broker is stale.
+    pub epoch: i64,
+}
+
 /// One group's committed offsets by `(topic, partition)`.
 pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
@@ -104,6 +120,15 @@ pub enum MetadataError {
     Io(#[from] std::io::Error),
     #[error("metadata store is corrupt: {0}")]
     Corrupt(String),
+    /// The store cannot be reached (etcd down or partitioned away): retriable.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-swap kept failing: another broker changed the same key meanwhile.
+    #[error("concurrent change of {0}")]
+    Conflict(String),
+    /// The store refuses this broker (its node id is held by another live broker).
+    #[error("{0}")]
+    Refused(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetadataError>;
@@ -117,6 +142,9 @@ impl MetadataError {
             MetadataError::UnknownTopic(_) => E::UnknownTopicOrPartition,
             MetadataError::Io(_) => E::KafkaStorageError,
             MetadataError::Corrupt(_) => E::KafkaStorageError,
+            MetadataError::Unavailable(_) => E::RequestTimedOut,
+            MetadataError::Conflict(_) => E::RequestTimedOut,
+            MetadataError::Refused(_) => E::InvalidRequest,
         }
     }
 }
@@ -126,6 +154,22 @@ impl MetadataError {
 pub trait MetadataStore: Send + Sync {
     /// The cluster id, fixed when the store was first created.
     fn cluster_id(&self) -> String;
+    /// Whether this is a store shared by several brokers (cluster mode).
+    fn is_cluster(&self) -> bool;
+
+    /// Registers this broker and keeps the registration alive until the store is dropped;
+    /// returns the epoch. Cluster mode: refused (`Refused`) while another live broker holds
+    /// the node id.
+    async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64>;
+    /// Brokers registered and alive now, by node id.
+    fn live_brokers(&self) -> Vec<BrokerRegistration>;
+    /// Whether this broker's registration is certainly alive: false from a safety margin
+    /// before its lease could have expired (etcd unreachable) until it is renewed or
+    /// re-registered. A broker that is not live acknowledges no write and coordinates nothing.
+    fn is_live(&self) -> bool;
+    /// Ticks whenever topics or brokers change in the store (the embedded store: never, since
+    /// only this broker changes it).
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Every topic, by name.
     async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>>;
     /// Adds a topic; `TopicAlreadyExists` if the name is taken.

@@ -59,7 +59,6 @@ pub async fn handle(
     let mut budget = req
         .response_partition_limit
         .clamp(1, MAX_PARTITIONS_PER_RESPONSE);
-    let node = ctx.broker.node_id();
     for name in names
         .into_iter()
         .skip_while(|n| start_topic.as_ref().is_some_and(|s| n < s))
@@ -74,33 +73,27 @@ pub async fn handle(
         t.topic_id = topic.record.id;
         t.topic_authorized_operations = bits(TOPIC_OPERATIONS);
         let first = std::mem::take(&mut start_partition).max(0);
-        for (p, replicas) in topic
-            .partitions
-            .iter()
-            .zip(&topic.record.assignments)
-            .skip(first as usize)
-        {
+        for index in (first..topic.record.partition_count()).map(|i| i as usize) {
+            let view = ctx.broker.partition_view(&topic, index as i32);
             if budget == 0 {
                 let mut c = Cursor::default();
                 c.topic_name = TopicName(name.clone().into());
-                c.partition_index = p.index;
+                c.partition_index = index as i32;
                 resp.next_cursor = Some(c);
                 resp.topics.push(t);
                 return Ok(Some(resp));
             }
             budget -= 1;
             let mut dp = DescribeTopicPartitionsResponsePartition::default();
-            dp.partition_index = p.index;
-            dp.leader_id = BrokerId(node);
-            dp.leader_epoch = p.leader_epoch();
-            dp.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
-            dp.isr_nodes = dp.replica_nodes.clone();
+            dp.partition_index = index as i32;
+            dp.leader_id = BrokerId(view.leader);
+            dp.leader_epoch = view.leader_epoch;
+            dp.replica_nodes = view.replicas.iter().map(|b| BrokerId(*b)).collect();
+            dp.isr_nodes = view.isr.iter().map(|b| BrokerId(*b)).collect();
             dp.eligible_leader_replicas = Some(vec![]);
             dp.last_known_elr = Some(vec![]);
-            if p.log().is_err() {
-                dp.error_code = ResponseError::KafkaStorageError.code();
-                dp.offline_replicas = vec![BrokerId(node)];
-            }
+            dp.offline_replicas = view.offline.iter().map(|b| BrokerId(*b)).collect();
+            dp.error_code = view.error.map_or(0, |e| e.code());
             t.partitions.push(dp);
         }
         resp.topics.push(t);

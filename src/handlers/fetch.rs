@@ -226,7 +226,7 @@ fn read_all(
             let mut region = None;
             match broker.partition(&topic.topic.0, fp.partition) {
                 None => {
-                    pd.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    pd.error_code = broker.not_hosted_error(&topic.topic.0, fp.partition).code();
                     any_error = true;
                 }
                 Some(p) => {

@@ -44,7 +44,11 @@ fn answer(broker: &Broker, v: i16, req: ListOffsetsRequest) -> ListOffsetsRespon
             r.timestamp = -1;
             r.offset = -1;
             match broker.partition(&topic.name.0, lp.partition_index) {
-                None => r.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                None => {
+                    r.error_code = broker
+                        .not_hosted_error(&topic.name.0, lp.partition_index)
+                        .code()
+                }
                 Some(p) => {
                     let current = p.leader_epoch();
                     if v >= 4 && lp.current_leader_epoch >= 0 && lp.current_leader_epoch != current

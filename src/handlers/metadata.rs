@@ -32,11 +32,20 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<
     let node = broker.node_id();
 
     let mut resp = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = BrokerId(node);
-    b.host = StrBytes::from_string(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port as i32;
-    resp.brokers = vec![b];
+    resp.brokers = broker
+        .brokers()
+        .into_iter()
+        .map(|r| {
+            let mut b = MetadataResponseBroker::default();
+            b.node_id = BrokerId(r.node_id);
+            b.host = StrBytes::from_string(r.host);
+            b.port = i32::from(r.port);
+            if v >= 1 {
+                b.rack = r.rack.map(StrBytes::from_string);
+            }
+            b
+        })
+        .collect();
     if v >= 2 {
         resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id().to_string()));
     }
@@ -118,23 +127,20 @@ fn describe(ctx: &RequestContext, topic: &Topic, include_ops: bool) -> MetadataR
     if include_ops {
         t.topic_authorized_operations = bits(TOPIC_OPERATIONS);
     }
-    for (p, replicas) in topic.partitions.iter().zip(&topic.record.assignments) {
+    for index in 0..topic.record.partition_count() {
+        let view = ctx.broker.partition_view(topic, index);
         let mut mp = MetadataResponsePartition::default();
-        mp.partition_index = p.index;
-        mp.leader_id = BrokerId(ctx.broker.node_id());
+        mp.partition_index = index;
+        mp.leader_id = BrokerId(view.leader);
         if v >= 7 {
-            mp.leader_epoch = p.leader_epoch();
+            mp.leader_epoch = view.leader_epoch;
         }
-        mp.replica_nodes = replicas.iter().map(|b| BrokerId(*b)).collect();
-        mp.isr_nodes = mp.replica_nodes.clone();
-        if p.log().is_err() {
-            // The replica's log dir failed, or its log could not be opened at start (Kafka
-            // reports it so, with the replica offline).
-            mp.error_code = ResponseError::KafkaStorageError.code();
-            if v >= 5 {
-                mp.offline_replicas = vec![BrokerId(ctx.broker.node_id())];
-            }
+        mp.replica_nodes = view.replicas.iter().map(|b| BrokerId(*b)).collect();
+        mp.isr_nodes = view.isr.iter().map(|b| BrokerId(*b)).collect();
+        if v >= 5 {
+            mp.offline_replicas = view.offline.iter().map(|b| BrokerId(*b)).collect();
         }
+        mp.error_code = view.error.map_or(0, |e| e.code());
         t.partitions.push(mp);
     }
     t

@@ -21,7 +21,12 @@ pub async fn handle(
             let mut e = EpochEndOffset::default();
             e.partition = p.partition;
             match ctx.broker.partition(&topic.topic.0, p.partition) {
-                None => e.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                None => {
+                    e.error_code = ctx
+                        .broker
+                        .not_hosted_error(&topic.topic.0, p.partition)
+                        .code()
+                }
                 Some(part) => {
                     let current = part.leader_epoch();
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < current {

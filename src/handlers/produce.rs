@@ -82,7 +82,12 @@ pub async fn handle(
         for pd in &topic.partition_data {
             let partition = ctx.broker.partition(&name, pd.index);
             let outcome = match (&partition, &pd.records) {
-                (None, _) => Outcome::error(ResponseError::UnknownTopicOrPartition),
+                (None, _) => Outcome::error(ctx.broker.not_hosted_error(&name, pd.index)),
+                // Its registration may have expired at etcd (unreachable): another broker may
+                // lead now, so nothing is acknowledged.
+                (Some(_), _) if !ctx.broker.is_live() => {
+                    Outcome::error(ResponseError::NotLeaderOrFollower)
+                }
                 (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
                 (Some(p), Some(records)) => {
                     let late = timestamp_bounds(&ctx, &name)

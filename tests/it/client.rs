@@ -98,7 +98,7 @@ impl TestBroker {
         );
         if lose_unsynced {
             for t in broker.topics() {
-                for p in &t.partitions {
+                for p in t.hosted() {
                     p.opened_log().unwrap().simulate_power_loss().unwrap();
                 }
             }

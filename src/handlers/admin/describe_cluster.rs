@@ -30,11 +30,14 @@ pub async fn handle(
     }
     resp.cluster_id = StrBytes::from_string(broker.cluster_id().to_string());
     resp.controller_id = BrokerId(broker.node_id());
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = BrokerId(broker.node_id());
-    b.host = StrBytes::from_string(broker.config.advertised_host.clone());
-    b.port = broker.config.advertised_port as i32;
-    resp.brokers.push(b);
+    for r in broker.brokers() {
+        let mut b = DescribeClusterBroker::default();
+        b.broker_id = BrokerId(r.node_id);
+        b.host = StrBytes::from_string(r.host);
+        b.port = i32::from(r.port);
+        b.rack = r.rack.map(StrBytes::from_string);
+        resp.brokers.push(b);
+    }
     if req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = crate::handlers::metadata::CLUSTER_OPERATIONS
             .iter()

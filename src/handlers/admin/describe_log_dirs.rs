@@ -24,7 +24,7 @@ pub async fn handle(
     match &req.topics {
         None => {
             for t in broker.topics() {
-                let parts: Vec<_> = t.partitions.iter().map(|p| describe(p)).collect();
+                let parts: Vec<_> = t.hosted().map(|p| describe(p)).collect();
                 dir.topics.push(topic(&t.record.name, parts));
             }
         }
@@ -36,7 +36,12 @@ pub async fn handle(
                 let parts: Vec<_> = w
                     .partitions
                     .iter()
-                    .filter_map(|i| usize::try_from(*i).ok().and_then(|i| t.partitions.get(i)))
+                    .filter_map(|i| {
+                        usize::try_from(*i)
+                            .ok()
+                            .and_then(|i| t.partitions.get(i))
+                            .and_then(Option::as_ref)
+                    })
                     .map(|p| describe(p))
                     .collect();
                 if !parts.is_empty() {

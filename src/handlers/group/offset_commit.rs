@@ -19,7 +19,7 @@ pub async fn handle(
     let mut offsets = Vec::new();
     for (ti, t) in req.topics.iter().enumerate() {
         for (pi, p) in t.partitions.iter().enumerate() {
-            if ctx.broker.partition(&t.name.0, p.partition_index).is_none() {
+            if !ctx.broker.partition_exists(&t.name.0, p.partition_index) {
                 plan.push((ti, pi, Some(ResponseError::UnknownTopicOrPartition)));
             } else {
                 plan.push((ti, pi, None));

@@ -18,7 +18,7 @@ pub async fn handle(
     let mut unknown = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            let known = ctx.broker.partition(&t.name.0, p.partition_index).is_some();
+            let known = ctx.broker.partition_exists(&t.name.0, p.partition_index);
             unknown.push(!known);
             if known {
                 wanted.push((t.name.0.to_string(), p.partition_index));

@@ -4,7 +4,6 @@ use kafka_protocol::messages::describe_producers_response::{
     PartitionResponse, ProducerState, TopicResponse,
 };
 use kafka_protocol::messages::{DescribeProducersRequest, DescribeProducersResponse, ProducerId};
-use kafka_protocol::ResponseError;
 
 use crate::handlers::{HandlerResult, RequestContext};
 
@@ -19,7 +18,7 @@ pub async fn handle(
             let mut rp = PartitionResponse::default();
             rp.partition_index = p;
             match ctx.broker.partition(&t.name.0, p) {
-                None => rp.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                None => rp.error_code = ctx.broker.not_hosted_error(&t.name.0, p).code(),
                 Some(part) => match part.log() {
                     Err(e) => rp.error_code = e.error_code().code(),
                     Ok(log) => {

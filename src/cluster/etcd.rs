@@ -1,0 +1,757 @@
+//! The cluster-mode metadata store: etcd (key schema in [`super::keys`], design in
+//! docs/cluster.md).
+//!
+//! Role: everything [`MetadataStore`] promises, shared by every broker of the cluster, plus
+//! broker registration under a lease and a watch that tells each broker about changes made by
+//! the others.
+//!
+//! Invariants:
+//! - Every write that depends on what it read is one etcd transaction comparing the key's
+//!   revision (or its absence) with what was read: creation is create-if-absent, producer-id
+//!   blocks are a compare-and-swap on `producer-ids`, a topic update compares the topic key's
+//!   `mod_revision`. A failed compare is retried from a fresh read or reported, never
+//!   overwritten blindly, so a retried request after an ambiguous failure (etcd leader change)
+//!   cannot apply twice.
+//! - Registration: `brokers/<node id>` is created only if absent, attached to this broker's
+//!   lease; while another live broker holds it, start-up is refused. The broker epoch is the
+//!   revision of that creation, so it grows with every registration.
+//! - Liveness: the broker counts as live only until `sent + TTL - margin`, where `sent` is when
+//!   the last keep-alive that etcd acknowledged was sent (the lease cannot have expired before
+//!   `sent + TTL` at etcd) and the margin ([`SAFETY_MARGIN_FRACTION`] of the TTL) covers clock
+//!   drift between this host and etcd's. After a lost lease it registers again with a new
+//!   lease and a new epoch.
+//! - The watch covers the whole prefix and resumes from the last seen revision + 1; when etcd
+//!   has compacted that revision away it re-lists. Readers of topics always range-read etcd
+//!   (linearizable); the watch only keeps the broker list and tells the broker to reconcile.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, PutOptions,
+    Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use super::keys::{Keys, MAX_TXN_OPS};
+use super::{
+    BrokerRegistration, CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result,
+    TopicRecord, TxnRecord,
+};
+
+/// Part of the lease TTL by which a broker stops counting itself live before its lease could
+/// have expired at etcd (clock drift between hosts, scheduling delays).
+pub const SAFETY_MARGIN_FRACTION: f64 = 0.25;
+
+/// How long one etcd request may take before it counts as failed.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn unavailable(e: etcd_client::Error) -> MetadataError {
+    MetadataError::Unavailable(e.to_string())
+}
+
+fn corrupt(key: &str, e: impl std::fmt::Display) -> MetadataError {
+    MetadataError::Corrupt(format!("{key}: {e}"))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, value: &[u8]) -> Result<T> {
+    serde_json::from_slice(value).map_err(|e| corrupt(key, e))
+}
+
+fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value).map_err(|e| MetadataError::Corrupt(e.to_string()))
+}
+
+/// How this broker keeps its registration.
+#[derive(Debug, Clone, Copy)]
+pub struct LeaseSettings {
+    /// `broker.session.timeout.ms` (rounded up to whole seconds: etcd TTLs are seconds).
+    pub session_timeout: Duration,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+}
+
+struct Shared {
+    keys: Keys,
+    /// Live brokers by node id, from the watch.
+    brokers: Mutex<BTreeMap<i32, BrokerRegistration>>,
+    changes: watch::Sender<u64>,
+    /// Milliseconds since `origin` until which this broker counts as live (0: not live).
+    live_until_ms: AtomicU64,
+    origin: Instant,
+}
+
+impl Shared {
+    fn now_ms(&self) -> u64 {
+        self.origin.elapsed().as_millis() as u64
+    }
+
+    fn tick(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+}
+
+pub struct EtcdStore {
+    client: Client,
+    shared: Arc<Shared>,
+    cluster_id: String,
+    /// Whether the cluster id existed before this broker opened the store.
+    existed: bool,
+    lease: LeaseSettings,
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        for t in self
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            t.abort();
+        }
+    }
+}
+
+impl EtcdStore {
+    /// Connects to etcd and reads (or, for a new cluster, creates) the cluster id under
+    /// `prefix`. Starts the watch.
+    pub async fn open(endpoints: &[String], prefix: &str, lease: LeaseSettings) -> Result<Self> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                MetadataError::Unavailable(format!("cannot connect to etcd {endpoints:?}: {e}"))
+            })?;
+        let keys = Keys::new(prefix);
+        let key = keys.cluster_id();
+        let fresh = super::local::new_cluster_id();
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = client.txn(txn).await.map_err(unavailable)?;
+        let (cluster_id, existed) = if resp.succeeded() {
+            info!(cluster_id = %fresh, prefix, "new cluster in etcd");
+            (fresh, false)
+        } else {
+            let got = client.get(key.clone(), None).await.map_err(unavailable)?;
+            let kv = got.kvs().first().ok_or_else(|| corrupt(&key, "vanished"))?;
+            let id = kv.value_str().map_err(|e| corrupt(&key, e))?.to_string();
+            (id, true)
+        };
+        let shared = Arc::new(Shared {
+            keys,
+            brokers: Mutex::new(BTreeMap::new()),
+            changes: watch::channel(0).0,
+            live_until_ms: AtomicU64::new(0),
+            origin: Instant::now(),
+        });
+        let store = EtcdStore {
+            client,
+            shared,
+            cluster_id,
+            existed,
+            lease,
+            tasks: Mutex::new(Vec::new()),
+        };
+        let revision = store.list_brokers().await?;
+        let watcher = tokio::spawn(watch_loop(
+            store.client.clone(),
+            store.shared.clone(),
+            revision + 1,
+        ));
+        store.spawned(watcher);
+        Ok(store)
+    }
+
+    /// Whether the cluster existed in etcd before (its id was there).
+    pub fn existed(&self) -> bool {
+        self.existed
+    }
+
+    fn keys(&self) -> &Keys {
+        &self.shared.keys
+    }
+
+    fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    fn spawned(&self, task: tokio::task::JoinHandle<()>) {
+        self.tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(task);
+    }
+
+    /// Reads every registration; returns the revision of the read.
+    async fn list_brokers(&self) -> Result<i64> {
+        list_brokers(&mut self.client(), &self.shared).await
+    }
+
+    async fn get_prefix(&self, prefix: String) -> Result<Vec<(String, Vec<u8>)>> {
+        let resp = self
+            .client()
+            .get(prefix, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(unavailable)?;
+        resp.kvs()
+            .iter()
+            .map(|kv| {
+                let key = kv
+                    .key_str()
+                    .map_err(|e| MetadataError::Corrupt(e.to_string()))?;
+                Ok((key.to_string(), kv.value().to_vec()))
+            })
+            .collect()
+    }
+
+    /// Runs `ops` in transactions of at most [`MAX_TXN_OPS`] operations.
+    async fn write_all(&self, ops: Vec<TxnOp>) -> Result<()> {
+        let mut client = self.client();
+        let mut ops = ops.into_iter().peekable();
+        while ops.peek().is_some() {
+            let chunk: Vec<TxnOp> = ops.by_ref().take(MAX_TXN_OPS).collect();
+            client
+                .txn(Txn::new().and_then(chunk))
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+}
+
+async fn list_brokers(client: &mut Client, shared: &Shared) -> Result<i64> {
+    let resp = client
+        .get(shared.keys.brokers(), Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(unavailable)?;
+    let mut brokers = BTreeMap::new();
+    for kv in resp.kvs() {
+        let key = kv.key_str().unwrap_or_default();
+        match decode::<BrokerRegistration>(key, kv.value()) {
+            Ok(b) => {
+                brokers.insert(b.node_id, b);
+            }
+            Err(e) => warn!("ignoring broker registration: {e}"),
+        }
+    }
+    *shared.brokers.lock().unwrap_or_else(|p| p.into_inner()) = brokers;
+    shared.tick();
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// Follows every change under the prefix: keeps the broker list, ticks `changes`.
+async fn watch_loop(mut client: Client, shared: Arc<Shared>, mut from: i64) {
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_progress_notify();
+        let mut stream = match client.watch(shared.keys.all(), Some(options)).await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("etcd watch failed, retrying: {e}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        loop {
+            match stream.message().await {
+                Ok(Some(resp)) => {
+                    if resp.compact_revision() > 0 || resp.canceled() {
+                        // History is gone: list again and watch from there.
+                        warn!(
+                            compact_revision = resp.compact_revision(),
+                            "etcd watch lost its history, re-listing"
+                        );
+                        match list_brokers(&mut client, &shared).await {
+                            Ok(rev) => from = rev + 1,
+                            Err(e) => warn!("re-listing brokers failed: {e}"),
+                        }
+                        break;
+                    }
+                    let mut changed = false;
+                    for ev in resp.events() {
+                        let Some(kv) = ev.kv() else { continue };
+                        from = from.max(kv.mod_revision() + 1);
+                        let key = kv.key_str().unwrap_or_default();
+                        if let Some(node) = shared.keys.parse_broker(key) {
+                            let mut brokers =
+                                shared.brokers.lock().unwrap_or_else(|p| p.into_inner());
+                            match ev.event_type() {
+                                EventType::Put => {
+                                    match decode::<BrokerRegistration>(key, kv.value()) {
+                                        Ok(b) => {
+                                            brokers.insert(node, b);
+                                        }
+                                        Err(e) => warn!("ignoring broker registration: {e}"),
+                                    }
+                                }
+                                EventType::Delete => {
+                                    brokers.remove(&node);
+                                }
+                            }
+                            changed = true;
+                        } else if shared.keys.parse_topic(key).is_some() {
+                            changed = true;
+                        }
+                    }
+                    if let Some(h) = resp.header() {
+                        from = from.max(h.revision() + 1);
+                    }
+                    if changed {
+                        shared.tick();
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    warn!("etcd watch broke, resuming from revision {from}: {e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Creates `brokers/<node id>` under a new lease if absent. Returns (lease id, epoch) or
+/// `Conflict` naming the holder.
+async fn register_once(
+    client: &mut Client,
+    shared: &Shared,
+    registration: &BrokerRegistration,
+    ttl_secs: i64,
+) -> Result<(i64, i64)> {
+    let lease = client
+        .lease_grant(ttl_secs, None)
+        .await
+        .map_err(unavailable)?;
+    let key = shared.keys.broker(registration.node_id);
+    // The epoch is the revision of this transaction; it is stored in the value by a second
+    // write of the same key (same lease), before anyone may rely on it.
+    let txn = Txn::new()
+        .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+        .and_then([TxnOp::put(
+            key.clone(),
+            encode(registration)?,
+            Some(PutOptions::new().with_lease(lease.id())),
+        )])
+        .or_else([TxnOp::get(key.clone(), None)]);
+    let resp = client.txn(txn).await.map_err(unavailable)?;
+    if !resp.succeeded() {
+        let _ = client.lease_revoke(lease.id()).await;
+        let holder = client
+            .get(key.clone(), None)
+            .await
+            .ok()
+            .and_then(|r| r.kvs().first().map(|kv| kv.value().to_vec()))
+            .and_then(|v| serde_json::from_slice::<BrokerRegistration>(&v).ok());
+        return Err(MetadataError::Refused(match holder {
+            Some(h) => format!(
+                "node.id {} is already registered by a live broker at {}:{} (etcd key {key}); \
+                 refusing to start a second broker with the same node.id",
+                h.node_id, h.host, h.port
+            ),
+            None => format!(
+                "node.id {} is already registered (etcd key {key})",
+                registration.node_id
+            ),
+        }));
+    }
+    let epoch = resp.header().map_or(0, |h| h.revision());
+    let mut with_epoch = registration.clone();
+    with_epoch.epoch = epoch;
+    let txn = Txn::new()
+        .when([Compare::lease(key.clone(), CompareOp::Equal, lease.id())])
+        .and_then([TxnOp::put(
+            key.clone(),
+            encode(&with_epoch)?,
+            Some(PutOptions::new().with_lease(lease.id())),
+        )]);
+    let resp = client.txn(txn).await.map_err(unavailable)?;
+    if !resp.succeeded() {
+        return Err(MetadataError::Conflict(format!(
+            "registration {key} vanished while being written"
+        )));
+    }
+    Ok((lease.id(), epoch))
+}
+
+/// Keeps the lease alive; when it is lost, registers again (new lease, new epoch).
+async fn keep_registered(
+    mut client: Client,
+    shared: Arc<Shared>,
+    registration: BrokerRegistration,
+    settings: LeaseSettings,
+    mut lease_id: i64,
+) {
+    let ttl = settings.session_timeout.as_secs().max(2) as i64;
+    let ttl_ms = ttl as u64 * 1000;
+    let margin_ms = (ttl_ms as f64 * SAFETY_MARGIN_FRACTION) as u64;
+    'lease: loop {
+        let (mut keeper, mut stream) = match client.lease_keep_alive(lease_id).await {
+            Ok(k) => k,
+            Err(e) => {
+                warn!("etcd lease keep-alive stream failed: {e}");
+                tokio::time::sleep(settings.heartbeat_interval).await;
+                continue;
+            }
+        };
+        loop {
+            let sent = shared.now_ms();
+            let renewed = async {
+                keeper.keep_alive().await?;
+                stream.message().await
+            };
+            match tokio::time::timeout(
+                settings.heartbeat_interval.max(REQUEST_TIMEOUT / 5),
+                renewed,
+            )
+            .await
+            {
+                Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                    shared
+                        .live_until_ms
+                        .store(sent + ttl_ms - margin_ms, Ordering::Release);
+                }
+                Ok(Ok(Some(_))) => {
+                    // TTL 0: etcd let the lease expire. Our registration is gone.
+                    warn!("etcd lease {lease_id:x} expired; registering again");
+                    shared.live_until_ms.store(0, Ordering::Release);
+                    loop {
+                        match register_once(&mut client, &shared, &registration, ttl).await {
+                            Ok((id, epoch)) => {
+                                info!(epoch, "broker registered again");
+                                lease_id = id;
+                                shared
+                                    .live_until_ms
+                                    .store(shared.now_ms() + ttl_ms - margin_ms, Ordering::Release);
+                                continue 'lease;
+                            }
+                            Err(e) => {
+                                warn!("re-registration failed, retrying: {e}");
+                                tokio::time::sleep(settings.heartbeat_interval).await;
+                            }
+                        }
+                    }
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    // No answer: liveness runs out by itself at live_until_ms.
+                    tokio::time::sleep(settings.heartbeat_interval / 2).await;
+                    continue 'lease;
+                }
+            }
+            tokio::time::sleep(settings.heartbeat_interval).await;
+        }
+    }
+}
+
+#[async_trait]
+impl MetadataStore for EtcdStore {
+    fn cluster_id(&self) -> String {
+        self.cluster_id.clone()
+    }
+
+    fn is_cluster(&self) -> bool {
+        true
+    }
+
+    async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64> {
+        let ttl = self.lease.session_timeout.as_millis().div_ceil(1000).max(2) as i64;
+        let mut client = self.client();
+        let (lease_id, epoch) =
+            register_once(&mut client, &self.shared, &registration, ttl).await?;
+        let margin_ms = (ttl as f64 * 1000.0 * SAFETY_MARGIN_FRACTION) as u64;
+        self.shared.live_until_ms.store(
+            self.shared.now_ms() + ttl as u64 * 1000 - margin_ms,
+            Ordering::Release,
+        );
+        info!(
+            node_id = registration.node_id,
+            epoch,
+            ttl_s = ttl,
+            "broker registered in etcd"
+        );
+        let keeper = tokio::spawn(keep_registered(
+            client,
+            self.shared.clone(),
+            registration,
+            self.lease,
+            lease_id,
+        ));
+        self.spawned(keeper);
+        Ok(epoch)
+    }
+
+    fn live_brokers(&self) -> Vec<BrokerRegistration> {
+        self.shared
+            .brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    fn is_live(&self) -> bool {
+        self.shared.now_ms() < self.shared.live_until_ms.load(Ordering::Acquire)
+    }
+
+    fn changes(&self) -> watch::Receiver<u64> {
+        self.shared.changes.subscribe()
+    }
+
+    async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>> {
+        // The cluster id is read in the same transaction: topics of a wiped (or another)
+        // cluster are never taken for "every topic was deleted".
+        let id_key = self.keys().cluster_id();
+        let txn = Txn::new().and_then([
+            TxnOp::get(id_key.clone(), None),
+            TxnOp::get(self.keys().topics(), Some(GetOptions::new().with_prefix())),
+        ]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(g) => Some(g),
+            _ => None,
+        });
+        let (Some(id), Some(topics)) = (gets.next(), gets.next()) else {
+            return Err(corrupt(&id_key, "unexpected transaction response"));
+        };
+        let found = id.kvs().first().map(|kv| kv.value().to_vec());
+        if found.as_deref() != Some(self.cluster_id.as_bytes()) {
+            return Err(MetadataError::Corrupt(format!(
+                "{id_key} no longer holds this cluster's id {}: refusing to read topics (etcd wiped or shared?)",
+                self.cluster_id
+            )));
+        }
+        let mut out = BTreeMap::new();
+        for kv in topics.kvs() {
+            let key = kv.key_str().unwrap_or_default();
+            let t: TopicRecord = decode(key, kv.value())?;
+            out.insert(t.name.clone(), t);
+        }
+        Ok(out)
+    }
+
+    async fn create_topic(&self, topic: TopicRecord) -> Result<()> {
+        let key = self.keys().topic(&topic.name);
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, encode(&topic)?, None)]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        if !resp.succeeded() {
+            return Err(MetadataError::TopicAlreadyExists(topic.name));
+        }
+        Ok(())
+    }
+
+    async fn update_topic(&self, topic: TopicRecord) -> Result<()> {
+        let key = self.keys().topic(&topic.name);
+        // Only the same topic (same id) may be replaced: a concurrent delete + create of the
+        // name must not be overwritten with the old topic's record.
+        let got = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(unavailable)?;
+        let Some(kv) = got.kvs().first() else {
+            return Err(MetadataError::UnknownTopic(topic.name));
+        };
+        let current: TopicRecord = decode(&key, kv.value())?;
+        if current.id != topic.id {
+            return Err(MetadataError::UnknownTopic(topic.name));
+        }
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::put(key.clone(), encode(&topic)?, None)]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        if !resp.succeeded() {
+            return Err(MetadataError::Conflict(key));
+        }
+        Ok(())
+    }
+
+    async fn delete_topic(&self, name: &str) -> Result<TopicRecord> {
+        let key = self.keys().topic(name);
+        let got = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(unavailable)?;
+        let Some(kv) = got.kvs().first() else {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        };
+        let record: TopicRecord = decode(&key, kv.value())?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision(),
+            )])
+            .and_then([TxnOp::delete(key.clone(), None)]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        if !resp.succeeded() {
+            return Err(MetadataError::Conflict(key));
+        }
+        Ok(record)
+    }
+
+    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
+        let mut out = BTreeMap::new();
+        for (key, value) in self.get_prefix(self.keys().txns()).await? {
+            let t: TxnRecord = decode(&key, &value)?;
+            out.insert(t.transactional_id.clone(), t);
+        }
+        Ok(out)
+    }
+
+    async fn put_transaction(&self, record: TxnRecord) -> Result<()> {
+        let key = self.keys().txn(&record.transactional_id);
+        self.client()
+            .put(key, encode(&record)?, None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_transaction(&self, transactional_id: &str) -> Result<()> {
+        self.client()
+            .delete(self.keys().txn(transactional_id), None)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn broker_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
+        let mut out = BTreeMap::new();
+        for (key, value) in self.get_prefix(self.keys().broker_configs()).await? {
+            let Some(resource) = self.keys().parse_broker_config(&key) else {
+                continue;
+            };
+            out.insert(resource, decode(&key, &value)?);
+        }
+        Ok(out)
+    }
+
+    async fn set_broker_configs(
+        &self,
+        resource: &str,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let key = self.keys().broker_config(resource);
+        let mut client = self.client();
+        if configs.is_empty() {
+            client.delete(key, None).await.map_err(unavailable)?;
+        } else {
+            client
+                .put(key, encode(&configs)?, None)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    async fn allocate_producer_ids(&self, count: i64) -> Result<i64> {
+        let key = self.keys().producer_ids();
+        let mut client = self.client();
+        for _ in 0..100 {
+            let got = client.get(key.clone(), None).await.map_err(unavailable)?;
+            let (first, compare) = match got.kvs().first() {
+                Some(kv) => {
+                    let n: i64 = kv
+                        .value_str()
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .ok_or_else(|| corrupt(&key, "not a number"))?;
+                    (
+                        n,
+                        Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision()),
+                    )
+                }
+                None => (0, Compare::version(key.clone(), CompareOp::Equal, 0)),
+            };
+            let next = first
+                .checked_add(count)
+                .ok_or_else(|| corrupt(&key, "producer ids exhausted"))?;
+            let txn = Txn::new().when([compare]).and_then([TxnOp::put(
+                key.clone(),
+                next.to_string(),
+                None,
+            )]);
+            if client.txn(txn).await.map_err(unavailable)?.succeeded() {
+                return Ok(first);
+            }
+        }
+        Err(MetadataError::Conflict(key))
+    }
+
+    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>> {
+        let mut out: BTreeMap<String, GroupOffsets> = BTreeMap::new();
+        for (key, value) in self.get_prefix(self.keys().offsets()).await? {
+            let Some((group, topic, partition)) = self.keys().parse_offset(&key) else {
+                warn!("ignoring malformed offset key {key}");
+                continue;
+            };
+            let o: CommittedOffset = decode(&key, &value)?;
+            out.entry(group).or_default().insert((topic, partition), o);
+        }
+        Ok(out)
+    }
+
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) -> Result<()> {
+        let mut ops = Vec::with_capacity(offsets.len());
+        for (topic, partition, o) in &offsets {
+            ops.push(TxnOp::put(
+                self.keys().offset(group, topic, *partition),
+                encode(o)?,
+                None,
+            ));
+        }
+        self.write_all(ops).await
+    }
+
+    async fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<()> {
+        match partitions {
+            None => {
+                self.client()
+                    .delete(
+                        self.keys().group_offsets(group),
+                        Some(DeleteOptions::new().with_prefix()),
+                    )
+                    .await
+                    .map_err(unavailable)?;
+                Ok(())
+            }
+            Some(parts) => {
+                let ops = parts
+                    .iter()
+                    .map(|(t, p)| TxnOp::delete(self.keys().offset(group, t, *p), None))
+                    .collect();
+                self.write_all(ops).await
+            }
+        }
+    }
+}

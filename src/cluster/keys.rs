@@ -1,0 +1,193 @@
+//! The etcd key schema of cluster mode: every key Strand reads or writes, in one place
+//! (documented for operators in docs/etcd-keys.md; keep the two in step).
+//!
+//! All keys live under the cluster's prefix (`etcd.prefix`, default `/strand`), so several
+//! clusters can share one etcd. Values are JSON unless noted.
+//!
+//! | key | value | written |
+//! |---|---|---|
+//! | `<p>/cluster/id` | the cluster id (plain text) | once, by the first broker (create-if-absent) |
+//! | `<p>/brokers/<node id>` | [`BrokerRegistration`](super::BrokerRegistration) | by that broker, under its lease |
+//! | `<p>/topics/<name>` | [`TopicRecord`](super::TopicRecord) | CreateTopics / CreatePartitions / AlterConfigs, compare-and-swap on the key's revision |
+//! | `<p>/configs/brokers/<resource>` | dynamic broker configs (`{name: value}`), resource `default` or a node id | AlterConfigs on a BROKER resource |
+//! | `<p>/producer-ids` | the first producer id not yet handed out (decimal) | compare-and-swap on the key's revision |
+//! | `<p>/txns/<transactional id>` | [`TxnRecord`](super::TxnRecord) | the transaction coordinator |
+//! | `<p>/offsets/<group>/<topic>/<partition>` | [`CommittedOffset`](super::CommittedOffset) | OffsetCommit, one etcd transaction per request (or per [`MAX_TXN_OPS`] partitions) |
+//!
+//! Group ids and transactional ids are arbitrary strings: in keys they are escaped
+//! ([`escape`]): bytes other than ASCII letters, digits, `.`, `_` and `-` become `%XX`, so a
+//! `/` in a group id can never reach into another key's space. Topic names need no escaping
+//! (Kafka allows only those characters in them).
+
+/// etcd's default `--max-txn-ops`: a transaction with more operations is refused, so bigger
+/// writes are split.
+pub const MAX_TXN_OPS: usize = 128;
+
+/// The keys of one cluster (one prefix).
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// `prefix` without a trailing `/`, e.g. `/strand`.
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.trim_end_matches('/').to_string(),
+        }
+    }
+
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Everything of this cluster (the watch covers it).
+    pub fn all(&self) -> String {
+        format!("{}/", self.prefix)
+    }
+
+    pub fn cluster_id(&self) -> String {
+        format!("{}/cluster/id", self.prefix)
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("{}/brokers/", self.prefix)
+    }
+
+    pub fn broker(&self, node_id: i32) -> String {
+        format!("{}{node_id}", self.brokers())
+    }
+
+    pub fn topics(&self) -> String {
+        format!("{}/topics/", self.prefix)
+    }
+
+    pub fn topic(&self, name: &str) -> String {
+        format!("{}{name}", self.topics())
+    }
+
+    pub fn broker_configs(&self) -> String {
+        format!("{}/configs/brokers/", self.prefix)
+    }
+
+    /// `resource` `""` (the cluster-wide default) is stored as `default`.
+    pub fn broker_config(&self, resource: &str) -> String {
+        let name = if resource.is_empty() {
+            "default"
+        } else {
+            resource
+        };
+        format!("{}{}", self.broker_configs(), escape(name))
+    }
+
+    pub fn producer_ids(&self) -> String {
+        format!("{}/producer-ids", self.prefix)
+    }
+
+    pub fn txns(&self) -> String {
+        format!("{}/txns/", self.prefix)
+    }
+
+    pub fn txn(&self, transactional_id: &str) -> String {
+        format!("{}{}", self.txns(), escape(transactional_id))
+    }
+
+    pub fn offsets(&self) -> String {
+        format!("{}/offsets/", self.prefix)
+    }
+
+    pub fn group_offsets(&self, group: &str) -> String {
+        format!("{}{}/", self.offsets(), escape(group))
+    }
+
+    pub fn offset(&self, group: &str, topic: &str, partition: i32) -> String {
+        format!("{}{topic}/{partition}", self.group_offsets(group))
+    }
+
+    /// The resource name of a key under [`Keys::broker_configs`].
+    pub fn parse_broker_config(&self, key: &str) -> Option<String> {
+        let name = unescape(key.strip_prefix(&self.broker_configs())?)?;
+        Some(if name == "default" {
+            String::new()
+        } else {
+            name
+        })
+    }
+
+    /// `(group, topic, partition)` of a key under [`Keys::offsets`].
+    pub fn parse_offset(&self, key: &str) -> Option<(String, String, i32)> {
+        let rest = key.strip_prefix(&self.offsets())?;
+        let (group, rest) = rest.split_once('/')?;
+        let (topic, partition) = rest.rsplit_once('/')?;
+        Some((unescape(group)?, topic.to_string(), partition.parse().ok()?))
+    }
+
+    /// The node id of a key under [`Keys::brokers`].
+    pub fn parse_broker(&self, key: &str) -> Option<i32> {
+        key.strip_prefix(&self.brokers())?.parse().ok()
+    }
+
+    /// The topic name of a key under [`Keys::topics`].
+    pub fn parse_topic<'a>(&self, key: &'a str) -> Option<&'a str> {
+        key.strip_prefix(self.topics().as_str())
+    }
+}
+
+/// Escapes an arbitrary id for use as one key segment (see the module docs).
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape`]; `None` for malformed input.
+pub fn unescape(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_with_any_characters_round_trip_and_stay_in_their_segment() {
+        let k = Keys::new("/strand/");
+        for group in ["g", "a/b", "100%", "ünïcode group", "", "../x"] {
+            let key = k.offset(group, "t.x_y-1", 7);
+            assert!(key.starts_with("/strand/offsets/"));
+            let segment = key["/strand/offsets/".len()..].split('/').next().unwrap();
+            assert!(!segment.contains('/'));
+            assert_eq!(
+                k.parse_offset(&key),
+                Some((group.to_string(), "t.x_y-1".to_string(), 7))
+            );
+        }
+        assert_eq!(k.parse_broker_config(&k.broker_config("")), Some("".into()));
+        assert_eq!(
+            k.parse_broker_config(&k.broker_config("3")),
+            Some("3".into())
+        );
+        assert_eq!(k.parse_broker(&k.broker(12)), Some(12));
+        assert_eq!(k.parse_topic(&k.topic("orders")), Some("orders"));
+        assert_eq!(unescape("%zz"), None);
+    }
+}
