@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -279,3 +280,105 @@ def pytest_runtest_makereport(item, call):
     if rep.failed:
         for b in getattr(item, "_strand_brokers", []):
             rep.sections.append((f"strand {b.name} stderr ({b.stderr_path})", b.stderr_tail()))
+
+
+# -- cluster mode: a real etcd plus several strand processes -------------------------
+
+
+class Etcd:
+    """One etcd server (Debian's etcd-server) on free 127.0.0.1 ports with its own data dir."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.client_port = free_port()
+        self.peer_port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.client_port}"
+
+    def start(self, timeout: float = 20) -> "Etcd":
+        binary = shutil.which("etcd") or "/usr/bin/etcd"
+        peer = f"http://127.0.0.1:{self.peer_port}"
+        client = f"http://{self.endpoint}"
+        cmd = [
+            binary, "--name", "e0", "--data-dir", str(self.workdir / "data"),
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"e0={peer}",
+        ]
+        with open(self.workdir / "etcd.log", "ab") as log:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"etcd exited: {(self.workdir / 'etcd.log').read_text()[-3000:]}")
+            try:
+                out = subprocess.run(["etcdctl", "--endpoints", self.endpoint, "endpoint", "health"],
+                                     capture_output=True, timeout=5)
+                if out.returncode == 0:
+                    return self
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+            time.sleep(0.1)
+        raise BrokerError("etcd did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+                try:
+                    self.proc.wait(10)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.proc = None
+
+    def get_prefix(self, prefix: str) -> dict:
+        out = subprocess.run(["etcdctl", "--endpoints", self.endpoint, "get", "--prefix", prefix],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        lines = out.splitlines()
+        return dict(zip(lines[0::2], lines[1::2]))
+
+
+@pytest.fixture
+def etcd(tmp_path):
+    e = Etcd(tmp_path / "etcd").start()
+    yield e
+    e.stop()
+
+
+@pytest.fixture
+def make_cluster(make_broker, etcd):
+    """make_cluster(n, settings) -> [Broker] with node ids 1..n, sharing `etcd` (prefix
+    /strand-test). Brokers added later with make_cluster.add(node_id)."""
+
+    class Cluster(list):
+        prefix = "/strand-test"
+
+        def settings_for(self, node_id: int, extra: dict | None = None) -> dict:
+            s = {"node.id": node_id, "etcd.endpoints": etcd.endpoint, "etcd.prefix": self.prefix}
+            s.update(extra or {})
+            return s
+
+        def add(self, node_id: int, extra: dict | None = None, start: bool = True) -> Broker:
+            b = make_broker(self.settings_for(node_id, extra), start=start)
+            self.append(b)
+            return b
+
+        @property
+        def bootstrap(self) -> str:
+            return ",".join(b.bootstrap for b in self if b.running())
+
+    cluster = Cluster()
+    cluster.etcd = etcd
+
+    def make(n: int = 3, settings: dict | None = None) -> Cluster:
+        for i in range(1, n + 1):
+            cluster.add(i, settings)
+        return cluster
+
+    return make

@@ -1,0 +1,245 @@
+"""Cluster mode (docs/cluster.md): a real etcd and three `strand` processes.
+
+Each broker registers under an etcd lease and hosts the partitions assigned to it; any broker
+answers Metadata for the whole cluster, so clients bootstrap from any one and go to each
+partition's leader. What is not here yet (replication, coordinators spread over the brokers)
+is listed in docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+
+import pytest
+from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import kwire
+from conftest import Broker, BrokerError
+from helpers import consumer, producer, unique
+
+
+def metadata(broker_or_bootstrap, topic=None, timeout=10):
+    bootstrap = getattr(broker_or_bootstrap, "bootstrap", broker_or_bootstrap)
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    return a.list_topics(topic=topic, timeout=timeout)
+
+
+def leaders(broker, topic):
+    md = metadata(broker, topic)
+    return {p.id: p.leader for p in md.topics[topic].partitions.values()}
+
+
+def wait_for(what, predicate, timeout=15, interval=0.2):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            last = predicate()
+            if last:
+                return last
+        except KafkaException as e:
+            last = e
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
+
+
+def create(broker, name, partitions, rf=1):
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf)],
+                         operation_timeout=10, request_timeout=15)
+    return fs[name].result(20)
+
+
+def produce_all(bootstrap, topic, values, partitions):
+    p = producer(type("B", (), {"bootstrap": bootstrap})(), acks="all")
+    errors = []
+    for i, v in enumerate(values):
+        p.produce(topic, value=v.encode(), partition=i % partitions,
+                  on_delivery=lambda e, m: errors.append(e) if e else None)
+    assert p.flush(30) == 0
+    assert errors == []
+
+
+def consume_all(bootstrap, topic, partitions, n, timeout=30):
+    c = consumer(type("B", (), {"bootstrap": bootstrap})(), **{"group.id": unique("g")})
+    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+    got = {}
+    deadline = time.monotonic() + timeout
+    while sum(len(v) for v in got.values()) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        got.setdefault(m.partition(), []).append(m.value().decode())
+    c.close()
+    return got
+
+
+def test_any_broker_describes_the_whole_cluster(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("spread")
+    create(cluster[0], topic, 6)
+    for b in cluster:
+        md = wait_for("every broker to know the topic",
+                      lambda: (m := metadata(b, topic)).topics[topic].error is None and m)
+        assert sorted(md.brokers) == [1, 2, 3]
+        assert {(x.host, x.port) for x in md.brokers.values()} == {b.address for b in cluster}
+        assert md.cluster_id == metadata(cluster[0]).cluster_id
+    by = leaders(cluster[2], topic)
+    # spread over every broker, each partition led by the broker that holds it
+    assert sorted(set(by.values())) == [1, 2, 3], by
+    for node, b in enumerate(cluster, start=1):
+        held = sorted(p.name for p in b.data_dir.iterdir() if p.name.startswith(topic + "-"))
+        assert held == sorted(f"{topic}-{p}" for p, leader in by.items() if leader == node)
+    # DescribeCluster (KIP-700) lists every broker too
+    a = AdminClient({"bootstrap.servers": cluster[1].bootstrap})
+    desc = a.describe_cluster(request_timeout=10).result(15)
+    assert sorted(n.id for n in desc.nodes) == [1, 2, 3]
+
+
+def test_produce_and_consume_across_every_broker(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("xb")
+    create(cluster[0], topic, 6)
+    wait_for("the topic everywhere", lambda: all(
+        metadata(b, topic).topics[topic].error is None for b in cluster))
+    values = [f"v{i}" for i in range(600)]
+    # bootstrap from one broker only: the client finds every leader from its metadata
+    produce_all(cluster[1].bootstrap, topic, values, 6)
+    got = consume_all(cluster[2].bootstrap, topic, 6, len(values))
+    assert sorted(v for vs in got.values() for v in vs) == sorted(values)
+    for p, vs in got.items():
+        assert vs == [f"v{i}" for i in range(p, 600, 6)], f"partition {p} out of order"
+
+
+def test_kafka_python_and_kcat_work_against_the_cluster(make_cluster):
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition as KTP
+
+    cluster = make_cluster(3)
+    topic = unique("kp")
+    create(cluster[0], topic, 3)
+    wait_for("the topic everywhere", lambda: all(
+        metadata(b, topic).topics[topic].error is None for b in cluster))
+    p = KafkaProducer(bootstrap_servers=cluster[2].bootstrap, acks="all")
+    for i in range(30):
+        p.send(topic, value=f"k{i}".encode(), partition=i % 3).get(timeout=20)
+    p.close()
+    c = KafkaConsumer(bootstrap_servers=cluster[0].bootstrap, consumer_timeout_ms=5000)
+    c.assign([KTP(topic, i) for i in range(3)])
+    c.seek_to_beginning()
+    seen = sorted(m.value.decode() for m in c)
+    c.close()
+    assert seen == sorted(f"k{i}" for i in range(30))
+    kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    if kcat:
+        out = subprocess.run([kcat, "-b", cluster[1].bootstrap, "-L", "-J"], capture_output=True,
+                             text=True, timeout=30, check=True).stdout
+        import json
+        md = json.loads(out)
+        assert sorted(b["id"] for b in md["brokers"]) == [1, 2, 3]
+
+
+def test_a_broker_that_does_not_host_a_partition_answers_not_leader(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("nl")
+    create(cluster[0], topic, 3)
+    by = wait_for("leaders everywhere", lambda: (l := leaders(cluster[0], topic))
+                  and all(v > 0 for v in l.values()) and l)
+    batch = kwire.record_batch([kwire.Record(key=None, value=b"x")])
+    for part, leader in by.items():
+        other = next(b for n, b in enumerate(cluster, start=1) if n != leader)
+        assert kwire.produce(other.address, topic, part, batch)[0] == 6  # NOT_LEADER_OR_FOLLOWER
+        assert kwire.fetch(other.address, topic, part, 0).error_code == 6
+        right = cluster[leader - 1]
+        assert kwire.produce(right.address, topic, part, batch)[0] == 0
+
+
+def test_replication_factor_beyond_the_live_brokers_is_refused(make_cluster):
+    cluster = make_cluster(2)
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    for rf in (3, 2):
+        name = unique(f"rf{rf}")
+        fs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=rf)],
+                             request_timeout=15)
+        with pytest.raises(KafkaException) as e:
+            fs[name].result(20)
+        assert e.value.args[0].name() == "INVALID_REPLICATION_FACTOR"
+
+
+def test_a_second_broker_with_the_same_node_id_refuses_to_start(make_cluster):
+    cluster = make_cluster(1)
+    twin = cluster.add(1, start=False)
+    with pytest.raises(BrokerError) as e:
+        twin.start(timeout=20)
+    assert "node.id 1 is already registered by a live broker" in str(e.value)
+    assert cluster[0].running()
+
+
+def test_a_killed_brokers_partitions_are_offline_until_it_returns(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("off")
+    create(cluster[0], topic, 3)
+    by = wait_for("leaders", lambda: (l := leaders(cluster[0], topic))
+                  and sorted(l.values()) == [1, 2, 3] and l)
+    values = [f"o{i}" for i in range(90)]
+    produce_all(cluster[0].bootstrap, topic, values, 3)
+    victim = cluster[2]
+    lost = [p for p, n in by.items() if n == 3]
+    t0 = time.monotonic()
+    victim.kill9()
+    # the registration expires with its lease (broker.session.timeout.ms, 2 s)
+    md = wait_for("node 3 to leave", lambda: (m := metadata(cluster[0], topic))
+                  and sorted(m.brokers) == [1, 2] and m, timeout=10)
+    gone_after = time.monotonic() - t0
+    assert gone_after < 6, gone_after
+    for p in lost:
+        part = md.topics[topic].partitions[p]
+        assert part.leader == -1 and part.error is not None
+        assert part.error.name() == "LEADER_NOT_AVAILABLE"
+    # the others keep serving
+    assert kwire.produce(cluster[0].address, topic, next(p for p, n in by.items() if n == 1),
+                         kwire.record_batch([kwire.Record(key=None, value=b"y")]))[0] == 0
+    victim.start()
+    wait_for("node 3 back", lambda: leaders(cluster[1], topic) == by)
+    got = consume_all(cluster[1].bootstrap, topic, 3, len(values) + 1)
+    for p in lost:
+        assert got[p] == [f"o{i}" for i in range(p, 90, 3)]
+
+
+def test_brokers_ride_out_an_etcd_restart(make_cluster):
+    cluster = make_cluster(2)
+    topic = unique("er")
+    create(cluster[0], topic, 2)
+    wait_for("the topic everywhere", lambda: all(
+        metadata(b, topic).topics[topic].error is None for b in cluster))
+    produce_all(cluster[0].bootstrap, topic, ["before0", "before1"], 2)
+    cluster.etcd.stop()
+    time.sleep(1.0)
+    cluster.etcd.start()
+    # leases survive a restart of the same etcd data; writes go on once etcd answers
+    produce_all(cluster[1].bootstrap, topic, ["after0", "after1"], 2)
+    wait_for("both brokers registered", lambda: sorted(metadata(cluster[0]).brokers) == [1, 2])
+    # a topic created after the restart reaches the other broker through the resumed watch
+    t2 = unique("er2")
+    create(cluster[1], t2, 2)
+    wait_for("the new topic on broker 1", lambda: metadata(cluster[0], t2).topics[t2].error is None)
+    got = consume_all(cluster[0].bootstrap, topic, 2, 4)
+    assert sorted(v for vs in got.values() for v in vs) == ["after0", "after1", "before0", "before1"]
+
+
+def test_a_data_dir_of_another_cluster_is_refused(make_cluster, make_broker, tmp_path):
+    cluster = make_cluster(1)
+    create(cluster[0], unique("keep"), 1)
+    cluster[0].stop()
+    # the same data dir pointed at a fresh etcd prefix (another cluster): refused
+    strange = Broker(cluster[0].binary, tmp_path / "again",
+                     {"node.id": 1, "etcd.endpoints": cluster.etcd.endpoint,
+                      "etcd.prefix": "/another"})
+    strange.data_dir = cluster[0].data_dir
+    with pytest.raises(BrokerError) as e:
+        strange.start(timeout=20)
+    assert "refusing to start" in str(e.value)
+    strange.close()
+    assert any(p.name.startswith("keep-") for p in cluster[0].data_dir.iterdir())
