@@ -227,6 +227,19 @@ fn read_all(
             match broker.partition(&topic.topic.0, fp.partition) {
                 None => {
                     pd.error_code = broker.not_hosted_error(&topic.topic.0, fp.partition).code();
+                    // KIP-951 (v12+): where the partition is served now.
+                    if let (
+                        true,
+                        crate::broker::Located::Elsewhere {
+                            leader: Some(leader),
+                            leader_epoch,
+                        },
+                    ) = (v >= 12, broker.locate(&topic.topic.0, fp.partition))
+                    {
+                        pd.current_leader.leader_id =
+                            kafka_protocol::messages::BrokerId(leader.node_id);
+                        pd.current_leader.leader_epoch = leader_epoch;
+                    }
                     any_error = true;
                 }
                 Some(p) => {

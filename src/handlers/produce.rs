@@ -14,13 +14,14 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_response::{
-    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
 use super::{HandlerError, HandlerResult, RequestContext};
-use crate::broker::{now_ms, Partition};
+use crate::broker::{now_ms, Located, Partition};
+use crate::cluster::BrokerRegistration;
 use crate::storage::batch::BatchHeader;
 use crate::storage::records::BatchRecords;
 
@@ -33,6 +34,9 @@ struct Outcome {
     durable_until: Option<i64>,
     /// KIP-467: the records (index within the batch) that made the batch fail, with why.
     record_errors: Vec<(i32, String)>,
+    /// KIP-951: the partition's leader (another broker) and its epoch, for a client that sent
+    /// the batch to the wrong broker.
+    leader: Option<(BrokerRegistration, i32)>,
 }
 
 /// `(partition index, the partition if it exists, what happened)`.
@@ -47,6 +51,7 @@ impl Outcome {
             log_start_offset: -1,
             durable_until: None,
             record_errors: vec![],
+            leader: None,
         }
     }
 }
@@ -82,7 +87,17 @@ pub async fn handle(
         for pd in &topic.partition_data {
             let partition = ctx.broker.partition(&name, pd.index);
             let outcome = match (&partition, &pd.records) {
-                (None, _) => Outcome::error(ctx.broker.not_hosted_error(&name, pd.index)),
+                (None, _) => {
+                    let mut o = Outcome::error(ctx.broker.not_hosted_error(&name, pd.index));
+                    if let Located::Elsewhere {
+                        leader: Some(leader),
+                        leader_epoch,
+                    } = ctx.broker.locate(&name, pd.index)
+                    {
+                        o.leader = Some((leader, leader_epoch));
+                    }
+                    o
+                }
                 // Its registration may have expired at etcd (unreachable): another broker may
                 // lead now, so nothing is acknowledged.
                 (Some(_), _) if !ctx.broker.is_live() => {
@@ -207,6 +222,26 @@ pub async fn handle(
     }
 
     let mut resp = ProduceResponse::default();
+    if ctx.api_version >= 10 {
+        let mut leaders: Vec<&BrokerRegistration> = results
+            .iter()
+            .flat_map(|(_, parts)| parts.iter())
+            .filter_map(|(_, _, o)| o.leader.as_ref().map(|(b, _)| b))
+            .collect();
+        leaders.sort_by_key(|b| b.node_id);
+        leaders.dedup_by_key(|b| b.node_id);
+        resp.node_endpoints = leaders
+            .into_iter()
+            .map(|b| {
+                let mut e = NodeEndpoint::default();
+                e.node_id = BrokerId(b.node_id);
+                e.host = b.host.clone().into();
+                e.port = i32::from(b.port);
+                e.rack = b.rack.clone().map(Into::into);
+                e
+            })
+            .collect();
+    }
     for (name, parts) in results {
         let mut t = TopicProduceResponse::default();
         t.name = kafka_protocol::messages::TopicName(name.into());
@@ -371,6 +406,7 @@ fn append(p: &Partition, records: &Bytes, now: i64, acks: i16) -> Outcome {
             // acks=all, or `flush.messages` reached (Kafka fsyncs in the append path then).
             durable_until: (acks == -1 || p.flush_required()).then_some(info.last_offset + 1),
             record_errors: vec![],
+            leader: None,
         },
         Err(e) => {
             tracing::debug!(topic = %p.topic, partition = p.index, "produce rejected: {e}");
@@ -389,6 +425,12 @@ fn partition_response(ctx: &RequestContext, index: i32, o: &Outcome) -> Partitio
     }
     if ctx.api_version >= 5 {
         r.log_start_offset = o.log_start_offset;
+    }
+    if ctx.api_version >= 10 {
+        if let Some((leader, epoch)) = &o.leader {
+            r.current_leader.leader_id = BrokerId(leader.node_id);
+            r.current_leader.leader_epoch = *epoch;
+        }
     }
     if ctx.api_version >= 8 && !o.record_errors.is_empty() {
         r.record_errors = o

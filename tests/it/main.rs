@@ -3,6 +3,7 @@
 
 mod admin;
 mod client;
+mod cluster;
 mod durability;
 mod groups;
 mod idempotence;

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Cluster mode on one machine: a real etcd and three strand brokers on 127.0.0.1, and figures
+# for what etcd costs: topic creation until every broker shows the topic, a killed broker's
+# departure (lease expiry) seen by the others, and offset commits through etcd (CONSUMERS
+# consumers committing PARTITIONS partitions each, as fast as they can, for SECONDS).
+#
+#   scripts/bench-cluster.sh [--consumers N] [--partitions N] [--seconds N] [--no-build]
+#
+# Needs etcd (apt install etcd-server) and the compat-tests venv (.venv with confluent-kafka;
+# scripts/install-test-deps.sh). STRAND_BIN overrides the broker binary.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD=1 ARGS=()
+while (($#)); do
+  case "$1" in
+    --consumers|--partitions|--seconds) ARGS+=("$1" "$2"); shift ;;
+    --no-build) BUILD=0 ;;
+    -h|--help) sed -n "2,10p" "$0"; exit 0 ;;
+    *) echo "bench-cluster.sh: unknown argument '$1'" >&2; exit 2 ;;
+  esac
+  shift
+done
+if ((BUILD)) && [ -z "${STRAND_BIN:-}" ]; then
+  cargo build --release -q --bin strand --manifest-path "$REPO/Cargo.toml" >&2
+fi
+export STRAND_BIN="${STRAND_BIN:-$REPO/target/release/strand}"
+exec "$REPO/.venv/bin/python" "$REPO/scripts/bench/cluster.py" "${ARGS[@]}"

@@ -1,0 +1,171 @@
+"""Cluster-mode figures (run by scripts/bench-cluster.sh): etcd + 3 strand brokers on
+127.0.0.1, each with its own temp data dir; everything started here is stopped here."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+class Procs:
+    def __init__(self):
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name, cmd, log):
+        self.procs[name] = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+
+    def kill(self, name, sig=signal.SIGKILL):
+        p = self.procs.pop(name)
+        p.send_signal(sig)
+        p.wait()
+
+    def stop_all(self):
+        for name in list(self.procs):
+            self.kill(name, signal.SIGTERM)
+
+
+def summary(xs):
+    xs = sorted(xs)
+    return f"min {xs[0]*1000:.0f} ms, median {statistics.median(xs)*1000:.0f} ms, max {xs[-1]*1000:.0f} ms (n={len(xs)})"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--consumers", type=int, default=100)
+    ap.add_argument("--partitions", type=int, default=10)
+    ap.add_argument("--seconds", type=float, default=10)
+    args = ap.parse_args()
+    binary = os.environ["STRAND_BIN"]
+    work = Path(tempfile.mkdtemp(prefix="strand-bench-cluster-"))
+    procs = Procs()
+    log = open(work / "log", "ab")
+    try:
+        client, peer = free_port(), free_port()
+        curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+        procs.start("etcd", ["etcd", "--name", "e0", "--data-dir", str(work / "etcd"),
+                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                             "--initial-cluster", f"e0={purl}", "--auto-compaction-retention", "1h"], log)
+        wait_port(client)
+        ports = {}
+
+        def start_broker(n):
+            ports.setdefault(n, free_port())
+            procs.start(f"b{n}", [binary, "serve", "--node-id", str(n), "--listen", f"127.0.0.1:{ports[n]}",
+                                  "--data-dir", str(work / f"d{n}"), "--etcd-endpoints", f"127.0.0.1:{client}"], log)
+            wait_port(ports[n])
+
+        for n in (1, 2, 3):
+            start_broker(n)
+        admins = {n: AdminClient({"bootstrap.servers": f"127.0.0.1:{p}"}) for n, p in ports.items()}
+        for a in admins.values():
+            a.list_topics(timeout=10)
+        print(f"etcd 127.0.0.1:{client}, brokers {sorted(ports.values())}, work dir {work}")
+
+        # 1. CreateTopics on broker 1 until every broker's Metadata shows the topic.
+        visible = []
+        for i in range(20):
+            name = f"vis-{i}"
+            t0 = time.monotonic()
+            admins[1].create_topics([NewTopic(name, 3, 1)])[name].result(10)
+            for n, a in admins.items():
+                while name not in a.list_topics(topic=name, timeout=5).topics or \
+                        a.list_topics(topic=name, timeout=5).topics[name].error is not None:
+                    time.sleep(0.002)
+            visible.append(time.monotonic() - t0)
+        print(f"topic created -> visible on all 3 brokers: {summary(visible)}")
+
+        # 2. kill -9 of a broker until the others no longer list it (its lease expired).
+        gone = []
+        for i in range(5):
+            t0 = time.monotonic()
+            procs.kill("b3")
+            while 3 in admins[1].list_topics(timeout=5).brokers:
+                time.sleep(0.02)
+            gone.append(time.monotonic() - t0)
+            start_broker(3)
+            while 3 not in admins[1].list_topics(timeout=5).brokers:
+                time.sleep(0.02)
+        print(f"kill -9 -> broker gone from the others' Metadata: {summary(gone)}")
+
+        # 3. Offset commits through etcd.
+        topic = "commits"
+        admins[1].create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(10)
+        time.sleep(1)
+        latencies: list[float] = []
+        lock = threading.Lock()
+        stop = time.monotonic() + args.seconds
+        committed = [0]
+
+        def run(i):
+            port = ports[1 + i % 3]
+            c = Consumer({"bootstrap.servers": f"127.0.0.1:{port}", "group.id": f"bench-{i}",
+                          "enable.auto.commit": False, "log_level": 3})
+            offsets = [TopicPartition(topic, p, 0) for p in range(args.partitions)]
+            mine = []
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                for o in offsets:
+                    o.offset = n
+                t0 = time.monotonic()
+                c.commit(offsets=offsets, asynchronous=False)
+                mine.append(time.monotonic() - t0)
+            c.close()
+            with lock:
+                latencies.extend(mine)
+                committed[0] += len(mine) * args.partitions
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(args.consumers)]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        took = time.monotonic() - t0
+        latencies.sort()
+        p = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
+        print(f"offset commits: {args.consumers} consumers x {args.partitions} partitions, {took:.1f} s: "
+              f"{committed[0] / took:,.0f} partition-offsets/s, {len(latencies) / took:,.0f} commits/s, "
+              f"latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
+        out = subprocess.run(["etcdctl", "--endpoints", f"127.0.0.1:{client}", "get", "--prefix",
+                              "--count-only", "-w", "json", "/strand/"], capture_output=True, text=True).stdout
+        import json
+        print(f"etcd keys under /strand/: {json.loads(out).get('count', '?') if out else '?'}")
+        return 0
+    finally:
+        procs.stop_all()
+        log.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+//! Cluster mode in process: two brokers sharing a real etcd (Debian's `etcd`, started on free
+//! 127.0.0.1 ports with a temp dir), spoken to with kafka-protocol requests.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::messages::{MetadataRequest, MetadataResponse};
+use kafka_protocol::records::Compression;
+
+use crate::client::*;
+
+/// A real etcd server, killed when dropped.
+pub struct Etcd {
+    child: Child,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free_port(), free_port());
+        let client_url = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("etcd")
+            .args(["--name", "e0", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("e0={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("etcd (apt install etcd-server)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", client)).is_err() {
+            assert!(Instant::now() < deadline, "etcd did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd {
+            child,
+            endpoint: format!("127.0.0.1:{client}"),
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn metadata(c: &mut Client) -> MetadataResponse {
+    let mut req = MetadataRequest::default();
+    req.topics = None; // every topic
+    c.call(&req, 12).await
+}
+
+/// A client that sends a partition's produce or fetch to a broker that does not host it is
+/// told the leader (KIP-951: CurrentLeader, and NodeEndpoints in Produce v10+), so it can go
+/// there without a metadata round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wrong_broker_names_the_leader() {
+    let etcd = Etcd::start();
+    let settings = |node: &str| {
+        [
+            ("node.id", node.to_string()),
+            ("etcd.endpoints", etcd.endpoint.clone()),
+            ("etcd.prefix", "/it".to_string()),
+        ]
+    };
+    let s1 = settings("1");
+    let s2 = settings("2");
+    let b1 =
+        TestBroker::start_with(&s1.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let b2 =
+        TestBroker::start_with(&s2.iter().map(|(k, v)| (*k, v.as_str())).collect::<Vec<_>>()).await;
+    let mut c1 = b1.client().await;
+    let mut c2 = b2.client().await;
+    assert_eq!(c1.create_topic("t", 4, &[]).await.topics[0].error_code, 0);
+    // Broker 2 learns the topic from the etcd watch.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let leaders = loop {
+        let md = metadata(&mut c2).await;
+        let t = md
+            .topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "t"));
+        if let Some(t) = t.filter(|t| t.error_code == 0 && md.brokers.len() == 2) {
+            break t
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.leader_id.0))
+                .collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "broker 2 never saw the topic");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (on2, _) = *leaders
+        .iter()
+        .find(|(_, l)| *l == 2)
+        .expect("a partition on broker 2");
+    let (on1, _) = *leaders
+        .iter()
+        .find(|(_, l)| *l == 1)
+        .expect("a partition on broker 1");
+
+    let records = batch(&["x"], 1, Compression::None);
+    let resp = c1
+        .call(&produce_request("t", on2, records.clone(), -1), 11)
+        .await;
+    let pr = &resp.responses[0].partition_responses[0];
+    assert_eq!(pr.error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    assert_eq!(pr.current_leader.leader_id.0, 2);
+    assert_eq!(resp.node_endpoints.len(), 1);
+    assert_eq!(resp.node_endpoints[0].node_id.0, 2);
+    assert_eq!(resp.node_endpoints[0].port, i32::from(b2.addr().port()));
+    // Below v10 there is no hint, only the error.
+    let resp = c1
+        .call(&produce_request("t", on2, records.clone(), -1), 9)
+        .await;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 6);
+    // Fetch v12 carries the hint too.
+    let f = c1.fetch("t", on2, 0, 0, 0).await;
+    let pd = &f.responses[0].partitions[0];
+    assert_eq!(pd.error_code, 6);
+    assert_eq!(pd.current_leader.leader_id.0, 2);
+    // The right broker takes it.
+    let resp = c2
+        .call(&produce_request("t", on2, records.clone(), -1), 11)
+        .await;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    let resp = c1.call(&produce_request("t", on1, records, -1), 11).await;
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+    drop((c1, c2));
+    b1.stop().await;
+    b2.stop().await;
+}
