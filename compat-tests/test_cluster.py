@@ -8,6 +8,7 @@ is listed in docs/cluster.md.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import time
@@ -243,3 +244,54 @@ def test_a_data_dir_of_another_cluster_is_refused(make_cluster, make_broker, tmp
     assert "refusing to start" in str(e.value)
     strange.close()
     assert any(p.name.startswith("keep-") for p in cluster[0].data_dir.iterdir())
+
+
+def test_cli_shows_the_real_cluster(make_cluster, strand_bin):
+    cluster = make_cluster(3, {"broker.rack": "r1"})
+    topic = unique("cli")
+    create(cluster[0], topic, 6)
+    wait_for("the topic everywhere", lambda: all(
+        metadata(b, topic).topics[topic].error is None for b in cluster))
+
+    def run(b, *args):
+        p = subprocess.run([str(strand_bin), *args, "--bootstrap-server", b.bootstrap, "--timeout", "10",
+                            "--json"], capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin"})
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    s = run(cluster[1], "cluster", "status")
+    assert [b["id"] for b in s["brokers"]] == [1, 2, 3]
+    assert {b["rack"] for b in s["brokers"]} == {"r1"}
+    assert s["offline_partitions"] == 0
+    d = run(cluster[2], "topics", "describe", topic)
+    d = d[0] if isinstance(d, list) else d
+    assert sorted({p["leader"] for p in d["partitions"]}) == [1, 2, 3]
+    cluster[2].kill9()
+    wait_for("node 3 to leave", lambda: run(cluster[0], "cluster", "status")["offline_partitions"] == 2)
+    s = run(cluster[0], "cluster", "status")
+    assert [b["id"] for b in s["brokers"]] == [1, 2]
+
+
+def test_writes_stop_while_etcd_is_unreachable_and_resume_after(make_cluster):
+    """A broker whose lease may have expired (etcd unreachable past its safety margin) must not
+    acknowledge writes: another broker may lead its partitions by then. When etcd answers
+    again it renews or registers again and carries on, without an operator."""
+    import signal as sig
+    cluster = make_cluster(1)
+    b = cluster[0]
+    topic = unique("eu")
+    create(b, topic, 1)
+    batch = kwire.record_batch([kwire.Record(key=None, value=b"z")])
+    assert kwire.produce(b.address, topic, 0, batch)[0] == 0
+    cluster.etcd.proc.send_signal(sig.SIGSTOP)
+    try:
+        # liveness ends 1.5 s after the last renewal etcd answered (TTL 2 s less 25 %)
+        code = wait_for("produce refused", lambda: (c := kwire.produce(b.address, topic, 0, batch)[0]) != 0 and c,
+                        timeout=10)
+        assert code == 6, code  # NOT_LEADER_OR_FOLLOWER: retriable, the client retries
+    finally:
+        cluster.etcd.proc.send_signal(sig.SIGCONT)
+    wait_for("produce accepted again", lambda: kwire.produce(b.address, topic, 0, batch)[0] == 0, timeout=20)
+    # and it is registered (again)
+    assert "/strand-test/brokers/1" in cluster.etcd.get_prefix("/strand-test/brokers/")
