@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import socket
 import statistics
@@ -158,13 +159,13 @@ def main() -> int:
               f"{committed[0] / took:,.0f} partition-offsets/s, {len(latencies) / took:,.0f} commits/s, "
               f"latency p50 {p(0.5):.1f} ms, p99 {p(0.99):.1f} ms")
         out = subprocess.run(["etcdctl", "--endpoints", f"127.0.0.1:{client}", "get", "--prefix",
-                              "--count-only", "-w", "json", "/strand/"], capture_output=True, text=True).stdout
-        import json
-        print(f"etcd keys under /strand/: {json.loads(out).get('count', '?') if out else '?'}")
+                              "--keys-only", "/strand/"], capture_output=True, text=True).stdout
+        print(f"etcd keys under /strand/: {sum(1 for line in out.splitlines() if line.strip())}")
         return 0
     finally:
         procs.stop_all()
         log.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
