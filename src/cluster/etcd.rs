@@ -13,7 +13,8 @@
 //!   overwritten blindly, so a retried request after an ambiguous failure (etcd leader change)
 //!   cannot apply twice.
 //! - Registration: `brokers/<node id>` is created only if absent, attached to this broker's
-//!   lease; while another live broker holds it, start-up is refused. The broker epoch is the
+//!   lease; while another live broker holds it for longer than one lease TTL (a crashed
+//!   predecessor's lease runs out by then, a live twin's does not), start-up is refused. The broker epoch is the
 //!   revision of that creation, so it grows with every registration.
 //! - Liveness: the broker counts as live only until `sent + TTL - margin`, where `sent` is when
 //!   the last keep-alive that etcd acknowledged was sent (the lease cannot have expired before
@@ -103,6 +104,60 @@ pub struct EtcdStore {
     existed: bool,
     lease: LeaseSettings,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Offset commits waiting for [`commit_writer`].
+    commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
+}
+
+/// One OffsetCommit's puts (at most [`MAX_TXN_OPS`]) and who waits for them.
+struct CommitJob {
+    ops: Vec<TxnOp>,
+    done: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// Transactions the offset writer keeps in flight at once.
+const COMMIT_TXNS_IN_FLIGHT: usize = 4;
+
+/// Group commit of offsets: concurrent OffsetCommit requests share etcd transactions. It
+/// takes whatever is queued, packs whole requests into transactions of at most
+/// [`MAX_TXN_OPS`] puts, and keeps up to [`COMMIT_TXNS_IN_FLIGHT`] of them running; each
+/// request is answered when its transaction is. Requests of one group never share the queue
+/// (the group coordinator serializes a group's commits), so their order is kept.
+async fn commit_writer(client: Client, mut queue: tokio::sync::mpsc::UnboundedReceiver<CommitJob>) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(COMMIT_TXNS_IN_FLIGHT));
+    let mut next: Option<CommitJob> = None;
+    loop {
+        let first = match next.take() {
+            Some(j) => j,
+            None => match queue.recv().await {
+                Some(j) => j,
+                None => return,
+            },
+        };
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let mut ops = first.ops;
+        let mut waiters = vec![first.done];
+        while let Ok(job) = queue.try_recv() {
+            if ops.len() + job.ops.len() > MAX_TXN_OPS {
+                next = Some(job);
+                break;
+            }
+            ops.extend(job.ops);
+            waiters.push(job.done);
+        }
+        let mut client = client.clone();
+        tokio::spawn(async move {
+            let r = client.txn(Txn::new().and_then(ops)).await;
+            drop(permit);
+            for w in waiters {
+                let _ = w.send(match &r {
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(MetadataError::Unavailable(e.to_string())),
+                });
+            }
+        });
+    }
 }
 
 impl Drop for EtcdStore {
@@ -156,13 +211,16 @@ impl EtcdStore {
             live_until_ms: AtomicU64::new(0),
             origin: Instant::now(),
         });
+        let (commits, queue) = tokio::sync::mpsc::unbounded_channel();
+        let writer = tokio::spawn(commit_writer(client.clone(), queue));
         let store = EtcdStore {
             client,
             shared,
             cluster_id,
             existed,
             lease,
-            tasks: Mutex::new(Vec::new()),
+            tasks: Mutex::new(vec![writer]),
+            commits,
         };
         let revision = store.list_brokers().await?;
         let watcher = tokio::spawn(watch_loop(
@@ -470,8 +528,19 @@ impl MetadataStore for EtcdStore {
     async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64> {
         let ttl = self.lease.session_timeout.as_millis().div_ceil(1000).max(2) as i64;
         let mut client = self.client();
-        let (lease_id, epoch) =
-            register_once(&mut client, &self.shared, &registration, ttl).await?;
+        // A registration held by this node id is either a live twin (it keeps renewing) or
+        // this broker's previous life, killed before its lease ran out: waiting one TTL (and
+        // a second) tells them apart, so a restart right after a crash is not refused.
+        let deadline = Instant::now() + Duration::from_secs(ttl as u64 + 1);
+        let (lease_id, epoch) = loop {
+            match register_once(&mut client, &self.shared, &registration, ttl).await {
+                Err(MetadataError::Refused(why)) if Instant::now() < deadline => {
+                    info!("{why}; waiting for that registration's lease to expire");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                other => break other?,
+            }
+        };
         let margin_ms = (ttl as f64 * 1000.0 * SAFETY_MARGIN_FRACTION) as u64;
         self.shared.live_until_ms.store(
             self.shared.now_ms() + ttl as u64 * 1000 - margin_ms,
@@ -726,7 +795,16 @@ impl MetadataStore for EtcdStore {
                 None,
             ));
         }
-        self.write_all(ops).await
+        if ops.len() > MAX_TXN_OPS {
+            // Too big to share a transaction: on its own, in several.
+            return self.write_all(ops).await;
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        self.commits
+            .send(CommitJob { ops, done })
+            .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?;
+        wait.await
+            .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?
     }
 
     async fn delete_offsets(
