@@ -332,3 +332,43 @@ def test_committed_offsets_are_kept_in_etcd(make_cluster):
         got = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=15)
         c.close()
         assert [tp.offset for tp in got] == [10 * i + p for p in range(3)]
+
+
+def test_a_broker_paused_past_its_lease_registers_again_with_a_new_epoch(make_cluster):
+    import signal as sig
+    cluster = make_cluster(2)
+    b = cluster[1]
+    key = f"{cluster.prefix}/brokers/2"
+    before = json.loads(cluster.etcd.get_prefix(key)[key])["epoch"]
+    b.proc.send_signal(sig.SIGSTOP)
+    try:
+        wait_for("the lease to expire", lambda: key not in cluster.etcd.get_prefix(key), timeout=15)
+        assert sorted(metadata(cluster[0]).brokers) == [1]
+    finally:
+        b.proc.send_signal(sig.SIGCONT)
+    after = wait_for("registered again", lambda: key in (kv := cluster.etcd.get_prefix(key))
+                     and json.loads(kv[key])["epoch"], timeout=15)
+    assert after > before
+    wait_for("back in Metadata", lambda: sorted(metadata(cluster[0]).brokers) == [1, 2])
+    topic = unique("pz")
+    create(cluster[0], topic, 2)
+    wait_for("the topic on broker 2", lambda: metadata(b, topic).topics[topic].error is None)
+    produce_all(b.bootstrap, topic, ["a", "b"], 2)
+
+
+def test_assignments_cannot_overload_another_broker(make_cluster):
+    cluster = make_cluster(2, {"max.broker.partitions": 4})
+    a = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    name = unique("ov")
+    fs = a.create_topics([NewTopic(name, num_partitions=5, replica_assignment=[[2]] * 5)], request_timeout=15)
+    with pytest.raises(KafkaException) as e:
+        fs[name].result(20)
+    assert e.value.args[0].name() == "POLICY_VIOLATION"
+    ok = unique("ok")
+    a.create_topics([NewTopic(ok, num_partitions=4, replica_assignment=[[2]] * 4)], request_timeout=15)[ok].result(20)
+    # broker 2 is full now: even one more partition on it through broker 1 is refused
+    more = unique("more")
+    fs = a.create_topics([NewTopic(more, num_partitions=1, replica_assignment=[[2]])], request_timeout=15)
+    with pytest.raises(KafkaException) as e:
+        fs[more].result(20)
+    assert e.value.args[0].name() == "POLICY_VIOLATION"

@@ -53,6 +53,12 @@ impl Broker {
         let rf = topic.record.assignments.first().map_or(1, Vec::len);
         let node = self.node_id();
         let live: Vec<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        if assignments.is_none() && rf > live.len() {
+            return Err(TopicError::InvalidReplicationFactor(format!(
+                "Unable to replicate the partition {rf} time(s): only {} broker(s) are registered.",
+                live.len()
+            )));
+        }
         let each = added.div_ceil(live.len().max(1));
         self.check_partition_budget(i32::try_from(each).unwrap_or(i32::MAX))?;
         let new_assignments = match assignments {
@@ -89,12 +95,15 @@ impl Broker {
         };
         let mine = new_assignments.iter().filter(|r| r.contains(&node)).count();
         self.check_partition_budget(i32::try_from(mine).unwrap_or(i32::MAX))?;
+        self.check_assignment_budget(&new_assignments)?;
         if validate_only {
             return Ok(());
         }
         let mut record = topic.record.clone();
         record.assignments.extend(new_assignments);
-        self.store.update_topic(record.clone()).await?;
+        self.store
+            .update_topic(&topic.record, record.clone())
+            .await?;
 
         let opened = self.open_partitions(&record, current..count).await?;
         let mut partitions = topic.partitions.clone();
@@ -127,7 +136,9 @@ impl Broker {
         }
         let mut record = topic.record.clone();
         record.configs = configs;
-        self.store.update_topic(record.clone()).await?;
+        self.store
+            .update_topic(&topic.record, record.clone())
+            .await?;
         let log_config = self.log_config_of(&record.configs);
         for log in topic.hosted().filter_map(|p| p.opened_log()) {
             log.update_config(log_config);

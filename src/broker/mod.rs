@@ -659,6 +659,41 @@ impl Broker {
         Ok(())
     }
 
+    /// Whether the replica lists `new` fit every broker they name under
+    /// `max.broker.partitions`, counting what each already holds (in the cached records): a
+    /// CreateTopics or CreatePartitions through one broker cannot overload another.
+    pub fn check_assignment_budget(&self, new: &[Vec<i32>]) -> Result<(), TopicError> {
+        let cap = self.config.max_broker_partitions.max(0) as usize;
+        let mut adding: BTreeMap<i32, usize> = BTreeMap::new();
+        for replicas in new {
+            for b in replicas {
+                *adding.entry(*b).or_default() += 1;
+            }
+        }
+        if adding.is_empty() {
+            return Ok(());
+        }
+        let mut held: BTreeMap<i32, usize> = BTreeMap::new();
+        for t in self.read_topics().values() {
+            for replicas in &t.record.assignments {
+                for b in replicas {
+                    if adding.contains_key(b) {
+                        *held.entry(*b).or_default() += 1;
+                    }
+                }
+            }
+        }
+        for (b, n) in adding {
+            let now = held.get(&b).copied().unwrap_or(0);
+            if now + n > cap {
+                return Err(TopicError::PolicyViolation(format!(
+                    "Adding {n} partitions to broker {b} would exceed max.broker.partitions: it holds {now} of at most {cap}."
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Validates a topic request and returns the record it would create.
     pub fn plan_topic(&self, req: &NewTopic) -> Result<TopicRecord, TopicError> {
         topic_config::validate_topic_name(&req.name).map_err(TopicError::InvalidTopic)?;
@@ -714,6 +749,7 @@ impl Broker {
                 }
                 out.push(brokers);
             }
+            self.check_assignment_budget(&out)?;
             out
         } else {
             let partitions = match req.num_partitions {
@@ -751,6 +787,7 @@ impl Broker {
             let placed = place_replicas(&live, partitions, rf);
             let mine = placed.iter().filter(|r| r.contains(&node)).count();
             self.check_partition_budget(i32::try_from(mine).unwrap_or(i32::MAX))?;
+            self.check_assignment_budget(&placed)?;
             placed
         };
         let mut configs = BTreeMap::new();
@@ -822,10 +859,10 @@ impl Broker {
             return Err(TopicError::DeletionDisabled);
         }
         let _admin = self.admin.lock().await;
-        if self.topic(name).is_none() {
+        let Some(topic) = self.topic(name) else {
             return Err(TopicError::UnknownTopic);
-        }
-        let record = self.store.delete_topic(name).await?;
+        };
+        let record = self.store.delete_topic(name, topic.record.id).await?;
         self.remove_local_topic(name).await;
         Ok(record)
     }
@@ -877,8 +914,20 @@ impl Broker {
         for name in gone {
             self.remove_local_topic(&name).await;
         }
+        let mut failed = None;
         for (name, record) in records {
-            let current = self.topic(&name);
+            if let Err(e) = self.apply_topic(&name, record).await {
+                warn!(topic = %name, "cannot apply the topic's change: {e}");
+                failed = Some(e);
+            }
+        }
+        failed.map_or(Ok(()), Err)
+    }
+
+    /// Makes the local topic `name` what `record` says (see [`Broker::reconcile`]).
+    async fn apply_topic(&self, name: &str, record: TopicRecord) -> Result<(), TopicError> {
+        {
+            let current = self.topic(name);
             match current {
                 Some(t) if t.record == record => {}
                 Some(t) => {
@@ -950,6 +999,9 @@ async fn reconcile_loop(broker: std::sync::Weak<Broker>) {
     let Some(mut changes) = broker.upgrade().map(|b| b.store.changes()) else {
         return;
     };
+    // Changes between the broker's first read of the topics and this subscription would
+    // otherwise wait for the next change: reconcile once first.
+    changes.mark_changed();
     loop {
         if changes.changed().await.is_err() {
             return;

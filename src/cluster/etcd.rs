@@ -222,13 +222,18 @@ impl EtcdStore {
             tasks: Mutex::new(vec![writer]),
             commits,
         };
+        // Both watches start after this read, so nothing between it and them is missed; the
+        // broker reads the topics itself after opening (and reconciles at once).
         let revision = store.list_brokers().await?;
-        let watcher = tokio::spawn(watch_loop(
-            store.client.clone(),
-            store.shared.clone(),
-            revision + 1,
-        ));
-        store.spawned(watcher);
+        for prefix in [store.keys().brokers(), store.keys().topics()] {
+            let watcher = tokio::spawn(watch_loop(
+                store.client.clone(),
+                store.shared.clone(),
+                prefix,
+                revision + 1,
+            ));
+            store.spawned(watcher);
+        }
         Ok(store)
     }
 
@@ -309,14 +314,14 @@ async fn list_brokers(client: &mut Client, shared: &Shared) -> Result<i64> {
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
-/// Follows every change under the prefix: keeps the broker list, ticks `changes`.
-async fn watch_loop(mut client: Client, shared: Arc<Shared>, mut from: i64) {
+/// Follows every change under `prefix` (the brokers or the topics) from revision `from`:
+/// keeps the broker list, ticks `changes`. It resumes from the revision after the last event
+/// it applied (never from a response header: catch-up responses carry the current revision
+/// while older events are still to come); when etcd has compacted that away it re-lists.
+async fn watch_loop(mut client: Client, shared: Arc<Shared>, prefix: String, mut from: i64) {
     loop {
-        let options = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from)
-            .with_progress_notify();
-        let mut stream = match client.watch(shared.keys.all(), Some(options)).await {
+        let options = WatchOptions::new().with_prefix().with_start_revision(from);
+        let mut stream = match client.watch(prefix.clone(), Some(options)).await {
             Ok(s) => s,
             Err(e) => {
                 warn!("etcd watch failed, retrying: {e}");
@@ -334,8 +339,12 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, mut from: i64) {
                             "etcd watch lost its history, re-listing"
                         );
                         match list_brokers(&mut client, &shared).await {
+                            // Topics are re-read by the reconcile this tick starts.
                             Ok(rev) => from = rev + 1,
-                            Err(e) => warn!("re-listing brokers failed: {e}"),
+                            Err(e) => {
+                                warn!("re-listing brokers failed: {e}");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
+                            }
                         }
                         break;
                     }
@@ -365,9 +374,6 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, mut from: i64) {
                             changed = true;
                         }
                     }
-                    if let Some(h) = resp.header() {
-                        from = from.max(h.revision() + 1);
-                    }
                     if changed {
                         shared.tick();
                     }
@@ -390,7 +396,9 @@ async fn register_once(
     shared: &Shared,
     registration: &BrokerRegistration,
     ttl_secs: i64,
-) -> Result<(i64, i64)> {
+) -> Result<(i64, i64, u64)> {
+    // The lease cannot expire at etcd before `granted + TTL`.
+    let granted = shared.now_ms();
     let lease = client
         .lease_grant(ttl_secs, None)
         .await
@@ -443,74 +451,93 @@ async fn register_once(
             "registration {key} vanished while being written"
         )));
     }
-    Ok((lease.id(), epoch))
+    Ok((lease.id(), epoch, granted))
 }
 
-/// Keeps the lease alive; when it is lost, registers again (new lease, new epoch).
+/// The lease TTL in whole seconds for `broker.session.timeout.ms` (etcd's minimum is 2 s).
+fn ttl_secs(settings: &LeaseSettings) -> i64 {
+    settings.session_timeout.as_millis().div_ceil(1000).max(2) as i64
+}
+
+/// Keeps the lease alive; when it is lost (etcd answers TTL 0 or no longer knows it, e.g. after
+/// being unreachable for longer than the TTL), registers again (new lease, new epoch).
 async fn keep_registered(
     mut client: Client,
     shared: Arc<Shared>,
     registration: BrokerRegistration,
     settings: LeaseSettings,
     mut lease_id: i64,
+    mut renewed_at: u64,
 ) {
-    let ttl = settings.session_timeout.as_secs().max(2) as i64;
+    let ttl = ttl_secs(&settings);
     let ttl_ms = ttl as u64 * 1000;
-    let margin_ms = (ttl_ms as f64 * SAFETY_MARGIN_FRACTION) as u64;
-    'lease: loop {
-        let (mut keeper, mut stream) = match client.lease_keep_alive(lease_id).await {
-            Ok(k) => k,
+    let live_ms = ttl_ms - (ttl_ms as f64 * SAFETY_MARGIN_FRACTION) as u64;
+    let answer_timeout = settings.heartbeat_interval.max(REQUEST_TIMEOUT / 5);
+    loop {
+        // Whether the lease is known to be gone (so only a new registration helps).
+        let mut lost = false;
+        match client.lease_keep_alive(lease_id).await {
+            Ok((mut keeper, mut stream)) => loop {
+                let sent = shared.now_ms();
+                let renewed = async {
+                    keeper.keep_alive().await?;
+                    stream.message().await
+                };
+                match tokio::time::timeout(answer_timeout, renewed).await {
+                    Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+                        renewed_at = sent;
+                        shared
+                            .live_until_ms
+                            .store(sent + live_ms, Ordering::Release);
+                        tokio::time::sleep(settings.heartbeat_interval).await;
+                    }
+                    Ok(Ok(Some(_))) => {
+                        lost = true;
+                        break;
+                    }
+                    // No answer: liveness runs out by itself at live_until_ms.
+                    _ => break,
+                }
+            },
             Err(e) => {
-                warn!("etcd lease keep-alive stream failed: {e}");
-                tokio::time::sleep(settings.heartbeat_interval).await;
-                continue;
+                // etcd-client refuses to open the stream for a lease etcd no longer knows.
+                if e.to_string().contains("not found") {
+                    lost = true;
+                } else {
+                    warn!("etcd lease keep-alive failed: {e}");
+                }
             }
-        };
+        }
+        if !lost && shared.now_ms() > renewed_at + ttl_ms {
+            // Past the TTL without a renewal: ask etcd whether the lease still exists.
+            match client.lease_time_to_live(lease_id, None).await {
+                Ok(r) if r.ttl() <= 0 => lost = true,
+                Ok(_) => {}
+                Err(e) => warn!("etcd lease check failed: {e}"),
+            }
+        }
+        if !lost {
+            tokio::time::sleep(settings.heartbeat_interval / 2).await;
+            continue;
+        }
+        warn!("etcd lease {lease_id:x} expired; registering again");
+        shared.live_until_ms.store(0, Ordering::Release);
         loop {
-            let sent = shared.now_ms();
-            let renewed = async {
-                keeper.keep_alive().await?;
-                stream.message().await
-            };
-            match tokio::time::timeout(
-                settings.heartbeat_interval.max(REQUEST_TIMEOUT / 5),
-                renewed,
-            )
-            .await
-            {
-                Ok(Ok(Some(resp))) if resp.ttl() > 0 => {
+            match register_once(&mut client, &shared, &registration, ttl).await {
+                Ok((id, epoch, granted)) => {
+                    info!(epoch, "broker registered again");
+                    lease_id = id;
+                    renewed_at = granted;
                     shared
                         .live_until_ms
-                        .store(sent + ttl_ms - margin_ms, Ordering::Release);
+                        .store(granted + live_ms, Ordering::Release);
+                    break;
                 }
-                Ok(Ok(Some(_))) => {
-                    // TTL 0: etcd let the lease expire. Our registration is gone.
-                    warn!("etcd lease {lease_id:x} expired; registering again");
-                    shared.live_until_ms.store(0, Ordering::Release);
-                    loop {
-                        match register_once(&mut client, &shared, &registration, ttl).await {
-                            Ok((id, epoch)) => {
-                                info!(epoch, "broker registered again");
-                                lease_id = id;
-                                shared
-                                    .live_until_ms
-                                    .store(shared.now_ms() + ttl_ms - margin_ms, Ordering::Release);
-                                continue 'lease;
-                            }
-                            Err(e) => {
-                                warn!("re-registration failed, retrying: {e}");
-                                tokio::time::sleep(settings.heartbeat_interval).await;
-                            }
-                        }
-                    }
-                }
-                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
-                    // No answer: liveness runs out by itself at live_until_ms.
-                    tokio::time::sleep(settings.heartbeat_interval / 2).await;
-                    continue 'lease;
+                Err(e) => {
+                    warn!("re-registration failed, retrying: {e}");
+                    tokio::time::sleep(settings.heartbeat_interval).await;
                 }
             }
-            tokio::time::sleep(settings.heartbeat_interval).await;
         }
     }
 }
@@ -526,13 +553,13 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64> {
-        let ttl = self.lease.session_timeout.as_millis().div_ceil(1000).max(2) as i64;
+        let ttl = ttl_secs(&self.lease);
         let mut client = self.client();
         // A registration held by this node id is either a live twin (it keeps renewing) or
         // this broker's previous life, killed before its lease ran out: waiting one TTL (and
         // a second) tells them apart, so a restart right after a crash is not refused.
         let deadline = Instant::now() + Duration::from_secs(ttl as u64 + 1);
-        let (lease_id, epoch) = loop {
+        let (lease_id, epoch, granted) = loop {
             match register_once(&mut client, &self.shared, &registration, ttl).await {
                 Err(MetadataError::Refused(why)) if Instant::now() < deadline => {
                     info!("{why}; waiting for that registration's lease to expire");
@@ -542,10 +569,9 @@ impl MetadataStore for EtcdStore {
             }
         };
         let margin_ms = (ttl as f64 * 1000.0 * SAFETY_MARGIN_FRACTION) as u64;
-        self.shared.live_until_ms.store(
-            self.shared.now_ms() + ttl as u64 * 1000 - margin_ms,
-            Ordering::Release,
-        );
+        self.shared
+            .live_until_ms
+            .store(granted + ttl as u64 * 1000 - margin_ms, Ordering::Release);
         info!(
             node_id = registration.node_id,
             epoch,
@@ -558,6 +584,7 @@ impl MetadataStore for EtcdStore {
             registration,
             self.lease,
             lease_id,
+            granted,
         ));
         self.spawned(keeper);
         Ok(epoch)
@@ -625,10 +652,10 @@ impl MetadataStore for EtcdStore {
         Ok(())
     }
 
-    async fn update_topic(&self, topic: TopicRecord) -> Result<()> {
+    async fn update_topic(&self, expected: &TopicRecord, topic: TopicRecord) -> Result<()> {
         let key = self.keys().topic(&topic.name);
-        // Only the same topic (same id) may be replaced: a concurrent delete + create of the
-        // name must not be overwritten with the old topic's record.
+        // Only what the change was computed from may be replaced: another broker may have
+        // changed the topic (or deleted and re-created the name) since this one read it.
         let got = self
             .client()
             .get(key.clone(), None)
@@ -640,6 +667,9 @@ impl MetadataStore for EtcdStore {
         let current: TopicRecord = decode(&key, kv.value())?;
         if current.id != topic.id {
             return Err(MetadataError::UnknownTopic(topic.name));
+        }
+        if current != *expected {
+            return Err(MetadataError::Conflict(key));
         }
         let txn = Txn::new()
             .when([Compare::mod_revision(
@@ -655,7 +685,7 @@ impl MetadataStore for EtcdStore {
         Ok(())
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<TopicRecord> {
+    async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<TopicRecord> {
         let key = self.keys().topic(name);
         let got = self
             .client()
@@ -666,6 +696,10 @@ impl MetadataStore for EtcdStore {
             return Err(MetadataError::UnknownTopic(name.to_string()));
         };
         let record: TopicRecord = decode(&key, kv.value())?;
+        if record.id != id {
+            // The name was deleted and re-created meanwhile: not the topic the client meant.
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        }
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
@@ -787,10 +821,17 @@ impl MetadataStore for EtcdStore {
         group: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
-        let mut ops = Vec::with_capacity(offsets.len());
+        // One put per key (the last of duplicates wins, as applying them in order would): etcd
+        // refuses a transaction that writes a key twice, which would fail every request
+        // sharing it.
+        let mut latest: BTreeMap<(&str, i32), &CommittedOffset> = BTreeMap::new();
         for (topic, partition, o) in &offsets {
+            latest.insert((topic.as_str(), *partition), o);
+        }
+        let mut ops = Vec::with_capacity(latest.len());
+        for ((topic, partition), o) in latest {
             ops.push(TxnOp::put(
-                self.keys().offset(group, topic, *partition),
+                self.keys().offset(group, topic, partition),
                 encode(o)?,
                 None,
             ));

@@ -242,12 +242,14 @@ impl MetadataStore for LocalStore {
         .await
     }
 
-    async fn update_topic(&self, topic: TopicRecord) -> Result<()> {
+    async fn update_topic(&self, expected: &TopicRecord, topic: TopicRecord) -> Result<()> {
+        let expected = expected.clone();
         self.modify(move |doc| match doc.topics.get_mut(&topic.name) {
-            Some(t) => {
+            Some(t) if *t == expected => {
                 *t = topic;
                 Ok(())
             }
+            Some(_) => Err(MetadataError::Conflict(topic.name)),
             None => Err(MetadataError::UnknownTopic(topic.name)),
         })
         .await
@@ -331,12 +333,14 @@ impl MetadataStore for LocalStore {
             .await?)
     }
 
-    async fn delete_topic(&self, name: &str) -> Result<TopicRecord> {
+    async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<TopicRecord> {
         let name = name.to_string();
-        self.modify(move |doc| {
-            doc.topics
+        self.modify(move |doc| match doc.topics.get(&name) {
+            Some(t) if t.id == id => doc
+                .topics
                 .remove(&name)
-                .ok_or(MetadataError::UnknownTopic(name))
+                .ok_or(MetadataError::UnknownTopic(name)),
+            _ => Err(MetadataError::UnknownTopic(name)),
         })
         .await
     }
@@ -363,8 +367,14 @@ mod tests {
         assert_eq!(id.len(), 22);
         let t = topic("a");
         store.create_topic(t.clone()).await.unwrap();
-        store.create_topic(topic("b")).await.unwrap();
-        store.delete_topic("b").await.unwrap();
+        let b = topic("b");
+        store.create_topic(b.clone()).await.unwrap();
+        // Another topic's id (the name re-created meanwhile) deletes nothing.
+        assert!(matches!(
+            store.delete_topic("b", uuid::Uuid::new_v4()).await,
+            Err(MetadataError::UnknownTopic(_))
+        ));
+        store.delete_topic("b", b.id).await.unwrap();
         drop(store);
         let store = LocalStore::open(dir.path()).unwrap();
         assert_eq!(store.cluster_id(), id);
@@ -383,7 +393,7 @@ mod tests {
             Err(MetadataError::TopicAlreadyExists(_))
         ));
         assert!(matches!(
-            store.delete_topic("zz").await,
+            store.delete_topic("zz", uuid::Uuid::new_v4()).await,
             Err(MetadataError::UnknownTopic(_))
         ));
     }

@@ -174,10 +174,12 @@ pub trait MetadataStore: Send + Sync {
     async fn topics(&self) -> Result<BTreeMap<String, TopicRecord>>;
     /// Adds a topic; `TopicAlreadyExists` if the name is taken.
     async fn create_topic(&self, topic: TopicRecord) -> Result<()>;
-    /// Replaces an existing topic's record (configs, added partitions).
-    async fn update_topic(&self, topic: TopicRecord) -> Result<()>;
-    /// Removes a topic and returns what it was.
-    async fn delete_topic(&self, name: &str) -> Result<TopicRecord>;
+    /// Replaces an existing topic's record (configs, added partitions) if it still is
+    /// `expected` (the record the change was computed from); `Conflict` if another broker
+    /// changed it meanwhile.
+    async fn update_topic(&self, expected: &TopicRecord, topic: TopicRecord) -> Result<()>;
+    /// Removes topic `name` if it is still the one with `id`, and returns what it was.
+    async fn delete_topic(&self, name: &str, id: Uuid) -> Result<TopicRecord>;
 
     /// Every transactional id's durable state (read once at start-up).
     async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>>;

@@ -146,15 +146,19 @@ pub fn cached(file: &File, pos: u64, len: u64) -> bool {
     }
     /// The same number on every architecture (the unified syscall table).
     const SYS_CACHESTAT: libc::c_long = 451;
-    const PAGE: u64 = 4096;
     if len == 0 {
         return true;
     }
-    let first = pos / PAGE;
-    let pages = (pos + len).div_ceil(PAGE) - first;
+    // SAFETY: sysconf only reads a constant.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as u64,
+        _ => 4096,
+    };
+    let first = pos / page;
+    let pages = (pos + len).div_ceil(page) - first;
     let range = Range {
-        off: first * PAGE,
-        len: pages * PAGE,
+        off: first * page,
+        len: pages * page,
     };
     let mut stat = Stat::default();
     // SAFETY: `range` and `stat` are live and laid out as the kernel's structs for the call.

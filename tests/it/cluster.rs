@@ -149,3 +149,53 @@ async fn the_wrong_broker_names_the_leader() {
     b1.stop().await;
     b2.stop().await;
 }
+
+/// Topic changes through the etcd store are compare-and-swap on what they were computed from:
+/// a change based on a stale record, or a delete of a re-created name, is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_changes_from_a_stale_view_are_refused() {
+    use strand::cluster::etcd::{EtcdStore, LeaseSettings};
+    use strand::cluster::{MetadataError, MetadataStore, TopicRecord};
+    let etcd = Etcd::start();
+    let lease = LeaseSettings {
+        session_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    let a = EtcdStore::open(&[etcd.endpoint.clone()], "/stale", lease)
+        .await
+        .unwrap();
+    let b = EtcdStore::open(&[etcd.endpoint.clone()], "/stale", lease)
+        .await
+        .unwrap();
+    assert_eq!(a.cluster_id(), b.cluster_id());
+    let t = TopicRecord {
+        name: "t".into(),
+        id: uuid::Uuid::new_v4(),
+        assignments: vec![vec![1]; 3],
+        configs: Default::default(),
+    };
+    a.create_topic(t.clone()).await.unwrap();
+    // b grows the topic; a, still on the old record, changes a config: refused.
+    let mut grown = t.clone();
+    grown.assignments.push(vec![2]);
+    b.update_topic(&t, grown.clone()).await.unwrap();
+    let mut configured = t.clone();
+    configured.configs.insert("retention.ms".into(), "1".into());
+    assert!(matches!(
+        a.update_topic(&t, configured).await,
+        Err(MetadataError::Conflict(_))
+    ));
+    assert_eq!(a.topics().await.unwrap()["t"], grown);
+    // Deleted and re-created: a delete meant for the old topic deletes nothing.
+    b.delete_topic("t", t.id).await.unwrap();
+    let again = TopicRecord {
+        id: uuid::Uuid::new_v4(),
+        ..t.clone()
+    };
+    b.create_topic(again.clone()).await.unwrap();
+    assert!(matches!(
+        a.delete_topic("t", t.id).await,
+        Err(MetadataError::UnknownTopic(_))
+    ));
+    assert_eq!(a.topics().await.unwrap()["t"], again);
+}
