@@ -161,10 +161,10 @@ async fn topic_changes_from_a_stale_view_are_refused() {
         session_timeout: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(500),
     };
-    let a = EtcdStore::open(&[etcd.endpoint.clone()], "/stale", lease)
+    let a = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease)
         .await
         .unwrap();
-    let b = EtcdStore::open(&[etcd.endpoint.clone()], "/stale", lease)
+    let b = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease)
         .await
         .unwrap();
     assert_eq!(a.cluster_id(), b.cluster_id());
