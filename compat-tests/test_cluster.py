@@ -134,12 +134,22 @@ def test_kafka_python_and_kcat_work_against_the_cluster(make_cluster):
     c.close()
     assert seen == sorted(f"k{i}" for i in range(30))
     kcat = shutil.which("kcat") or shutil.which("kafkacat")
+    assert kcat, "kcat is installed by scripts/install-test-deps.sh"
     if kcat:
         out = subprocess.run([kcat, "-b", cluster[1].bootstrap, "-L", "-J"], capture_output=True,
                              text=True, timeout=30, check=True).stdout
         import json
         md = json.loads(out)
         assert sorted(b["id"] for b in md["brokers"]) == [1, 2, 3]
+        # produce to every partition and read them back, bootstrapping from one broker
+        for part in range(3):
+            subprocess.run([kcat, "-b", cluster[0].bootstrap, "-P", "-t", topic, "-p", str(part)],
+                           input=f"kcat{part}\n", text=True, timeout=30, check=True)
+        for part in range(3):
+            out = subprocess.run([kcat, "-b", cluster[1].bootstrap, "-C", "-t", topic, "-p", str(part),
+                                  "-o", "beginning", "-e", "-q"], capture_output=True, text=True,
+                                 timeout=30, check=True).stdout.split()
+            assert out[-1] == f"kcat{part}", out
 
 
 def test_a_broker_that_does_not_host_a_partition_answers_not_leader(make_cluster):

@@ -395,3 +395,85 @@ fn scrape(port: u16) -> String {
     s.read_to_string(&mut out).unwrap();
     out
 }
+
+#[path = "support/etcd.rs"]
+mod etcd;
+
+/// The rdkafka crate against a three-broker cluster (a real etcd): it bootstraps from one
+/// broker, produces to partitions led by all three, and reads every record back, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rdkafka_against_a_three_broker_cluster() {
+    let etcd = etcd::Etcd::start();
+    let endpoints = format!("etcd.endpoints={}", etcd.endpoint);
+    let brokers: Vec<Strand> = (1..=3)
+        .map(|n| {
+            let node = format!("node.id={n}");
+            Strand::start_with(&["--set", &node, "--set", &endpoints])
+        })
+        .collect();
+    let bootstrap = brokers[0].bootstrap();
+    let admin: AdminClient<DefaultClientContext> = config(&bootstrap).create().unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let res = admin
+        .create_topics(&[NewTopic::new("cl", 6, TopicReplication::Fixed(1))], &opts)
+        .await
+        .unwrap();
+    assert!(res[0].is_ok(), "{:?}", res[0]);
+    // Every broker is listed, and the partitions are led by all three.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let md = admin
+            .inner()
+            .fetch_metadata(Some("cl"), Duration::from_secs(5))
+            .unwrap();
+        let leaders: std::collections::BTreeSet<i32> = md.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.leader())
+            .collect();
+        if md.brokers().len() == 3 && leaders == [1, 2, 3].into() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "leaders {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let producer: FutureProducer = config(&brokers[1].bootstrap())
+        .set("acks", "all")
+        .create()
+        .unwrap();
+    for i in 0..60i32 {
+        let v = format!("c{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("cl").payload(&v).partition(i % 6),
+                Duration::from_secs(10),
+            )
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    let consumer: BaseConsumer = config(&brokers[2].bootstrap())
+        .set("group.id", "rdkafka-cluster")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition_offset("cl", p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut got: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while got.values().map(Vec::len).sum::<usize>() < 60 && std::time::Instant::now() < deadline {
+        if let Some(m) = consumer.poll(Duration::from_millis(200)) {
+            let m = m.unwrap();
+            let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
+            got.entry(m.partition()).or_default().push(v);
+        }
+    }
+    for p in 0..6 {
+        let want: Vec<String> = (p..60).step_by(6).map(|i| format!("c{i}")).collect();
+        assert_eq!(got.get(&p), Some(&want), "partition {p}");
+    }
+}
