@@ -279,6 +279,47 @@ impl EtcdStore {
             .collect()
     }
 
+    /// Topic `name` with its key's `mod_revision`, if it is still the topic with `id`
+    /// (`UnknownTopic` if absent, or deleted and re-created meanwhile).
+    async fn read_topic(&self, name: &str, id: uuid::Uuid) -> Result<(TopicRecord, i64)> {
+        let key = self.keys().topic(name);
+        let got = self
+            .client()
+            .get(key.clone(), None)
+            .await
+            .map_err(unavailable)?;
+        let kv = got
+            .kvs()
+            .first()
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        let record: TopicRecord = decode(&key, kv.value())?;
+        if record.id != id {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        }
+        Ok((record, kv.mod_revision()))
+    }
+
+    /// Runs `op` on a topic key if it still has `revision` (`Conflict` otherwise).
+    async fn swap_topic(&self, key: String, revision: i64, op: TxnOp) -> Result<()> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                revision,
+            )])
+            .and_then([op]);
+        if !self
+            .client()
+            .txn(txn)
+            .await
+            .map_err(unavailable)?
+            .succeeded()
+        {
+            return Err(MetadataError::Conflict(key));
+        }
+        Ok(())
+    }
+
     /// Runs `ops` in transactions of at most [`MAX_TXN_OPS`] operations.
     async fn write_all(&self, ops: Vec<TxnOp>) -> Result<()> {
         let mut client = self.client();
@@ -653,64 +694,22 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn update_topic(&self, expected: &TopicRecord, topic: TopicRecord) -> Result<()> {
-        let key = self.keys().topic(&topic.name);
         // Only what the change was computed from may be replaced: another broker may have
         // changed the topic (or deleted and re-created the name) since this one read it.
-        let got = self
-            .client()
-            .get(key.clone(), None)
-            .await
-            .map_err(unavailable)?;
-        let Some(kv) = got.kvs().first() else {
-            return Err(MetadataError::UnknownTopic(topic.name));
-        };
-        let current: TopicRecord = decode(&key, kv.value())?;
-        if current.id != topic.id {
-            return Err(MetadataError::UnknownTopic(topic.name));
-        }
+        let (current, revision) = self.read_topic(&topic.name, topic.id).await?;
+        let key = self.keys().topic(&topic.name);
         if current != *expected {
             return Err(MetadataError::Conflict(key));
         }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::put(key.clone(), encode(&topic)?, None)]);
-        let resp = self.client().txn(txn).await.map_err(unavailable)?;
-        if !resp.succeeded() {
-            return Err(MetadataError::Conflict(key));
-        }
-        Ok(())
+        let put = TxnOp::put(key.clone(), encode(&topic)?, None);
+        self.swap_topic(key, revision, put).await
     }
 
     async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<TopicRecord> {
+        let (record, revision) = self.read_topic(name, id).await?;
         let key = self.keys().topic(name);
-        let got = self
-            .client()
-            .get(key.clone(), None)
-            .await
-            .map_err(unavailable)?;
-        let Some(kv) = got.kvs().first() else {
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        };
-        let record: TopicRecord = decode(&key, kv.value())?;
-        if record.id != id {
-            // The name was deleted and re-created meanwhile: not the topic the client meant.
-            return Err(MetadataError::UnknownTopic(name.to_string()));
-        }
-        let txn = Txn::new()
-            .when([Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision(),
-            )])
-            .and_then([TxnOp::delete(key.clone(), None)]);
-        let resp = self.client().txn(txn).await.map_err(unavailable)?;
-        if !resp.succeeded() {
-            return Err(MetadataError::Conflict(key));
-        }
+        self.swap_topic(key.clone(), revision, TxnOp::delete(key, None))
+            .await?;
         Ok(record)
     }
 

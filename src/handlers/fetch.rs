@@ -167,6 +167,17 @@ fn prefetch(regions: &[Region]) {
     }
 }
 
+/// A partition's answer before anything is known: no offsets, no records.
+fn empty_partition(index: i32) -> PartitionData {
+    let mut pd = PartitionData::default();
+    pd.partition_index = index;
+    pd.high_watermark = -1;
+    pd.last_stable_offset = -1;
+    pd.log_start_offset = -1;
+    pd.records = Some(Bytes::new());
+    pd
+}
+
 /// A response answering every requested partition UNKNOWN_SERVER_ERROR.
 fn failed(req: &FetchRequest) -> FetchOutput {
     let mut resp = FetchResponse::default();
@@ -174,12 +185,7 @@ fn failed(req: &FetchRequest) -> FetchOutput {
         let mut out = FetchableTopicResponse::default();
         out.topic = topic.topic.clone();
         for fp in &topic.partitions {
-            let mut pd = PartitionData::default();
-            pd.partition_index = fp.partition;
-            pd.high_watermark = -1;
-            pd.last_stable_offset = -1;
-            pd.log_start_offset = -1;
-            pd.records = Some(Bytes::new());
+            let mut pd = empty_partition(fp.partition);
             pd.error_code = ResponseError::UnknownServerError.code();
             out.partitions.push(pd);
         }
@@ -217,12 +223,7 @@ fn read_all(
         let mut out = FetchableTopicResponse::default();
         out.topic = topic.topic.clone();
         for fp in &topic.partitions {
-            let mut pd = PartitionData::default();
-            pd.partition_index = fp.partition;
-            pd.high_watermark = -1;
-            pd.last_stable_offset = -1;
-            pd.log_start_offset = -1;
-            pd.records = Some(Bytes::new());
+            let mut pd = empty_partition(fp.partition);
             let mut region = None;
             match broker.partition(&topic.topic.0, fp.partition) {
                 None => {
