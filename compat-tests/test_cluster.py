@@ -47,6 +47,12 @@ def wait_for(what, predicate, timeout=15, interval=0.2):
     raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
 
 
+def wait_everywhere(brokers, topic):
+    """Until every running broker's Metadata shows `topic` (created through another)."""
+    wait_for(f"{topic} on every broker", lambda: all(
+        metadata(b, topic).topics[topic].error is None for b in brokers if b.running()))
+
+
 def create(broker, name, partitions, rf=1):
     a = AdminClient({"bootstrap.servers": broker.bootstrap})
     fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf)],
@@ -104,8 +110,7 @@ def test_produce_and_consume_across_every_broker(make_cluster):
     cluster = make_cluster(3)
     topic = unique("xb")
     create(cluster[0], topic, 6)
-    wait_for("the topic everywhere", lambda: all(
-        metadata(b, topic).topics[topic].error is None for b in cluster))
+    wait_everywhere(cluster, topic)
     values = [f"v{i}" for i in range(600)]
     # bootstrap from one broker only: the client finds every leader from its metadata
     produce_all(cluster[1].bootstrap, topic, values, 6)
@@ -121,8 +126,7 @@ def test_kafka_python_and_kcat_work_against_the_cluster(make_cluster):
     cluster = make_cluster(3)
     topic = unique("kp")
     create(cluster[0], topic, 3)
-    wait_for("the topic everywhere", lambda: all(
-        metadata(b, topic).topics[topic].error is None for b in cluster))
+    wait_everywhere(cluster, topic)
     p = KafkaProducer(bootstrap_servers=cluster[2].bootstrap, acks="all")
     for i in range(30):
         p.send(topic, value=f"k{i}".encode(), partition=i % 3).get(timeout=20)
@@ -229,8 +233,7 @@ def test_brokers_ride_out_an_etcd_restart(make_cluster):
     cluster = make_cluster(2)
     topic = unique("er")
     create(cluster[0], topic, 2)
-    wait_for("the topic everywhere", lambda: all(
-        metadata(b, topic).topics[topic].error is None for b in cluster))
+    wait_everywhere(cluster, topic)
     produce_all(cluster[0].bootstrap, topic, ["before0", "before1"], 2)
     cluster.etcd.stop()
     time.sleep(1.0)
@@ -266,8 +269,7 @@ def test_cli_shows_the_real_cluster(make_cluster, strand_bin):
     cluster = make_cluster(3, {"broker.rack": "r1"})
     topic = unique("cli")
     create(cluster[0], topic, 6)
-    wait_for("the topic everywhere", lambda: all(
-        metadata(b, topic).topics[topic].error is None for b in cluster))
+    wait_everywhere(cluster, topic)
 
     def run(b, *args):
         p = subprocess.run([str(strand_bin), *args, "--bootstrap-server", b.bootstrap, "--timeout", "10",

@@ -62,7 +62,7 @@ impl Broker {
         let each = added.div_ceil(live.len().max(1));
         self.check_partition_budget(i32::try_from(each).unwrap_or(i32::MAX))?;
         let new_assignments = match assignments {
-            None => super::place_replicas(&self.live_brokers(), added as i32, rf as i16),
+            None => super::cluster::place_replicas(&self.live_brokers(), added as i32, rf as i16),
             Some(a) => {
                 if a.len() != added {
                     return Err(TopicError::InvalidReplicaAssignment(format!(

@@ -17,6 +17,7 @@
 //! - One broker per data dir: `<data_dir>/.lock` is held with an exclusive file lock.
 
 mod admin;
+mod cluster;
 pub mod config_entries;
 pub mod data_dir;
 pub mod dynamic_config;
@@ -40,6 +41,8 @@ use crate::config::Config;
 use crate::group::consumer::TopicsView;
 use crate::group::{GroupConfig, GroupCoordinator};
 use crate::storage::{LogDirHealth, OpenFiles, StorageError};
+use cluster::{place_replicas, reconcile_loop};
+pub use cluster::{Located, PartitionView};
 use dynamic_config::DynamicConfigs;
 pub use partition::{OpenContext, Partition};
 
@@ -135,28 +138,6 @@ impl Topic {
     pub fn hosted(&self) -> impl Iterator<Item = &Arc<Partition>> {
         self.partitions.iter().flatten()
     }
-}
-
-/// A partition as Metadata shows it (see [`Broker::partition_view`]).
-pub struct PartitionView {
-    /// `-1`: no leader now.
-    pub leader: i32,
-    pub leader_epoch: i32,
-    pub replicas: Vec<i32>,
-    pub isr: Vec<i32>,
-    pub offline: Vec<i32>,
-    pub error: Option<kafka_protocol::ResponseError>,
-}
-
-/// Where a partition is served (see [`Broker::locate`]).
-pub enum Located {
-    Here(Arc<Partition>),
-    /// Hosted by another broker: its leader if that one is live.
-    Elsewhere {
-        leader: Option<BrokerRegistration>,
-        leader_epoch: i32,
-    },
-    Unknown,
 }
 
 /// What a CreateTopics entry asks for, after defaults are applied by the caller.
@@ -435,141 +416,6 @@ impl Broker {
         &self.cluster_id
     }
 
-    /// This broker's epoch (see [`BrokerRegistration::epoch`]).
-    pub fn epoch(&self) -> i64 {
-        self.epoch
-    }
-
-    /// Whether this is one broker of a cluster sharing metadata in etcd.
-    pub fn is_cluster(&self) -> bool {
-        self.store.is_cluster()
-    }
-
-    /// Whether this broker may acknowledge writes and coordinate: its registration is
-    /// certainly alive (always, embedded).
-    pub fn is_live(&self) -> bool {
-        self.store.is_live()
-    }
-
-    /// The live brokers, by node id (embedded: this one).
-    pub fn live_brokers(&self) -> Vec<BrokerRegistration> {
-        self.store.live_brokers()
-    }
-
-    /// The brokers to show clients: the live ones, and always this one (whose own
-    /// registration the watch may not have delivered yet).
-    pub fn brokers(&self) -> Vec<BrokerRegistration> {
-        let mut all = self.live_brokers();
-        if !all.iter().any(|b| b.node_id == self.node_id()) {
-            all.push(BrokerRegistration {
-                node_id: self.node_id(),
-                host: self.config.advertised_host.clone(),
-                port: self.config.advertised_port,
-                rack: self.config.broker_rack.clone(),
-                epoch: self.epoch,
-            });
-            all.sort_by_key(|b| b.node_id);
-        }
-        all
-    }
-
-    /// How partition `index` of `topic` looks to clients (Metadata, DescribeTopicPartitions):
-    /// hosted here, this broker leads it; hosted elsewhere, its first replica leads it while
-    /// that broker is registered, else it has no leader (LEADER_NOT_AVAILABLE, the replica
-    /// offline) until the broker comes back with its data.
-    pub fn partition_view(&self, topic: &Topic, index: i32) -> PartitionView {
-        let replicas = usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.record.assignments.get(i))
-            .cloned()
-            .unwrap_or_default();
-        let live: std::collections::BTreeSet<i32> =
-            self.live_brokers().iter().map(|b| b.node_id).collect();
-        let me = self.node_id();
-        let hosted = usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.partitions.get(i))
-            .and_then(Option::as_ref);
-        let up = |b: &i32| {
-            if *b == me {
-                hosted.is_some_and(|p| p.log().is_ok())
-            } else {
-                live.contains(b)
-            }
-        };
-        let isr: Vec<i32> = replicas.iter().copied().filter(|b| up(b)).collect();
-        let offline: Vec<i32> = replicas.iter().copied().filter(|b| !up(b)).collect();
-        match hosted {
-            Some(p) => PartitionView {
-                leader: me,
-                leader_epoch: p.leader_epoch(),
-                error: p
-                    .log()
-                    .is_err()
-                    .then_some(kafka_protocol::ResponseError::KafkaStorageError),
-                replicas,
-                isr,
-                offline,
-            },
-            None => {
-                let leader = replicas.first().copied().filter(|b| live.contains(b));
-                PartitionView {
-                    leader: leader.unwrap_or(-1),
-                    leader_epoch: 0,
-                    error: leader
-                        .is_none()
-                        .then_some(kafka_protocol::ResponseError::LeaderNotAvailable),
-                    replicas,
-                    isr,
-                    offline,
-                }
-            }
-        }
-    }
-
-    /// Whether the cluster has partition `index` of `topic` (hosted here or not).
-    pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
-        self.topic(topic)
-            .is_some_and(|t| index >= 0 && index < t.record.partition_count())
-    }
-
-    /// The error for a partition request this broker cannot serve because it does not host
-    /// the partition: NOT_LEADER_OR_FOLLOWER if another broker does (the client refreshes its
-    /// metadata and goes there), UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
-    pub fn not_hosted_error(&self, topic: &str, index: i32) -> kafka_protocol::ResponseError {
-        if self.partition_exists(topic, index) {
-            kafka_protocol::ResponseError::NotLeaderOrFollower
-        } else {
-            kafka_protocol::ResponseError::UnknownTopicOrPartition
-        }
-    }
-
-    /// Where a request for partition `index` of `topic` must go: `Ok` if this broker hosts it,
-    /// else `Err` with its leader (or none): NOT_LEADER_OR_FOLLOWER for the client.
-    pub fn locate(&self, topic: &str, index: i32) -> Located {
-        let Some(t) = self.topic(topic) else {
-            return Located::Unknown;
-        };
-        match usize::try_from(index)
-            .ok()
-            .and_then(|i| t.partitions.get(i))
-        {
-            None => Located::Unknown,
-            Some(Some(p)) => Located::Here(p.clone()),
-            Some(None) => {
-                let view = self.partition_view(&t, index);
-                let leader = self
-                    .live_brokers()
-                    .into_iter()
-                    .find(|b| b.node_id == view.leader);
-                Located::Elsewhere {
-                    leader,
-                    leader_epoch: view.leader_epoch,
-                }
-            }
-        }
-    }
-
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.read_topics().get(name).cloned()
     }
@@ -655,41 +501,6 @@ impl Broker {
             return Err(TopicError::PolicyViolation(format!(
                 "Adding {added} partitions would exceed max.broker.partitions: the broker hosts {now} of at most {cap}."
             )));
-        }
-        Ok(())
-    }
-
-    /// Whether the replica lists `new` fit every broker they name under
-    /// `max.broker.partitions`, counting what each already holds (in the cached records): a
-    /// CreateTopics or CreatePartitions through one broker cannot overload another.
-    pub fn check_assignment_budget(&self, new: &[Vec<i32>]) -> Result<(), TopicError> {
-        let cap = self.config.max_broker_partitions.max(0) as usize;
-        let mut adding: BTreeMap<i32, usize> = BTreeMap::new();
-        for replicas in new {
-            for b in replicas {
-                *adding.entry(*b).or_default() += 1;
-            }
-        }
-        if adding.is_empty() {
-            return Ok(());
-        }
-        let mut held: BTreeMap<i32, usize> = BTreeMap::new();
-        for t in self.read_topics().values() {
-            for replicas in &t.record.assignments {
-                for b in replicas {
-                    if adding.contains_key(b) {
-                        *held.entry(*b).or_default() += 1;
-                    }
-                }
-            }
-        }
-        for (b, n) in adding {
-            let now = held.get(&b).copied().unwrap_or(0);
-            if now + n > cap {
-                return Err(TopicError::PolicyViolation(format!(
-                    "Adding {n} partitions to broker {b} would exceed max.broker.partitions: it holds {now} of at most {cap}."
-                )));
-            }
         }
         Ok(())
     }
@@ -898,67 +709,6 @@ impl Broker {
         info!(topic = %name, "deleted topic");
     }
 
-    /// Cluster mode: makes the local topics what the store says, applying what other brokers
-    /// changed: new topics and partitions (their partitions hosted here are opened), new
-    /// configs, deleted topics (removed here). The store refuses to answer when its cluster id
-    /// is gone, so a wiped etcd never reads as "every topic deleted".
-    pub async fn reconcile(&self) -> Result<(), TopicError> {
-        let _admin = self.admin.lock().await;
-        let records = self.store.topics().await?;
-        let gone: Vec<String> = self
-            .read_topics()
-            .iter()
-            .filter(|(name, t)| records.get(*name).is_none_or(|r| r.id != t.record.id))
-            .map(|(name, _)| name.clone())
-            .collect();
-        for name in gone {
-            self.remove_local_topic(&name).await;
-        }
-        let mut failed = None;
-        for (name, record) in records {
-            if let Err(e) = self.apply_topic(&name, record).await {
-                warn!(topic = %name, "cannot apply the topic's change: {e}");
-                failed = Some(e);
-            }
-        }
-        failed.map_or(Ok(()), Err)
-    }
-
-    /// Makes the local topic `name` what `record` says (see [`Broker::reconcile`]).
-    async fn apply_topic(&self, name: &str, record: TopicRecord) -> Result<(), TopicError> {
-        {
-            let current = self.topic(name);
-            match current {
-                Some(t) if t.record == record => {}
-                Some(t) => {
-                    let have = t.record.partition_count();
-                    let mut partitions = t.partitions.clone();
-                    if record.partition_count() > have {
-                        partitions.extend(
-                            self.open_partitions(&record, have..record.partition_count())
-                                .await?,
-                        );
-                    }
-                    if record.configs != t.record.configs {
-                        let log_config = self.log_config_of(&record.configs);
-                        for log in t.hosted().filter_map(|p| p.opened_log()) {
-                            log.update_config(log_config);
-                        }
-                    }
-                    info!(topic = %name, partitions = record.partition_count(), "topic changed by another broker");
-                    self.replace_topic(Topic { record, partitions });
-                }
-                None => {
-                    let count = record.partition_count();
-                    let partitions = self.open_partitions(&record, 0..count).await?;
-                    info!(topic = %name, partitions = count, hosted = partitions.iter().flatten().count(), "topic created by another broker");
-                    self.replace_topic(Topic { record, partitions });
-                }
-            }
-        }
-        Ok(())
-    }
-
     /// Applies retention and time-based rolling to every partition. Runs on a blocking thread.
     pub fn enforce_retention(&self) {
         let now = now_ms();
@@ -991,72 +741,6 @@ impl Broker {
         }
         Ok(())
     }
-}
-
-/// Cluster mode: reconciles after every change the store's watch reports (retrying a failed
-/// attempt every second until it succeeds or the next change comes).
-async fn reconcile_loop(broker: std::sync::Weak<Broker>) {
-    let Some(mut changes) = broker.upgrade().map(|b| b.store.changes()) else {
-        return;
-    };
-    // Changes between the broker's first read of the topics and this subscription would
-    // otherwise wait for the next change: reconcile once first.
-    changes.mark_changed();
-    loop {
-        if changes.changed().await.is_err() {
-            return;
-        }
-        loop {
-            let Some(b) = broker.upgrade() else { return };
-            match b.reconcile().await {
-                Ok(()) => break,
-                Err(e) => {
-                    warn!("applying metadata changes failed, retrying: {e}");
-                    drop(b);
-                    tokio::select! {
-                        _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
-                        r = changes.changed() => if r.is_err() { return },
-                    }
-                }
-            }
-        }
-    }
-}
-
-/// Replica lists for `partitions` new partitions over the live brokers: brokers ordered so
-/// that racks alternate (Kafka's rack-aware order), partition `p`'s replicas the `rf`
-/// brokers from position `start + p`, `start` random so topics do not all begin on the same
-/// broker.
-fn place_replicas(live: &[BrokerRegistration], partitions: i32, rf: i16) -> Vec<Vec<i32>> {
-    let mut by_rack: BTreeMap<Option<&str>, Vec<i32>> = BTreeMap::new();
-    for b in live {
-        by_rack
-            .entry(b.rack.as_deref())
-            .or_default()
-            .push(b.node_id);
-    }
-    for ids in by_rack.values_mut() {
-        ids.sort_unstable();
-    }
-    let mut order = Vec::with_capacity(live.len());
-    let mut round = 0;
-    while order.len() < live.len() {
-        for ids in by_rack.values() {
-            if let Some(id) = ids.get(round) {
-                order.push(*id);
-            }
-        }
-        round += 1;
-    }
-    let n = order.len().max(1);
-    let start = (Uuid::new_v4().as_u128() % n as u128) as usize;
-    (0..partitions as usize)
-        .map(|p| {
-            (0..rf as usize)
-                .filter_map(|r| order.get((start + p + r) % n).copied())
-                .collect()
-        })
-        .collect()
 }
 
 /// Whether broker `node` holds a replica of partition `index` of `record`.

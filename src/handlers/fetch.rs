@@ -117,14 +117,7 @@ async fn read(
 ) -> (FetchOutput, usize, bool) {
     let v = ctx.api_version;
     if let Some(out) = read_all(&ctx.broker, v, req, true) {
-        let cold: Vec<Region> = out
-            .0
-            .regions
-            .iter()
-            .flatten()
-            .filter(|r| !r.cached())
-            .cloned()
-            .collect();
+        let cold = cold_regions(&out.0);
         if !cold.is_empty() {
             let _ = tokio::task::spawn_blocking(move || prefetch(&cold)).await;
         }
@@ -135,14 +128,7 @@ async fn read(
     let blocking = tokio::task::spawn_blocking(move || {
         let out = read_all(&broker, v, &shared, false);
         if let Some((o, _, _)) = &out {
-            let cold: Vec<Region> = o
-                .regions
-                .iter()
-                .flatten()
-                .filter(|r| !r.cached())
-                .cloned()
-                .collect();
-            prefetch(&cold);
+            prefetch(&cold_regions(o));
         }
         out
     });
@@ -155,6 +141,16 @@ async fn read(
             (failed(req), 0, true)
         }
     }
+}
+
+/// The regions of `out` whose data is not all in the page cache.
+fn cold_regions(out: &FetchOutput) -> Vec<Region> {
+    out.regions
+        .iter()
+        .flatten()
+        .filter(|r| !r.cached())
+        .cloned()
+        .collect()
 }
 
 /// Brings regions into the page cache (blocking); a failure is the `sendfile`'s to report.
