@@ -150,6 +150,11 @@ pub struct Config {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: how often the lease is renewed.
     pub broker_heartbeat_interval_ms: u64,
+    /// `offsets.topic.num.partitions`: group coordinator slots (Kafka: partitions of
+    /// `__consumer_offsets`); fixed for a cluster's life.
+    pub offsets_topic_num_partitions: u32,
+    /// `transaction.state.log.num.partitions`: transaction coordinator slots.
+    pub transaction_state_log_num_partitions: u32,
     /// The keys set explicitly (file, environment, flags), as given: DescribeConfigs reports
     /// them as STATIC_BROKER_CONFIG and every other key as DEFAULT_CONFIG.
     pub explicit: ExplicitKeys,
@@ -224,6 +229,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("broker.rack", ""),
     ("broker.session.timeout.ms", "2000"),
     ("broker.heartbeat.interval.ms", "500"),
+    ("offsets.topic.num.partitions", "50"),
+    ("transaction.state.log.num.partitions", "50"),
 ];
 
 impl Default for Config {
@@ -233,6 +240,14 @@ impl Default for Config {
 }
 
 impl Config {
+    /// The coordinator slot counts this config asks for.
+    pub fn slot_counts(&self) -> crate::cluster::SlotCounts {
+        crate::cluster::SlotCounts {
+            group: self.offsets_topic_num_partitions,
+            txn: self.transaction_state_log_num_partitions,
+        }
+    }
+
     /// Builds a config from `key → value` overrides on top of the defaults.
     pub fn from_overrides(overrides: &BTreeMap<String, String>) -> Result<Config, ConfigError> {
         for key in overrides.keys() {
@@ -549,6 +564,18 @@ impl Config {
                 &req("broker.heartbeat.interval.ms"),
                 50,
                 300_000,
+            )?,
+            offsets_topic_num_partitions: parse_num(
+                "offsets.topic.num.partitions",
+                &req("offsets.topic.num.partitions"),
+                1,
+                10_000,
+            )?,
+            transaction_state_log_num_partitions: parse_num(
+                "transaction.state.log.num.partitions",
+                &req("transaction.state.log.num.partitions"),
+                1,
+                10_000,
             )?,
             explicit: ExplicitKeys(overrides.clone()),
         };

@@ -19,6 +19,7 @@
 mod admin;
 mod cluster;
 pub mod config_entries;
+mod coordinators;
 pub mod data_dir;
 pub mod dynamic_config;
 pub mod partition;
@@ -215,7 +216,10 @@ impl Broker {
             let store_file = LocalStore::file_path(&data_dir);
             let identity =
                 data_dir::check_before_open(&data_dir, store_file.exists(), &store_file)?;
-            (Arc::new(LocalStore::open(&data_dir)?), identity)
+            (
+                Arc::new(LocalStore::open(&data_dir)?.with_slot_counts(config.slot_counts())),
+                identity,
+            )
         } else {
             let lease = crate::cluster::etcd::LeaseSettings {
                 session_timeout: std::time::Duration::from_millis(config.broker_session_timeout_ms),
@@ -227,6 +231,7 @@ impl Broker {
                 &config.etcd_endpoints,
                 &config.etcd_prefix,
                 lease,
+                config.slot_counts(),
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -289,33 +294,32 @@ impl Broker {
             "opened data dir {}",
             data_dir.display()
         );
-        let groups = Arc::new(
-            GroupCoordinator::load(
-                GroupConfig {
-                    initial_rebalance_delay: std::time::Duration::from_millis(
-                        config.group_initial_rebalance_delay_ms,
-                    ),
-                    min_session_timeout: std::time::Duration::from_millis(
-                        config.group_min_session_timeout_ms,
-                    ),
-                    max_session_timeout: std::time::Duration::from_millis(
-                        config.group_max_session_timeout_ms,
-                    ),
-                    offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
-                    offset_metadata_max_bytes: config.offset_metadata_max_bytes,
-                    consumer_session_timeout: std::time::Duration::from_millis(
-                        config.group_consumer_session_timeout_ms,
-                    ),
-                    consumer_heartbeat_interval: std::time::Duration::from_millis(
-                        config.group_consumer_heartbeat_interval_ms,
-                    ),
-                },
-                store.clone(),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot load committed offsets: {e}"))?,
+        let groups = Arc::new(GroupCoordinator::new(
+            GroupConfig {
+                initial_rebalance_delay: std::time::Duration::from_millis(
+                    config.group_initial_rebalance_delay_ms,
+                ),
+                min_session_timeout: std::time::Duration::from_millis(
+                    config.group_min_session_timeout_ms,
+                ),
+                max_session_timeout: std::time::Duration::from_millis(
+                    config.group_max_session_timeout_ms,
+                ),
+                offsets_retention_ms: config.offsets_retention_minutes.saturating_mul(60_000),
+                offset_metadata_max_bytes: config.offset_metadata_max_bytes,
+                consumer_session_timeout: std::time::Duration::from_millis(
+                    config.group_consumer_session_timeout_ms,
+                ),
+                consumer_heartbeat_interval: std::time::Duration::from_millis(
+                    config.group_consumer_heartbeat_interval_ms,
+                ),
+            },
+            store.clone(),
+        ));
+        let txns = crate::txn::coordinator::TxnCoordinator::new(
+            store.coordinator_slots(),
+            store.is_cluster(),
         );
-        let txns = crate::txn::coordinator::TxnCoordinator::new(store.load_transactions().await?);
         let broker = Arc::new(Broker {
             epoch,
             txns,
@@ -334,6 +338,10 @@ impl Broker {
             dynamic: RwLock::new(dynamic),
             _lock: lock,
         });
+        // Coordinator slots are claimed and loaded before any client is served (embedded:
+        // every slot, at once).
+        broker.balance_slots().await;
+        tokio::spawn(coordinators::slot_loop(Arc::downgrade(&broker)));
         if broker.store.is_cluster() {
             tokio::spawn(reconcile_loop(Arc::downgrade(&broker)));
         }

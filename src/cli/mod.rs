@@ -15,7 +15,7 @@ macro_rules! outln {
     }};
 }
 
-pub mod client;
+pub use crate::client;
 mod cluster;
 mod groups;
 mod table;

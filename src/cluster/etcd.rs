@@ -26,7 +26,7 @@
 //!   (linearizable); the watch only keeps the broker list and tells the broker to reconcile.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,8 +40,9 @@ use tracing::{info, warn};
 
 use super::keys::{Keys, MAX_TXN_OPS};
 use super::{
-    BrokerRegistration, CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result,
-    TopicRecord, TxnRecord,
+    BrokerRegistration, CommittedOffset, CoordinatorKind, MetadataError, MetadataStore,
+    PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder, SlotOffsets, TopicRecord,
+    TxnRecord,
 };
 
 /// Part of the lease TTL by which a broker stops counting itself live before its lease could
@@ -80,6 +81,12 @@ struct Shared {
     keys: Keys,
     /// Live brokers by node id, from the watch.
     brokers: Mutex<BTreeMap<i32, BrokerRegistration>>,
+    /// Claimed coordinator slots, from the watch (and this broker's own claims at once).
+    holders: Mutex<BTreeMap<(CoordinatorKind, u32), SlotHolder>>,
+    /// This broker's current lease (0 before registration); claims are made under it.
+    lease_id: AtomicI64,
+    /// This broker's node id once registered.
+    node_id: AtomicI64,
     changes: watch::Sender<u64>,
     /// Milliseconds since `origin` until which this broker counts as live (0: not live).
     live_until_ms: AtomicU64,
@@ -94,6 +101,42 @@ impl Shared {
     fn tick(&self) {
         self.changes.send_modify(|n| *n += 1);
     }
+
+    fn holders(&self) -> std::sync::MutexGuard<'_, BTreeMap<(CoordinatorKind, u32), SlotHolder>> {
+        self.holders.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Applies a claim key's put (epoch = its create revision) or delete (at `revision`: only
+    /// a claim created before the deletion goes, so a late event never drops a newer claim).
+    fn apply_claim(&self, slot: (CoordinatorKind, u32), put: Option<SlotHolder>, revision: i64) {
+        let mut holders = self.holders();
+        match put {
+            Some(h) => {
+                if holders.get(&slot).is_none_or(|old| old.epoch <= h.epoch) {
+                    holders.insert(slot, h);
+                }
+            }
+            None => {
+                if holders.get(&slot).is_some_and(|old| old.epoch < revision) {
+                    holders.remove(&slot);
+                }
+            }
+        }
+    }
+}
+
+/// The compare that fences a coordinator write: the claim key still exists with the create
+/// revision the claim was made at.
+fn fence(keys: &Keys, claim: &SlotClaim) -> Compare {
+    Compare::create_revision(
+        keys.coordinator(claim.kind, claim.slot),
+        CompareOp::Equal,
+        claim.epoch,
+    )
+}
+
+fn fenced(claim: &SlotClaim) -> MetadataError {
+    MetadataError::Fenced(format!("{} {}", claim.kind.name(), claim.slot))
 }
 
 pub struct EtcdStore {
@@ -102,14 +145,18 @@ pub struct EtcdStore {
     cluster_id: String,
     /// Whether the cluster id existed before this broker opened the store.
     existed: bool,
+    slots: SlotCounts,
     lease: LeaseSettings,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Offset commits waiting for [`commit_writer`].
     commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
 }
 
-/// One OffsetCommit's puts (at most [`MAX_TXN_OPS`]) and who waits for them.
+/// One OffsetCommit's puts (at most [`MAX_TXN_OPS`]), the compare that fences them, and
+/// who waits for them.
 struct CommitJob {
+    fence: Compare,
+    claim: SlotClaim,
     ops: Vec<TxnOp>,
     done: tokio::sync::oneshot::Sender<Result<()>>,
 }
@@ -136,27 +183,63 @@ async fn commit_writer(client: Client, mut queue: tokio::sync::mpsc::UnboundedRe
         let Ok(permit) = permits.clone().acquire_owned().await else {
             return;
         };
-        let mut ops = first.ops;
-        let mut waiters = vec![first.done];
+        let mut ops = first.ops.len();
+        let mut jobs = vec![first];
         while let Ok(job) = queue.try_recv() {
-            if ops.len() + job.ops.len() > MAX_TXN_OPS {
+            if ops + job.ops.len() > MAX_TXN_OPS {
                 next = Some(job);
                 break;
             }
-            ops.extend(job.ops);
-            waiters.push(job.done);
+            ops += job.ops.len();
+            jobs.push(job);
         }
-        let mut client = client.clone();
+        let client = client.clone();
         tokio::spawn(async move {
-            let r = client.txn(Txn::new().and_then(ops)).await;
+            write_commits(client, jobs).await;
             drop(permit);
-            for w in waiters {
-                let _ = w.send(match &r {
-                    Ok(_) => Ok(()),
-                    Err(e) => Err(MetadataError::Unavailable(e.to_string())),
+        });
+    }
+}
+
+/// Writes a batch of commits in one transaction fenced by every claim in it; if a fence fails
+/// (a slot changed hands), each request is retried alone so only the fenced ones fail.
+async fn write_commits(mut client: Client, jobs: Vec<CommitJob>) {
+    let txn_of = |jobs: &[&CommitJob]| {
+        let mut claims: Vec<SlotClaim> = Vec::new();
+        let mut compares = Vec::new();
+        let mut ops = Vec::new();
+        for j in jobs {
+            if !claims.contains(&j.claim) {
+                claims.push(j.claim);
+                compares.push(j.fence.clone());
+            }
+            ops.extend(j.ops.iter().cloned());
+        }
+        Txn::new().when(compares).and_then(ops)
+    };
+    let all: Vec<&CommitJob> = jobs.iter().collect();
+    let r = client.txn(txn_of(&all)).await;
+    let answers: Vec<Result<()>> = match r {
+        Ok(resp) if resp.succeeded() => jobs.iter().map(|_| Ok(())).collect(),
+        Ok(_) if jobs.len() == 1 => vec![Err(fenced(&jobs[0].claim))],
+        Ok(_) => {
+            let mut out = Vec::with_capacity(jobs.len());
+            for j in &jobs {
+                out.push(match client.txn(txn_of(&[j])).await {
+                    Ok(resp) if resp.succeeded() => Ok(()),
+                    Ok(_) => Err(fenced(&j.claim)),
+                    Err(e) => Err(unavailable(e)),
                 });
             }
-        });
+            out
+        }
+        Err(e) => jobs
+            .iter()
+            .map(|_| Err(MetadataError::Unavailable(e.to_string())))
+            .collect(),
+    };
+    for (j, a) in jobs.into_iter().zip(answers) {
+        let _ = j.done.send(a);
     }
 }
 
@@ -174,9 +257,15 @@ impl Drop for EtcdStore {
 }
 
 impl EtcdStore {
-    /// Connects to etcd and reads (or, for a new cluster, creates) the cluster id under
-    /// `prefix`. Starts the watch.
-    pub async fn open(endpoints: &[String], prefix: &str, lease: LeaseSettings) -> Result<Self> {
+    /// Connects to etcd and reads (or, for a new cluster, creates) the cluster id and its
+    /// coordinator slot counts under `prefix` (refused if the cluster has other counts than
+    /// `slots`). Starts the watch.
+    pub async fn open(
+        endpoints: &[String],
+        prefix: &str,
+        lease: LeaseSettings,
+        slots: SlotCounts,
+    ) -> Result<Self> {
         let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT)
@@ -204,8 +293,38 @@ impl EtcdStore {
             let id = kv.value_str().map_err(|e| corrupt(&key, e))?.to_string();
             (id, true)
         };
+        // The slot counts are the cluster's for its whole life: a broker configured otherwise
+        // would hash ids onto other slots than its peers.
+        let slots_key = keys.slot_counts();
+        let txn = Txn::new()
+            .when([Compare::version(slots_key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(slots_key.clone(), encode(&slots)?, None)])
+            .or_else([TxnOp::get(slots_key.clone(), None)]);
+        let resp = client.txn(txn).await.map_err(unavailable)?;
+        if !resp.succeeded() {
+            let got = client
+                .get(slots_key.clone(), None)
+                .await
+                .map_err(unavailable)?;
+            let kv = got
+                .kvs()
+                .first()
+                .ok_or_else(|| corrupt(&slots_key, "vanished"))?;
+            let stored: SlotCounts = decode(&slots_key, kv.value())?;
+            if stored != slots {
+                return Err(MetadataError::Refused(format!(
+                    "this cluster has {} group and {} transaction coordinator slots ({slots_key}); \
+                     offsets.topic.num.partitions={} and transaction.state.log.num.partitions={} \
+                     here differ: set them to the cluster's values",
+                    stored.group, stored.txn, slots.group, slots.txn
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             keys,
+            holders: Mutex::new(BTreeMap::new()),
+            lease_id: AtomicI64::new(0),
+            node_id: AtomicI64::new(-1),
             brokers: Mutex::new(BTreeMap::new()),
             changes: watch::channel(0).0,
             live_until_ms: AtomicU64::new(0),
@@ -218,6 +337,7 @@ impl EtcdStore {
             shared,
             cluster_id,
             existed,
+            slots,
             lease,
             tasks: Mutex::new(vec![writer]),
             commits,
@@ -225,7 +345,12 @@ impl EtcdStore {
         // Both watches start after this read, so nothing between it and them is missed; the
         // broker reads the topics itself after opening (and reconciles at once).
         let revision = store.list_brokers().await?;
-        for prefix in [store.keys().brokers(), store.keys().topics()] {
+        let revision = revision.max(list_claims(&mut store.client(), &store.shared).await?);
+        for prefix in [
+            store.keys().brokers(),
+            store.keys().topics(),
+            store.keys().coordinators(),
+        ] {
             let watcher = tokio::spawn(watch_loop(
                 store.client.clone(),
                 store.shared.clone(),
@@ -320,18 +445,43 @@ impl EtcdStore {
         Ok(())
     }
 
-    /// Runs `ops` in transactions of at most [`MAX_TXN_OPS`] operations.
-    async fn write_all(&self, ops: Vec<TxnOp>) -> Result<()> {
+    /// Runs `ops` fenced by `claim`, in transactions of at most [`MAX_TXN_OPS`] operations
+    /// (`Fenced` as soon as one finds the claim gone).
+    async fn fenced_write(&self, claim: &SlotClaim, ops: Vec<TxnOp>) -> Result<()> {
         let mut client = self.client();
         let mut ops = ops.into_iter().peekable();
         while ops.peek().is_some() {
             let chunk: Vec<TxnOp> = ops.by_ref().take(MAX_TXN_OPS).collect();
-            client
-                .txn(Txn::new().and_then(chunk))
-                .await
-                .map_err(unavailable)?;
+            let txn = Txn::new().when([fence(self.keys(), claim)]).and_then(chunk);
+            if !client.txn(txn).await.map_err(unavailable)?.succeeded() {
+                return Err(fenced(claim));
+            }
         }
         Ok(())
+    }
+
+    /// One put per offset key (the last of duplicates wins, as applying them in order would):
+    /// etcd refuses a transaction that writes a key twice, which would fail every request
+    /// sharing it.
+    fn offset_puts(
+        &self,
+        slot: u32,
+        group: &str,
+        offsets: &[(String, i32, CommittedOffset)],
+    ) -> Result<Vec<TxnOp>> {
+        let mut latest: BTreeMap<(&str, i32), &CommittedOffset> = BTreeMap::new();
+        for (topic, partition, o) in offsets {
+            latest.insert((topic.as_str(), *partition), o);
+        }
+        let mut ops = Vec::with_capacity(latest.len());
+        for ((topic, partition), o) in latest {
+            ops.push(TxnOp::put(
+                self.keys().offset(slot, group, topic, partition),
+                encode(o)?,
+                None,
+            ));
+        }
+        Ok(ops)
     }
 }
 
@@ -355,7 +505,40 @@ async fn list_brokers(client: &mut Client, shared: &Shared) -> Result<i64> {
     Ok(resp.header().map_or(0, |h| h.revision()))
 }
 
-/// Follows every change under `prefix` (the brokers or the topics) from revision `from`:
+/// Reads every coordinator slot claim; returns the revision of the read.
+async fn list_claims(client: &mut Client, shared: &Shared) -> Result<i64> {
+    let resp = client
+        .get(
+            shared.keys.coordinators(),
+            Some(GetOptions::new().with_prefix()),
+        )
+        .await
+        .map_err(unavailable)?;
+    let mut holders = BTreeMap::new();
+    for kv in resp.kvs() {
+        let key = kv.key_str().unwrap_or_default();
+        let Some(slot) = shared.keys.parse_coordinator(key) else {
+            continue;
+        };
+        match decode::<SlotHolder>(key, kv.value()) {
+            Ok(h) => {
+                holders.insert(
+                    slot,
+                    SlotHolder {
+                        node_id: h.node_id,
+                        epoch: kv.create_revision(),
+                    },
+                );
+            }
+            Err(e) => warn!("ignoring coordinator claim: {e}"),
+        }
+    }
+    *shared.holders() = holders;
+    shared.tick();
+    Ok(resp.header().map_or(0, |h| h.revision()))
+}
+
+/// Follows every change under `prefix` (the brokers, topics or coordinator claims) from `from`:
 /// keeps the broker list, ticks `changes`. It resumes from the revision after the last event
 /// it applied (never from a response header: catch-up responses carry the current revision
 /// while older events are still to come); when etcd has compacted that away it re-lists.
@@ -379,7 +562,12 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, prefix: String, mut
                             compact_revision = resp.compact_revision(),
                             "etcd watch lost its history, re-listing"
                         );
-                        match list_brokers(&mut client, &shared).await {
+                        let listed = if prefix == shared.keys.coordinators() {
+                            list_claims(&mut client, &shared).await
+                        } else {
+                            list_brokers(&mut client, &shared).await
+                        };
+                        match listed {
                             // Topics are re-read by the reconcile this tick starts.
                             Ok(rev) => from = rev + 1,
                             Err(e) => {
@@ -410,6 +598,22 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, prefix: String, mut
                                     brokers.remove(&node);
                                 }
                             }
+                            changed = true;
+                        } else if let Some(slot) = shared.keys.parse_coordinator(key) {
+                            let put = match ev.event_type() {
+                                EventType::Put => match decode::<SlotHolder>(key, kv.value()) {
+                                    Ok(h) => Some(SlotHolder {
+                                        node_id: h.node_id,
+                                        epoch: kv.create_revision(),
+                                    }),
+                                    Err(e) => {
+                                        warn!("ignoring coordinator claim: {e}");
+                                        continue;
+                                    }
+                                },
+                                EventType::Delete => None,
+                            };
+                            shared.apply_claim(slot, put, kv.mod_revision());
                             changed = true;
                         } else if shared.keys.parse_topic(key).is_some() {
                             changed = true;
@@ -563,11 +767,13 @@ async fn keep_registered(
         }
         warn!("etcd lease {lease_id:x} expired; registering again");
         shared.live_until_ms.store(0, Ordering::Release);
+        shared.lease_id.store(0, Ordering::Release);
         loop {
             match register_once(&mut client, &shared, &registration, ttl).await {
                 Ok((id, epoch, granted)) => {
                     info!(epoch, "broker registered again");
                     lease_id = id;
+                    shared.lease_id.store(id, Ordering::Release);
                     renewed_at = granted;
                     shared
                         .live_until_ms
@@ -609,6 +815,10 @@ impl MetadataStore for EtcdStore {
                 other => break other?,
             }
         };
+        self.shared.lease_id.store(lease_id, Ordering::Release);
+        self.shared
+            .node_id
+            .store(i64::from(registration.node_id), Ordering::Release);
         let margin_ms = (ttl as f64 * 1000.0 * SAFETY_MARGIN_FRACTION) as u64;
         self.shared
             .live_until_ms
@@ -713,30 +923,80 @@ impl MetadataStore for EtcdStore {
         Ok(record)
     }
 
-    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
+    fn coordinator_slots(&self) -> SlotCounts {
+        self.slots
+    }
+
+    async fn claim_slot(&self, kind: CoordinatorKind, slot: u32) -> Result<Option<SlotClaim>> {
+        let lease = self.shared.lease_id.load(Ordering::Acquire);
+        let node_id = self.shared.node_id.load(Ordering::Acquire) as i32;
+        if lease == 0 || !self.is_live() {
+            return Err(MetadataError::Unavailable(
+                "not registered: cannot claim coordinator slots".into(),
+            ));
+        }
+        let key = self.keys().coordinator(kind, slot);
+        // The value's epoch is 0: the key's create revision is the epoch (known only after).
+        let value = encode(&SlotHolder { node_id, epoch: 0 })?;
+        let txn = Txn::new()
+            .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        if !resp.succeeded() {
+            return Ok(None);
+        }
+        let epoch = resp.header().map_or(0, |h| h.revision());
+        self.shared
+            .apply_claim((kind, slot), Some(SlotHolder { node_id, epoch }), epoch);
+        Ok(Some(SlotClaim { kind, slot, epoch }))
+    }
+
+    async fn release_slot(&self, claim: SlotClaim) -> Result<()> {
+        let key = self.keys().coordinator(claim.kind, claim.slot);
+        let txn = Txn::new()
+            .when([fence(self.keys(), &claim)])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = self.client().txn(txn).await.map_err(unavailable)?;
+        if resp.succeeded() {
+            let revision = resp.header().map_or(0, |h| h.revision());
+            self.shared
+                .apply_claim((claim.kind, claim.slot), None, revision);
+        }
+        Ok(())
+    }
+
+    fn slot_holders(&self, kind: CoordinatorKind) -> BTreeMap<u32, SlotHolder> {
+        self.shared
+            .holders()
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, slot), h)| (*slot, *h))
+            .collect()
+    }
+
+    async fn load_transactions(&self, claim: SlotClaim) -> Result<BTreeMap<String, TxnRecord>> {
         let mut out = BTreeMap::new();
-        for (key, value) in self.get_prefix(self.keys().txns()).await? {
+        for (key, value) in self.get_prefix(self.keys().txns(claim.slot)).await? {
             let t: TxnRecord = decode(&key, &value)?;
             out.insert(t.transactional_id.clone(), t);
         }
         Ok(out)
     }
 
-    async fn put_transaction(&self, record: TxnRecord) -> Result<()> {
-        let key = self.keys().txn(&record.transactional_id);
-        self.client()
-            .put(key, encode(&record)?, None)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
+    async fn put_transaction(&self, claim: SlotClaim, record: TxnRecord) -> Result<()> {
+        let key = self.keys().txn(claim.slot, &record.transactional_id);
+        let put = TxnOp::put(key, encode(&record)?, None);
+        self.fenced_write(&claim, vec![put]).await
     }
 
-    async fn delete_transaction(&self, transactional_id: &str) -> Result<()> {
-        self.client()
-            .delete(self.keys().txn(transactional_id), None)
+    async fn delete_transaction(&self, claim: SlotClaim, transactional_id: &str) -> Result<()> {
+        let key = self.keys().txn(claim.slot, transactional_id);
+        self.fenced_write(&claim, vec![TxnOp::delete(key, None)])
             .await
-            .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn broker_configs(&self) -> Result<BTreeMap<String, BTreeMap<String, String>>> {
@@ -802,46 +1062,52 @@ impl MetadataStore for EtcdStore {
         Err(MetadataError::Conflict(key))
     }
 
-    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>> {
-        let mut out: BTreeMap<String, GroupOffsets> = BTreeMap::new();
-        for (key, value) in self.get_prefix(self.keys().offsets()).await? {
-            let Some((group, topic, partition)) = self.keys().parse_offset(&key) else {
+    async fn load_offsets(&self, claim: SlotClaim) -> Result<SlotOffsets> {
+        let mut out = SlotOffsets::default();
+        let slot = claim.slot;
+        for (key, value) in self.get_prefix(self.keys().offsets(slot)).await? {
+            let Some((group, topic, partition)) = self.keys().parse_offset(slot, &key) else {
                 warn!("ignoring malformed offset key {key}");
                 continue;
             };
             let o: CommittedOffset = decode(&key, &value)?;
-            out.entry(group).or_default().insert((topic, partition), o);
+            out.committed
+                .entry(group)
+                .or_default()
+                .insert((topic, partition), o);
+        }
+        for (key, value) in self
+            .get_prefix(self.keys().pending_offsets_of_slot(slot))
+            .await?
+        {
+            let Some(id) = self.keys().parse_pending_offsets(slot, &key) else {
+                warn!("ignoring malformed pending offsets key {key}");
+                continue;
+            };
+            out.pending.insert(id, decode(&key, &value)?);
         }
         Ok(out)
     }
 
     async fn commit_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
-        // One put per key (the last of duplicates wins, as applying them in order would): etcd
-        // refuses a transaction that writes a key twice, which would fail every request
-        // sharing it.
-        let mut latest: BTreeMap<(&str, i32), &CommittedOffset> = BTreeMap::new();
-        for (topic, partition, o) in &offsets {
-            latest.insert((topic.as_str(), *partition), o);
-        }
-        let mut ops = Vec::with_capacity(latest.len());
-        for ((topic, partition), o) in latest {
-            ops.push(TxnOp::put(
-                self.keys().offset(group, topic, partition),
-                encode(o)?,
-                None,
-            ));
-        }
+        let ops = self.offset_puts(claim.slot, group, &offsets)?;
         if ops.len() > MAX_TXN_OPS {
             // Too big to share a transaction: on its own, in several.
-            return self.write_all(ops).await;
+            return self.fenced_write(&claim, ops).await;
         }
         let (done, wait) = tokio::sync::oneshot::channel();
         self.commits
-            .send(CommitJob { ops, done })
+            .send(CommitJob {
+                fence: fence(self.keys(), &claim),
+                claim,
+                ops,
+                done,
+            })
             .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?;
         wait.await
             .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?
@@ -849,27 +1115,52 @@ impl MetadataStore for EtcdStore {
 
     async fn delete_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<()> {
-        match partitions {
-            None => {
-                self.client()
-                    .delete(
-                        self.keys().group_offsets(group),
-                        Some(DeleteOptions::new().with_prefix()),
-                    )
-                    .await
-                    .map_err(unavailable)?;
-                Ok(())
-            }
-            Some(parts) => {
-                let ops = parts
-                    .iter()
-                    .map(|(t, p)| TxnOp::delete(self.keys().offset(group, t, *p), None))
-                    .collect();
-                self.write_all(ops).await
-            }
-        }
+        let ops = match partitions {
+            None => vec![TxnOp::delete(
+                self.keys().group_offsets(claim.slot, group),
+                Some(DeleteOptions::new().with_prefix()),
+            )],
+            Some(parts) => parts
+                .iter()
+                .map(|(t, p)| TxnOp::delete(self.keys().offset(claim.slot, group, t, *p), None))
+                .collect(),
+        };
+        self.fenced_write(&claim, ops).await
+    }
+
+    async fn put_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        pending: PendingTxnOffsets,
+    ) -> Result<()> {
+        let key = self.keys().pending_offsets(claim.slot, group, producer_id);
+        self.fenced_write(&claim, vec![TxnOp::put(key, encode(&pending)?, None)])
+            .await
+    }
+
+    async fn resolve_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        commit: Option<Vec<(String, i32, CommittedOffset)>>,
+    ) -> Result<()> {
+        let mut ops = match commit {
+            Some(offsets) => self.offset_puts(claim.slot, group, &offsets)?,
+            None => vec![],
+        };
+        // Last: if a big commit is split over transactions and interrupted, the pending
+        // offsets are still there and the marker's retry applies them again.
+        ops.push(TxnOp::delete(
+            self.keys().pending_offsets(claim.slot, group, producer_id),
+            None,
+        ));
+        self.fenced_write(&claim, ops).await
     }
 }

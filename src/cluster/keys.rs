@@ -11,13 +11,18 @@
 //! | `<p>/topics/<name>` | [`TopicRecord`](super::TopicRecord) | CreateTopics / CreatePartitions / AlterConfigs, compare-and-swap on the key's revision |
 //! | `<p>/configs/brokers/<resource>` | dynamic broker configs (`{name: value}`), resource `default` or a node id | AlterConfigs on a BROKER resource |
 //! | `<p>/producer-ids` | the first producer id not yet handed out (decimal) | compare-and-swap on the key's revision |
-//! | `<p>/txns/<transactional id>` | [`TxnRecord`](super::TxnRecord) | the transaction coordinator |
-//! | `<p>/offsets/<group>/<topic>/<partition>` | [`CommittedOffset`](super::CommittedOffset) | OffsetCommit, one etcd transaction per request (or per [`MAX_TXN_OPS`] partitions) |
+//! | `<p>/cluster/slots` | [`SlotCounts`](super::SlotCounts) | once, by the first broker (create-if-absent) |
+//! | `<p>/coordinators/<group\|txn>/<slot>` | [`SlotHolder`](super::SlotHolder) (epoch 0: the claim's create revision is the epoch) | the claiming broker, create-if-absent under its lease |
+//! | `<p>/txns/<slot>/<transactional id>` | [`TxnRecord`](super::TxnRecord) | the transaction coordinator holding the slot, fenced by its claim |
+//! | `<p>/offsets/<slot>/<group>/<topic>/<partition>` | [`CommittedOffset`](super::CommittedOffset) | the group coordinator holding the slot, fenced by its claim; one etcd transaction per request (or per [`MAX_TXN_OPS`] partitions) |
+//! | `<p>/txn-offsets/<slot>/<group>/<producer id>` | [`PendingTxnOffsets`](super::PendingTxnOffsets) | TxnOffsetCommit; deleted by the transaction's marker |
 //!
 //! Group ids and transactional ids are arbitrary strings: in keys they are escaped
 //! ([`escape`]): bytes other than ASCII letters, digits, `.`, `_` and `-` become `%XX`, so a
 //! `/` in a group id can never reach into another key's space. Topic names need no escaping
 //! (Kafka allows only those characters in them).
+
+use super::CoordinatorKind;
 
 /// etcd's default `--max-txn-ops`: a transaction with more operations is refused, so bigger
 /// writes are split.
@@ -84,24 +89,61 @@ impl Keys {
         format!("{}/producer-ids", self.prefix)
     }
 
-    pub fn txns(&self) -> String {
-        format!("{}/txns/", self.prefix)
+    pub fn slot_counts(&self) -> String {
+        format!("{}/cluster/slots", self.prefix)
     }
 
-    pub fn txn(&self, transactional_id: &str) -> String {
-        format!("{}{}", self.txns(), escape(transactional_id))
+    pub fn coordinators(&self) -> String {
+        format!("{}/coordinators/", self.prefix)
     }
 
-    pub fn offsets(&self) -> String {
-        format!("{}/offsets/", self.prefix)
+    pub fn coordinator(&self, kind: CoordinatorKind, slot: u32) -> String {
+        format!("{}{}/{slot}", self.coordinators(), kind.name())
     }
 
-    pub fn group_offsets(&self, group: &str) -> String {
-        format!("{}{}/", self.offsets(), escape(group))
+    /// `(kind, slot)` of a key under [`Keys::coordinators`].
+    pub fn parse_coordinator(&self, key: &str) -> Option<(CoordinatorKind, u32)> {
+        let (kind, slot) = key.strip_prefix(&self.coordinators())?.split_once('/')?;
+        Some((CoordinatorKind::parse(kind)?, slot.parse().ok()?))
     }
 
-    pub fn offset(&self, group: &str, topic: &str, partition: i32) -> String {
-        format!("{}{topic}/{partition}", self.group_offsets(group))
+    pub fn txns(&self, slot: u32) -> String {
+        format!("{}/txns/{slot}/", self.prefix)
+    }
+
+    pub fn txn(&self, slot: u32, transactional_id: &str) -> String {
+        format!("{}{}", self.txns(slot), escape(transactional_id))
+    }
+
+    pub fn offsets(&self, slot: u32) -> String {
+        format!("{}/offsets/{slot}/", self.prefix)
+    }
+
+    pub fn group_offsets(&self, slot: u32, group: &str) -> String {
+        format!("{}{}/", self.offsets(slot), escape(group))
+    }
+
+    pub fn offset(&self, slot: u32, group: &str, topic: &str, partition: i32) -> String {
+        format!("{}{topic}/{partition}", self.group_offsets(slot, group))
+    }
+
+    pub fn pending_offsets_of_slot(&self, slot: u32) -> String {
+        format!("{}/txn-offsets/{slot}/", self.prefix)
+    }
+
+    pub fn pending_offsets(&self, slot: u32, group: &str, producer_id: i64) -> String {
+        format!(
+            "{}{}/{producer_id}",
+            self.pending_offsets_of_slot(slot),
+            escape(group)
+        )
+    }
+
+    /// `(group, producer id)` of a key under [`Keys::pending_offsets_of_slot`].
+    pub fn parse_pending_offsets(&self, slot: u32, key: &str) -> Option<(String, i64)> {
+        let rest = key.strip_prefix(&self.pending_offsets_of_slot(slot))?;
+        let (group, pid) = rest.split_once('/')?;
+        Some((unescape(group)?, pid.parse().ok()?))
     }
 
     /// The resource name of a key under [`Keys::broker_configs`].
@@ -114,9 +156,9 @@ impl Keys {
         })
     }
 
-    /// `(group, topic, partition)` of a key under [`Keys::offsets`].
-    pub fn parse_offset(&self, key: &str) -> Option<(String, String, i32)> {
-        let rest = key.strip_prefix(&self.offsets())?;
+    /// `(group, topic, partition)` of a key under [`Keys::offsets`] of `slot`.
+    pub fn parse_offset(&self, slot: u32, key: &str) -> Option<(String, String, i32)> {
+        let rest = key.strip_prefix(&self.offsets(slot))?;
         let (group, rest) = rest.split_once('/')?;
         let (topic, partition) = rest.rsplit_once('/')?;
         Some((unescape(group)?, topic.to_string(), partition.parse().ok()?))
@@ -172,13 +214,19 @@ mod tests {
     fn ids_with_any_characters_round_trip_and_stay_in_their_segment() {
         let k = Keys::new("/strand/");
         for group in ["g", "a/b", "100%", "ünïcode group", "", "../x"] {
-            let key = k.offset(group, "t.x_y-1", 7);
-            assert!(key.starts_with("/strand/offsets/"));
-            let segment = key["/strand/offsets/".len()..].split('/').next().unwrap();
+            let key = k.offset(3, group, "t.x_y-1", 7);
+            assert!(key.starts_with("/strand/offsets/3/"));
+            let segment = key["/strand/offsets/3/".len()..].split('/').next().unwrap();
             assert!(!segment.contains('/'));
             assert_eq!(
-                k.parse_offset(&key),
+                k.parse_offset(3, &key),
                 Some((group.to_string(), "t.x_y-1".to_string(), 7))
+            );
+            assert_eq!(k.parse_offset(4, &key), None);
+            let pending = k.pending_offsets(3, group, 42);
+            assert_eq!(
+                k.parse_pending_offsets(3, &pending),
+                Some((group.to_string(), 42))
             );
         }
         assert_eq!(k.parse_broker_config(&k.broker_config("")), Some("".into()));
@@ -188,6 +236,10 @@ mod tests {
         );
         assert_eq!(k.parse_broker(&k.broker(12)), Some(12));
         assert_eq!(k.parse_topic(&k.topic("orders")), Some("orders"));
+        assert_eq!(
+            k.parse_coordinator(&k.coordinator(CoordinatorKind::Txn, 49)),
+            Some((CoordinatorKind::Txn, 49))
+        );
         assert_eq!(unescape("%zz"), None);
     }
 }

@@ -9,6 +9,8 @@
 //!
 //! Metadata is small (topics and configs), so rewriting it whole is cheap. Consumer-group
 //! offsets change often and live in their own append-only log (`offset_log`).
+//! Coordinator slots: the one broker claims every slot (epoch = its broker epoch); the slot
+//! counts only decide how ids are grouped, so they may change between starts.
 //! Writers are serialized by a mutex; readers see the last committed state.
 
 use std::collections::BTreeMap;
@@ -20,9 +22,11 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::offset_log::{Entry, OffsetLog};
+use super::slots::slot_of;
 use super::{
-    BrokerRegistration, CommittedOffset, GroupOffsets, MetadataError, MetadataStore, Result,
-    TopicRecord, TxnRecord,
+    BrokerRegistration, CommittedOffset, CoordinatorKind, MetadataError, MetadataStore,
+    PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder, SlotOffsets, TopicRecord,
+    TxnRecord,
 };
 
 const FILE: &str = "metadata.json";
@@ -53,6 +57,9 @@ pub struct LocalStore {
     registered: std::sync::Mutex<Option<BrokerRegistration>>,
     /// Never ticks: nobody else changes this store.
     changes: tokio::sync::watch::Sender<u64>,
+    slots: SlotCounts,
+    /// The slots this broker claimed.
+    claims: std::sync::Mutex<BTreeMap<(CoordinatorKind, u32), i64>>,
 }
 
 impl LocalStore {
@@ -94,7 +101,32 @@ impl LocalStore {
             write_lock: tokio::sync::Mutex::new(()),
             registered: std::sync::Mutex::new(None),
             changes: tokio::sync::watch::channel(0).0,
+            slots: SlotCounts { group: 50, txn: 50 },
+            claims: std::sync::Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// Sets the coordinator slot counts (`offsets.topic.num.partitions`,
+    /// `transaction.state.log.num.partitions`; 50 each by default).
+    pub fn with_slot_counts(mut self, slots: SlotCounts) -> LocalStore {
+        self.slots = slots;
+        self
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, BTreeMap<(CoordinatorKind, u32), i64>> {
+        self.claims.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `Fenced` unless `claim` is held (a coordinator bug would show here, not corrupt state).
+    fn check_claim(&self, claim: &SlotClaim) -> Result<()> {
+        match self.claims().get(&(claim.kind, claim.slot)) {
+            Some(e) if *e == claim.epoch => Ok(()),
+            _ => Err(MetadataError::Fenced(format!(
+                "{} {}",
+                claim.kind.name(),
+                claim.slot
+            ))),
+        }
     }
 
     fn snapshot(&self) -> Document {
@@ -255,15 +287,70 @@ impl MetadataStore for LocalStore {
         .await
     }
 
-    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>> {
-        Ok(self.offsets.transactions())
+    fn coordinator_slots(&self) -> SlotCounts {
+        self.slots
     }
 
-    async fn put_transaction(&self, record: TxnRecord) -> Result<()> {
+    async fn claim_slot(&self, kind: CoordinatorKind, slot: u32) -> Result<Option<SlotClaim>> {
+        let epoch = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.epoch)
+            .ok_or_else(|| MetadataError::Unavailable("not registered".into()))?;
+        let mut claims = self.claims();
+        if claims.contains_key(&(kind, slot)) {
+            return Ok(None);
+        }
+        claims.insert((kind, slot), epoch);
+        Ok(Some(SlotClaim { kind, slot, epoch }))
+    }
+
+    async fn release_slot(&self, claim: SlotClaim) -> Result<()> {
+        let mut claims = self.claims();
+        if claims.get(&(claim.kind, claim.slot)) == Some(&claim.epoch) {
+            claims.remove(&(claim.kind, claim.slot));
+        }
+        Ok(())
+    }
+
+    fn slot_holders(&self, kind: CoordinatorKind) -> BTreeMap<u32, SlotHolder> {
+        let node_id = self
+            .registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map_or(-1, |r| r.node_id);
+        self.claims()
+            .iter()
+            .filter(|((k, _), _)| *k == kind)
+            .map(|((_, slot), epoch)| {
+                (
+                    *slot,
+                    SlotHolder {
+                        node_id,
+                        epoch: *epoch,
+                    },
+                )
+            })
+            .collect()
+    }
+
+    async fn load_transactions(&self, claim: SlotClaim) -> Result<BTreeMap<String, TxnRecord>> {
+        self.check_claim(&claim)?;
+        let mut all = self.offsets.transactions();
+        all.retain(|id, _| slot_of(id, self.slots.txn) == claim.slot);
+        Ok(all)
+    }
+
+    async fn put_transaction(&self, claim: SlotClaim, record: TxnRecord) -> Result<()> {
+        self.check_claim(&claim)?;
         Ok(self.offsets.append(Entry::PutTxn { record }).await?)
     }
 
-    async fn delete_transaction(&self, transactional_id: &str) -> Result<()> {
+    async fn delete_transaction(&self, claim: SlotClaim, transactional_id: &str) -> Result<()> {
+        self.check_claim(&claim)?;
         let transactional_id = transactional_id.to_string();
         Ok(self
             .offsets
@@ -301,15 +388,23 @@ impl MetadataStore for LocalStore {
         .await
     }
 
-    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>> {
-        Ok(self.offsets.snapshot())
+    async fn load_offsets(&self, claim: SlotClaim) -> Result<SlotOffsets> {
+        self.check_claim(&claim)?;
+        let n = self.slots.group;
+        let mut committed = self.offsets.snapshot();
+        committed.retain(|g, _| slot_of(g, n) == claim.slot);
+        let mut pending = self.offsets.pending();
+        pending.retain(|(g, _), _| slot_of(g, n) == claim.slot);
+        Ok(SlotOffsets { committed, pending })
     }
 
     async fn commit_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
+        self.check_claim(&claim)?;
         Ok(self
             .offsets
             .append(Entry::Commit {
@@ -321,14 +416,52 @@ impl MetadataStore for LocalStore {
 
     async fn delete_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<()> {
+        self.check_claim(&claim)?;
         Ok(self
             .offsets
             .append(Entry::Delete {
                 group: group.to_string(),
                 partitions,
+            })
+            .await?)
+    }
+
+    async fn put_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        pending: PendingTxnOffsets,
+    ) -> Result<()> {
+        self.check_claim(&claim)?;
+        Ok(self
+            .offsets
+            .append(Entry::PutPending {
+                group: group.to_string(),
+                producer_id,
+                pending,
+            })
+            .await?)
+    }
+
+    async fn resolve_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        commit: Option<Vec<(String, i32, CommittedOffset)>>,
+    ) -> Result<()> {
+        self.check_claim(&claim)?;
+        Ok(self
+            .offsets
+            .append(Entry::ResolvePending {
+                group: group.to_string(),
+                producer_id,
+                commit,
             })
             .await?)
     }

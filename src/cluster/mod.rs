@@ -15,6 +15,7 @@ pub mod etcd;
 pub mod keys;
 pub mod local;
 pub mod offset_log;
+pub mod slots;
 
 use std::collections::BTreeMap;
 
@@ -22,6 +23,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use uuid::Uuid;
+
+pub use slots::{CoordinatorKind, SlotClaim, SlotCounts, SlotHolder};
 
 /// One topic as the metadata store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,10 +88,7 @@ pub struct TxnRecord {
     pub state: TxnState,
     /// Partitions written in the current transaction.
     pub partitions: std::collections::BTreeSet<(String, i32)>,
-    /// Offsets committed in the current transaction (TxnOffsetCommit), made visible by a
-    /// commit: `(group, topic, partition, offset)`.
-    pub pending_offsets: Vec<(String, String, i32, CommittedOffset)>,
-    /// Groups added with AddOffsetsToTxn.
+    /// Groups added with AddOffsetsToTxn (their coordinators get the transaction's marker).
     pub groups: std::collections::BTreeSet<String>,
     /// When the current transaction started (ms since the epoch), for its timeout.
     pub start_ms: i64,
@@ -110,6 +110,22 @@ pub struct BrokerRegistration {
 /// One group's committed offsets by `(topic, partition)`.
 pub type GroupOffsets = BTreeMap<(String, i32), CommittedOffset>;
 
+/// Offsets a transactional producer committed for a group (TxnOffsetCommit), waiting for the
+/// transaction's marker: committed on COMMIT, dropped on ABORT.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PendingTxnOffsets {
+    pub producer_epoch: i16,
+    pub offsets: Vec<(String, i32, CommittedOffset)>,
+}
+
+/// What a group coordinator slot holds: committed offsets by group, and pending transactional
+/// offsets by `(group, producer id)`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlotOffsets {
+    pub committed: BTreeMap<String, GroupOffsets>,
+    pub pending: BTreeMap<(String, i64), PendingTxnOffsets>,
+}
+
 #[derive(Debug, Error)]
 pub enum MetadataError {
     #[error("topic {0} already exists")]
@@ -129,6 +145,9 @@ pub enum MetadataError {
     /// The store refuses this broker (its node id is held by another live broker).
     #[error("{0}")]
     Refused(String),
+    /// A coordinator write under a slot claim this broker no longer holds.
+    #[error("coordinator slot {0} is held by another broker now")]
+    Fenced(String),
 }
 
 pub type Result<T> = std::result::Result<T, MetadataError>;
@@ -145,6 +164,7 @@ impl MetadataError {
             MetadataError::Unavailable(_) => E::RequestTimedOut,
             MetadataError::Conflict(_) => E::RequestTimedOut,
             MetadataError::Refused(_) => E::InvalidRequest,
+            MetadataError::Fenced(_) => E::NotCoordinator,
         }
     }
 }
@@ -181,12 +201,24 @@ pub trait MetadataStore: Send + Sync {
     /// Removes topic `name` if it is still the one with `id`, and returns what it was.
     async fn delete_topic(&self, name: &str, id: Uuid) -> Result<TopicRecord>;
 
-    /// Every transactional id's durable state (read once at start-up).
-    async fn load_transactions(&self) -> Result<BTreeMap<String, TxnRecord>>;
-    /// Durably records a transactional id's state.
-    async fn put_transaction(&self, record: TxnRecord) -> Result<()>;
+    /// How many coordinator slots of each kind the cluster has (fixed when it was created).
+    fn coordinator_slots(&self) -> SlotCounts;
+    /// Claims `slot` for this broker (registered first); None while another broker holds it.
+    /// The claim ends with this broker's registration (its lease) or [`release_slot`].
+    ///
+    /// [`release_slot`]: MetadataStore::release_slot
+    async fn claim_slot(&self, kind: CoordinatorKind, slot: u32) -> Result<Option<SlotClaim>>;
+    /// Gives a claimed slot up (only if it is still that claim).
+    async fn release_slot(&self, claim: SlotClaim) -> Result<()>;
+    /// Every claimed slot of `kind` and its holder, as this broker last heard.
+    fn slot_holders(&self, kind: CoordinatorKind) -> BTreeMap<u32, SlotHolder>;
+
+    /// The durable state of the transactional ids of a claimed transaction slot.
+    async fn load_transactions(&self, claim: SlotClaim) -> Result<BTreeMap<String, TxnRecord>>;
+    /// Durably records a transactional id's state (`Fenced` if the claim is gone).
+    async fn put_transaction(&self, claim: SlotClaim, record: TxnRecord) -> Result<()>;
     /// Durably forgets a transactional id (`transactional.id.expiration.ms`).
-    async fn delete_transaction(&self, transactional_id: &str) -> Result<()>;
+    async fn delete_transaction(&self, claim: SlotClaim, transactional_id: &str) -> Result<()>;
 
     /// Dynamic broker configs (AlterConfigs on a BROKER resource) by resource name: `""` holds
     /// the cluster-wide defaults, `"<node id>"` one broker's.
@@ -202,19 +234,38 @@ pub trait MetadataStore: Send + Sync {
     /// restarts (the reservation is durable before it is returned).
     async fn allocate_producer_ids(&self, count: i64) -> Result<i64>;
 
-    /// Every group's committed offsets (read once at start-up; the group coordinator keeps
-    /// the live copy).
-    async fn load_offsets(&self) -> Result<BTreeMap<String, GroupOffsets>>;
-    /// Durably records committed offsets of one group.
+    /// The committed and pending offsets of the groups of a claimed group slot.
+    async fn load_offsets(&self, claim: SlotClaim) -> Result<SlotOffsets>;
+    /// Durably records committed offsets of one group (`Fenced` if the claim is gone).
     async fn commit_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()>;
     /// Durably deletes some partitions' offsets of a group, or all of them (`None`).
     async fn delete_offsets(
         &self,
+        claim: SlotClaim,
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<()>;
+    /// Durably records a producer's pending transactional offsets for a group (replacing
+    /// what it had pending there).
+    async fn put_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        pending: PendingTxnOffsets,
+    ) -> Result<()>;
+    /// Ends a producer's pending offsets for a group in one durable step: with `commit`
+    /// they become committed offsets, without they are dropped.
+    async fn resolve_pending_offsets(
+        &self,
+        claim: SlotClaim,
+        group: &str,
+        producer_id: i64,
+        commit: Option<Vec<(String, i32, CommittedOffset)>>,
     ) -> Result<()>;
 }

@@ -4,7 +4,8 @@
 //! On-disk format: `<data_dir>/meta/offsets.log` is a sequence of records, each
 //! `u32 length (big-endian) | u32 CRC32C of the payload | payload`, where the payload is a JSON
 //! [`Entry`]: a commit of some partitions' offsets for one group, a deletion (some partitions
-//! of a group, or the whole group), or the new state of one transactional id (or its removal).
+//! of a group, or the whole group), the new state of one transactional id (or its removal), or
+//! a producer's pending transactional offsets for a group (and their end: committed or dropped).
 //! Replaying the records in order gives the committed offsets and transaction states.
 //!
 //! Writes go through one writer thread: it takes every entry queued meanwhile, appends them,
@@ -26,7 +27,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tokio::sync::oneshot;
 
-use super::{CommittedOffset, GroupOffsets, TxnRecord};
+use super::{CommittedOffset, GroupOffsets, PendingTxnOffsets, TxnRecord};
 
 const FILE: &str = "offsets.log";
 const COMPACT_MIN_BYTES: u64 = 16 << 20;
@@ -48,6 +49,19 @@ pub enum Entry {
     PutTxn { record: TxnRecord },
     /// A transactional id is forgotten.
     DeleteTxn { transactional_id: String },
+    /// A producer's pending transactional offsets for a group (replacing earlier ones).
+    PutPending {
+        group: String,
+        producer_id: i64,
+        pending: PendingTxnOffsets,
+    },
+    /// The transaction's marker reached the group: `commit` offsets become committed (None:
+    /// aborted), and the pending entry goes.
+    ResolvePending {
+        group: String,
+        producer_id: i64,
+        commit: Option<Vec<(String, i32, CommittedOffset)>>,
+    },
 }
 
 /// Everything the log holds.
@@ -55,6 +69,8 @@ pub enum Entry {
 pub struct State {
     pub offsets: BTreeMap<String, GroupOffsets>,
     pub txns: BTreeMap<String, TxnRecord>,
+    /// Pending transactional offsets by `(group, producer id)`.
+    pub pending: BTreeMap<(String, i64), PendingTxnOffsets>,
 }
 
 impl Entry {
@@ -88,6 +104,27 @@ impl Entry {
             }
             Entry::DeleteTxn { transactional_id } => {
                 all.txns.remove(transactional_id);
+            }
+            Entry::PutPending {
+                group,
+                producer_id,
+                pending,
+            } => {
+                all.pending
+                    .insert((group.clone(), *producer_id), pending.clone());
+            }
+            Entry::ResolvePending {
+                group,
+                producer_id,
+                commit,
+            } => {
+                all.pending.remove(&(group.clone(), *producer_id));
+                if let Some(offsets) = commit {
+                    let g = all.offsets.entry(group.clone()).or_default();
+                    for (t, p, o) in offsets {
+                        g.insert((t.clone(), *p), o.clone());
+                    }
+                }
             }
         }
     }
@@ -147,6 +184,15 @@ impl OffsetLog {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .offsets
+            .clone()
+    }
+
+    /// Every pending transactional offset as of now.
+    pub fn pending(&self) -> BTreeMap<(String, i64), PendingTxnOffsets> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pending
             .clone()
     }
 
@@ -291,6 +337,16 @@ impl Writer {
                 encode(
                     &Entry::PutTxn {
                         record: record.clone(),
+                    },
+                    &mut buf,
+                );
+            }
+            for ((group, producer_id), pending) in state.pending.iter() {
+                encode(
+                    &Entry::PutPending {
+                        group: group.clone(),
+                        producer_id: *producer_id,
+                        pending: pending.clone(),
                     },
                     &mut buf,
                 );

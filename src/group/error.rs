@@ -14,6 +14,9 @@ pub enum GroupError {
     /// The broker is shutting down: the client finds the coordinator again.
     #[error("not the coordinator")]
     NotCoordinator,
+    /// This broker just took the group's slot over and is loading its state.
+    #[error("the coordinator is loading the group's state")]
+    CoordinatorLoadInProgress,
     #[error("unknown member id")]
     UnknownMemberId,
     #[error("illegal generation")]
@@ -55,7 +58,11 @@ pub enum GroupError {
 
 impl From<MetadataError> for GroupError {
     fn from(e: MetadataError) -> Self {
-        GroupError::Store(e.to_string())
+        match e {
+            // The slot moved to another broker while the write was on its way.
+            MetadataError::Fenced(_) => GroupError::NotCoordinator,
+            e => GroupError::Store(e.to_string()),
+        }
     }
 }
 
@@ -67,6 +74,7 @@ impl GroupError {
             GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
             GroupError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
             GroupError::NotCoordinator => ResponseError::NotCoordinator,
+            GroupError::CoordinatorLoadInProgress => ResponseError::CoordinatorLoadInProgress,
             GroupError::UnknownMemberId => ResponseError::UnknownMemberId,
             GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
             GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,

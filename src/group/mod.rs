@@ -1,6 +1,12 @@
 //! The group coordinator: consumer groups (classic protocol) and their committed offsets.
 //!
-//! This broker coordinates every group (single node: FindCoordinator always names it).
+//! A broker coordinates the groups whose coordinator slot it holds ([`crate::cluster::slots`]):
+//! the broker's slot manager claims a slot in the metadata store and calls
+//! [`GroupCoordinator::load_slot`], which reads the slot's offsets before serving it; it calls
+//! [`GroupCoordinator::unload_slot`] before giving a slot up. A request for a group of another
+//! slot answers NOT_COORDINATOR, one of a slot still loading COORDINATOR_LOAD_IN_PROGRESS, and
+//! every write is fenced by the slot's claim, so a coordinator that lost its slot cannot
+//! overwrite the next one's commits (single node: this broker holds every slot).
 //! Each group is a [`state::Group`] behind its own mutex; requests that must wait for other
 //! members (JoinGroup, SyncGroup) take a oneshot receiver under the lock and await it outside.
 //! A timer task ([`GroupCoordinator::run_timers`]) expires sessions, completes rebalances at
@@ -9,8 +15,11 @@
 //! Offsets: the coordinator's in-memory copy answers OffsetFetch; every commit is first made
 //! durable through the [`MetadataStore`] (fsynced, group commit) and only then applied and
 //! acknowledged. Commits of one group are serialized so the store's order is the memory order.
-//! Group membership itself is not persisted: after a broker restart members rejoin (they get
-//! UNKNOWN_MEMBER_ID on their next heartbeat), and committed offsets are loaded from the store.
+//! Group membership itself is not persisted: after a broker restart or a slot move members
+//! rejoin (they get NOT_COORDINATOR or UNKNOWN_MEMBER_ID), and committed offsets are loaded
+//! from the store. Transactional offsets (TxnOffsetCommit) are kept pending per producer,
+//! durably, until the transaction coordinator's marker commits or drops them
+//! ([`GroupCoordinator::complete_transaction`]).
 
 pub mod consumer;
 pub mod error;
@@ -28,7 +37,10 @@ pub use error::{GroupError, Result};
 use state::{Group, GroupState, JoinRequest, JoinResult, Pending, SyncAnswer, SyncRequest};
 
 use crate::broker::now_ms;
-use crate::cluster::{CommittedOffset, MetadataStore};
+use crate::cluster::slots::{NotServed, SlotTable};
+use crate::cluster::{
+    CommittedOffset, CoordinatorKind, MetadataStore, PendingTxnOffsets, SlotClaim,
+};
 
 /// Group coordinator settings (Kafka's names in `config.rs`).
 #[derive(Debug, Clone)]
@@ -70,6 +82,10 @@ pub struct GroupCoordinator {
     commit_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// When offsets retention last ran (it scans every offset, so it runs once a minute).
     last_retention: Mutex<Option<Instant>>,
+    /// The group slots this broker serves.
+    slots: SlotTable,
+    /// Transactional offsets waiting for their transaction's marker, by `(group, producer id)`.
+    pending: Mutex<BTreeMap<(String, i64), PendingTxnOffsets>>,
 }
 
 fn lock<T>(g: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -77,28 +93,91 @@ fn lock<T>(g: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl GroupCoordinator {
-    /// Creates the coordinator with the committed offsets found in the store.
-    pub async fn load(
-        config: GroupConfig,
-        store: Arc<dyn MetadataStore>,
-    ) -> Result<GroupCoordinator> {
-        let offsets = store.load_offsets().await?;
-        let mut groups = HashMap::new();
-        let now = now_ms();
-        for (id, offs) in offsets {
-            let mut g = Group::new(&id);
-            g.offsets = offs;
-            g.empty_since_ms = Some(now);
-            groups.insert(id, Arc::new(Mutex::new(g)));
-        }
-        Ok(GroupCoordinator {
+    /// Creates the coordinator; it serves no group until a slot is loaded.
+    pub fn new(config: GroupConfig, store: Arc<dyn MetadataStore>) -> GroupCoordinator {
+        let slots = SlotTable::new(
+            CoordinatorKind::Group,
+            store.coordinator_slots().of(CoordinatorKind::Group),
+        );
+        GroupCoordinator {
             config,
             store,
-            groups: Mutex::new(groups),
+            groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
             commit_locks: Mutex::new(HashMap::new()),
             last_retention: Mutex::new(None),
-        })
+            slots,
+            pending: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The slots served (or loading) and their epochs.
+    pub fn served_slots(&self) -> Vec<(u32, i64)> {
+        self.slots.served()
+    }
+
+    /// The slot of a group id.
+    pub fn slot_of(&self, group_id: &str) -> u32 {
+        self.slots.slot_of(group_id)
+    }
+
+    /// The claim under which this broker coordinates `group_id` now, or why it does not.
+    pub fn check_coordinator(&self, group_id: &str) -> Result<SlotClaim> {
+        // A broker that is not live may be losing its registration: another broker may be
+        // taking the slot over.
+        self.check_slot(self.slots.slot_of(group_id))
+    }
+
+    /// Starts serving a claimed slot: loads its committed and pending offsets, then answers its
+    /// groups' requests (COORDINATOR_LOAD_IN_PROGRESS meanwhile).
+    pub async fn load_slot(&self, claim: SlotClaim) -> Result<()> {
+        self.slots.begin_load(&claim);
+        let loaded = match self.store.load_offsets(claim).await {
+            Ok(l) => l,
+            Err(e) => {
+                self.slots.remove(claim.slot);
+                return Err(e.into());
+            }
+        };
+        let now = now_ms();
+        {
+            let mut groups = lock(&self.groups);
+            for (id, offs) in loaded.committed {
+                let mut g = Group::new(&id);
+                g.offsets = offs;
+                g.empty_since_ms = Some(now);
+                groups.insert(id, Arc::new(Mutex::new(g)));
+            }
+            lock(&self.pending).extend(loaded.pending);
+        }
+        if !self.slots.finish_load(&claim) {
+            // Given up while loading: forget what was loaded.
+            self.forget_slot(claim.slot);
+        }
+        Ok(())
+    }
+
+    /// Stops serving a slot (before it is released or after it was lost): parked requests of
+    /// its groups answer NOT_COORDINATOR and their state is dropped from memory.
+    pub fn unload_slot(&self, slot: u32) {
+        if self.slots.remove(slot).is_some() {
+            self.forget_slot(slot);
+        }
+    }
+
+    fn forget_slot(&self, slot: u32) {
+        let in_slot = |id: &str| self.slots.slot_of(id) == slot;
+        let dropped: Vec<GroupRef> = {
+            let mut groups = lock(&self.groups);
+            let ids: Vec<String> = groups.keys().filter(|id| in_slot(id)).cloned().collect();
+            ids.iter().filter_map(|id| groups.remove(id)).collect()
+        };
+        for g in dropped {
+            lock(&g).release_waiters(GroupError::NotCoordinator);
+        }
+        lock(&self.consumer_groups).retain(|id, _| !in_slot(id));
+        lock(&self.pending).retain(|(id, _), _| !in_slot(id));
+        lock(&self.commit_locks).retain(|id, l| !in_slot(id) || Arc::strong_count(l) > 1);
     }
 
     fn get(&self, id: &str) -> Option<GroupRef> {
@@ -142,6 +221,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidRequest("GroupId can't be empty.".into()));
         }
+        self.check_coordinator(group_id)?;
         if let Some(classic) = self.get(group_id) {
             if !lock(&classic).is_empty() {
                 return Err(GroupError::GroupIdNotFound);
@@ -195,6 +275,9 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return fail(GroupError::InvalidGroupId);
         }
+        if let Err(e) = self.check_coordinator(group_id) {
+            return fail(e);
+        }
         if req.session_timeout < self.config.min_session_timeout
             || req.session_timeout > self.config.max_session_timeout
         {
@@ -226,6 +309,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_coordinator(group_id)?;
         let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
         let pending = lock(&group).sync(req, Instant::now());
         match pending {
@@ -244,6 +328,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_coordinator(group_id)?;
         let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
         let mut g = lock(&group);
         g.heartbeat(member_id, instance_id, generation, Instant::now())
@@ -258,6 +343,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_coordinator(group_id)?;
         let group = self.get(group_id).ok_or(GroupError::UnknownMemberId)?;
         let mut g = lock(&group);
         let results: Vec<Result<()>> = members
@@ -277,13 +363,14 @@ impl GroupCoordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-    ) -> Result<GroupRef> {
+    ) -> Result<(GroupRef, SlotClaim)> {
         // An empty group id is accepted here (not in JoinGroup), as Kafka does for old clients
         // that commit offsets without a group.
+        let claim = self.check_coordinator(group_id)?;
         if let Some(cg) = self.active_consumer_group(group_id) {
             // KIP-848 group: the committer must be a member at its current epoch.
             lock(&cg).check_member_epoch(member_id, generation)?;
-            return Ok(self.get_or_create(group_id));
+            return Ok((self.get_or_create(group_id), claim));
         }
         let group = match self.get(group_id) {
             Some(g) => g,
@@ -303,7 +390,7 @@ impl GroupCoordinator {
                 g.touch(member_id, Instant::now());
             }
         }
-        Ok(group)
+        Ok((group, claim))
     }
 
     /// OffsetCommit: validates, persists, then applies. Per-partition problems (metadata too
@@ -316,7 +403,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         offsets: Vec<(String, i32, i64, i32, Option<String>)>,
     ) -> Result<Vec<Result<()>>> {
-        let group = self.check_commit(group_id, generation, member_id, instance_id)?;
+        let (group, claim) = self.check_commit(group_id, generation, member_id, instance_id)?;
         let now = now_ms();
         let mut results = Vec::with_capacity(offsets.len());
         let mut to_store = Vec::new();
@@ -344,16 +431,25 @@ impl GroupCoordinator {
         let commit_lock = self.commit_lock(group_id);
         let _serial = commit_lock.lock().await;
         self.store
-            .commit_offsets(group_id, to_store.clone())
+            .commit_offsets(claim, group_id, to_store.clone())
             .await?;
         drop(group);
-        self.apply_offsets(group_id, to_store);
+        self.apply_offsets(&claim, group_id, to_store);
         Ok(results)
     }
 
     /// Applies durable offsets to the group in the map, creating it again if the timer dropped
-    /// it (an empty group without offsets) while the commit was being written.
-    fn apply_offsets(&self, group_id: &str, offsets: Vec<(String, i32, CommittedOffset)>) {
+    /// it (an empty group without offsets) while the commit was being written; not if the slot
+    /// was given up meanwhile (the next holder loads them from the store).
+    fn apply_offsets(
+        &self,
+        claim: &SlotClaim,
+        group_id: &str,
+        offsets: Vec<(String, i32, CommittedOffset)>,
+    ) {
+        if !self.slots.is_current(claim) {
+            return;
+        }
         let group = self.get_or_create(group_id);
         let mut g = lock(&group);
         for (t, p, o) in offsets {
@@ -363,6 +459,7 @@ impl GroupCoordinator {
 
     /// OffsetFetch v9 from a KIP-848 member: its epoch must be current.
     pub fn check_fetch_member(&self, group_id: &str, member_id: &str, epoch: i32) -> Result<()> {
+        self.check_coordinator(group_id)?;
         match self.consumer_group(group_id) {
             Some(g) => lock(&g).check_member_epoch(member_id, epoch),
             None => Err(GroupError::UnknownMemberId),
@@ -377,6 +474,7 @@ impl GroupCoordinator {
         instance_id: Option<&str>,
         generation: i32,
     ) -> Result<()> {
+        self.check_coordinator(group_id)?;
         if let Some(cg) = self.active_consumer_group(group_id) {
             return lock(&cg).check_member_epoch(member_id, generation);
         }
@@ -386,18 +484,106 @@ impl GroupCoordinator {
         }
     }
 
-    /// Makes a committed transaction's offsets visible (no membership check: the transaction
-    /// coordinator checked the producer, and TxnOffsetCommit the member).
+    /// TxnOffsetCommit: the offsets stay pending (durably) until the producer's transaction
+    /// ends; a producer's later commits for the same partitions replace earlier ones.
     pub async fn commit_transactional(
         &self,
         group_id: &str,
+        producer_id: i64,
+        producer_epoch: i16,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
+        let claim = self.check_coordinator(group_id)?;
+        for (_, _, o) in &offsets {
+            if o.metadata.len() > self.config.offset_metadata_max_bytes {
+                return Err(GroupError::OffsetMetadataTooLarge);
+            }
+        }
         let commit_lock = self.commit_lock(group_id);
         let _serial = commit_lock.lock().await;
-        self.store.commit_offsets(group_id, offsets.clone()).await?;
-        self.apply_offsets(group_id, offsets);
+        let key = (group_id.to_string(), producer_id);
+        let mut pending = lock(&self.pending)
+            .get(&key)
+            .cloned()
+            .unwrap_or(PendingTxnOffsets {
+                producer_epoch,
+                offsets: vec![],
+            });
+        pending.producer_epoch = pending.producer_epoch.max(producer_epoch);
+        for (t, p, o) in offsets {
+            pending
+                .offsets
+                .retain(|(t2, p2, _)| !(*t2 == t && *p2 == p));
+            pending.offsets.push((t, p, o));
+        }
+        self.store
+            .put_pending_offsets(claim, group_id, producer_id, pending.clone())
+            .await?;
+        if self.slots.is_current(&claim) {
+            lock(&self.pending).insert(key, pending);
+        }
         Ok(())
+    }
+
+    /// The transaction marker for group slot `slot` (Kafka: a marker written to a
+    /// `__consumer_offsets` partition): a producer's pending offsets in every group of the slot
+    /// become committed (`commit`) or are dropped.
+    pub async fn complete_transaction(
+        &self,
+        slot: u32,
+        producer_id: i64,
+        commit: bool,
+    ) -> Result<()> {
+        let groups: Vec<String> = lock(&self.pending)
+            .keys()
+            .filter(|(g, pid)| *pid == producer_id && self.slots.slot_of(g) == slot)
+            .map(|(g, _)| g.clone())
+            .collect();
+        if groups.is_empty() {
+            // Nothing pending here, but the caller must learn whether this broker is the
+            // slot's coordinator (or the marker would be lost on the way to another one).
+            return self.check_slot(slot).map(|_| ());
+        }
+        for group_id in groups {
+            let claim = self.check_coordinator(&group_id)?;
+            let commit_lock = self.commit_lock(&group_id);
+            let _serial = commit_lock.lock().await;
+            let key = (group_id.clone(), producer_id);
+            let Some(pending) = lock(&self.pending).get(&key).cloned() else {
+                continue;
+            };
+            let offsets = commit.then(|| pending.offsets.clone());
+            self.store
+                .resolve_pending_offsets(claim, &group_id, producer_id, offsets.clone())
+                .await?;
+            lock(&self.pending).remove(&key);
+            if let Some(offsets) = offsets {
+                self.apply_offsets(&claim, &group_id, offsets);
+            }
+        }
+        Ok(())
+    }
+
+    /// The claim under which slot `slot` is served.
+    fn check_slot(&self, slot: u32) -> Result<SlotClaim> {
+        if !self.store.is_live() {
+            return Err(GroupError::NotCoordinator);
+        }
+        self.slots.check_slot(slot).map_err(|e| match e {
+            NotServed::NotCoordinator => GroupError::NotCoordinator,
+            NotServed::Loading => GroupError::CoordinatorLoadInProgress,
+        })
+    }
+
+    /// Whether a transaction has offsets pending for this group partition (OffsetFetch with
+    /// require_stable answers UNSTABLE_OFFSET_COMMIT then).
+    pub fn has_pending_offsets(&self, group: &str, topic: &str, partition: i32) -> bool {
+        lock(&self.pending).iter().any(|((g, _), p)| {
+            g == group
+                && p.offsets
+                    .iter()
+                    .any(|(t, p, _)| t == topic && *p == partition)
+        })
     }
 
     /// Committed offsets of a group (all, or the requested partitions; -1 where none).
@@ -406,6 +592,7 @@ impl GroupCoordinator {
         group_id: &str,
         partitions: Option<Vec<(String, Vec<i32>)>>,
     ) -> Result<TopicOffsets> {
+        self.check_coordinator(group_id)?;
         let offsets = self
             .get(group_id)
             .map(|g| lock(&g).offsets.clone())
@@ -518,6 +705,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        let claim = self.check_coordinator(group_id)?;
         if let Some(cg) = self.consumer_group(group_id) {
             if !lock(&cg).members.is_empty() {
                 return Err(GroupError::NonEmptyGroup);
@@ -539,7 +727,7 @@ impl GroupCoordinator {
         }
         let commit_lock = self.commit_lock(group_id);
         let _serial = commit_lock.lock().await;
-        self.store.delete_offsets(group_id, None).await?;
+        self.store.delete_offsets(claim, group_id, None).await?;
         let mut g = lock(&group);
         g.offsets.clear();
         g.state = GroupState::Dead;
@@ -561,6 +749,7 @@ impl GroupCoordinator {
         if group_id.is_empty() {
             return Err(GroupError::InvalidGroupId);
         }
+        self.check_coordinator(group_id)?;
         let group = match self.get(group_id) {
             Some(g) => g,
             None if self.active_consumer_group(group_id).is_some() => self.get_or_create(group_id),
@@ -614,9 +803,12 @@ impl GroupCoordinator {
         id: &str,
         doomed: Vec<(String, i32)>,
     ) -> Result<()> {
+        let claim = self.check_coordinator(id)?;
         let commit_lock = self.commit_lock(id);
         let _serial = commit_lock.lock().await;
-        self.store.delete_offsets(id, Some(doomed.clone())).await?;
+        self.store
+            .delete_offsets(claim, id, Some(doomed.clone()))
+            .await?;
         let mut g = lock(group);
         for k in doomed {
             g.offsets.remove(&k);
@@ -708,11 +900,14 @@ impl GroupCoordinator {
             }
         }
         for (group, id, doomed) in expired_offsets {
+            let Ok(claim) = self.check_coordinator(&id) else {
+                continue;
+            };
             let commit_lock = self.commit_lock(&id);
             let _serial = commit_lock.lock().await;
             if self
                 .store
-                .delete_offsets(&id, Some(doomed.clone()))
+                .delete_offsets(claim, &id, Some(doomed.clone()))
                 .await
                 .is_ok()
             {

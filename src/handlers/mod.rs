@@ -291,6 +291,14 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
             txn::describe_transactions::handle
         ),
         api!(ListTransactions, 0, 1, txn::list_transactions::handle),
+        // Inter-broker: transaction coordinators send markers to partition leaders.
+        api!(
+            WriteTxnMarkers,
+            1,
+            1,
+            txn::write_txn_markers::handle,
+            Order::Whole
+        ),
         api!(DescribeProducers, 0, 0, txn::describe_producers::handle),
         // KIP-848. v1 (client-generated member ids) is what librdkafka 2.12 requires.
         api!(

@@ -10,19 +10,33 @@
 //! between Prepare* and Complete* is finished at the next start (`recover`), so the decision,
 //! once durable, always reaches every partition.
 //!
+//! Slots: a broker coordinates the transactional ids of the transaction slots it holds
+//! ([`crate::cluster::slots`]); others answer NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS
+//! while the slot loads). Every record write is fenced by the slot's claim.
+//!
+//! Offsets: TxnOffsetCommit goes to the group coordinator, which keeps them pending; completing
+//! a transaction tells the coordinator of every group slot in it (the transaction's marker
+//! for that slot), which commits or drops them.
+//!
 //! Fencing: InitProducerId for an existing transactional id bumps the epoch (aborting an open
 //! transaction with the new epoch), so the previous incarnation's requests fail with
 //! PRODUCER_FENCED and its data batches with INVALID_PRODUCER_EPOCH in the partitions.
 //! Requests for one transactional id are serialized by a per-id async lock.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use thiserror::Error;
 
-use crate::broker::{now_ms, Broker};
-use crate::cluster::{CommittedOffset, MetadataError, TxnRecord, TxnState};
+use kafka_protocol::ResponseError;
+
+use super::markers;
+use crate::broker::{now_ms, Broker, Located};
+use crate::cluster::slots::{NotServed, SlotTable};
+use crate::cluster::{
+    BrokerRegistration, CoordinatorKind, MetadataError, SlotClaim, SlotCounts, TxnRecord, TxnState,
+};
 
 /// Kafka's `transaction.max.timeout.ms` default.
 pub const MAX_TIMEOUT_MS: i32 = 900_000;
@@ -43,13 +57,20 @@ pub enum TxnError {
     InvalidTxnState,
     #[error("unknown topic or partition")]
     UnknownTopicOrPartition,
+    #[error("not the coordinator of this transactional id")]
+    NotCoordinator,
+    #[error("the coordinator is loading its transactions")]
+    CoordinatorLoadInProgress,
     #[error("coordinator store failure: {0}")]
     Store(String),
 }
 
 impl From<MetadataError> for TxnError {
     fn from(e: MetadataError) -> Self {
-        TxnError::Store(e.to_string())
+        match e {
+            MetadataError::Fenced(_) => TxnError::NotCoordinator,
+            e => TxnError::Store(e.to_string()),
+        }
     }
 }
 
@@ -64,6 +85,8 @@ impl TxnError {
             TxnError::ConcurrentTransactions => E::ConcurrentTransactions,
             TxnError::InvalidTxnState => E::InvalidTxnState,
             TxnError::UnknownTopicOrPartition => E::UnknownTopicOrPartition,
+            TxnError::NotCoordinator => E::NotCoordinator,
+            TxnError::CoordinatorLoadInProgress => E::CoordinatorLoadInProgress,
             TxnError::Store(_) => E::CoordinatorNotAvailable,
         }
     }
@@ -91,6 +114,12 @@ pub struct TxnCoordinator {
     /// producer id → transactional id, for produce-time checks.
     by_producer: Mutex<HashMap<i64, String>>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The transaction slots this broker serves.
+    slots: SlotTable,
+    /// Cluster mode: a partition leader may not coordinate its producers' transactions.
+    cluster: bool,
+    /// Connections to other brokers for markers.
+    peers: markers::Peers,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -98,15 +127,79 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl TxnCoordinator {
-    pub fn new(records: BTreeMap<String, TxnRecord>) -> TxnCoordinator {
-        let by_producer = records
-            .values()
-            .map(|r| (r.producer_id, r.transactional_id.clone()))
-            .collect();
+    /// A coordinator serving no slot yet.
+    pub fn new(slots: SlotCounts, cluster: bool) -> TxnCoordinator {
         TxnCoordinator {
-            records: Mutex::new(records.into_iter().collect()),
-            by_producer: Mutex::new(by_producer),
+            records: Mutex::new(HashMap::new()),
+            by_producer: Mutex::new(HashMap::new()),
             locks: Mutex::new(HashMap::new()),
+            slots: SlotTable::new(CoordinatorKind::Txn, slots.txn),
+            cluster,
+            peers: markers::Peers::default(),
+        }
+    }
+
+    /// The slots served (or loading) and their epochs.
+    pub fn served_slots(&self) -> Vec<(u32, i64)> {
+        self.slots.served()
+    }
+
+    /// The claim under which this broker coordinates `id` now, or why it does not.
+    pub fn check_coordinator(&self, broker: &Broker, id: &str) -> Result<SlotClaim> {
+        if !broker.is_live() {
+            return Err(TxnError::NotCoordinator);
+        }
+        self.slots.check(id).map_err(|e| match e {
+            NotServed::NotCoordinator => TxnError::NotCoordinator,
+            NotServed::Loading => TxnError::CoordinatorLoadInProgress,
+        })
+    }
+
+    /// Starts serving a claimed slot: loads its transactional ids (answering
+    /// COORDINATOR_LOAD_IN_PROGRESS meanwhile). Transactions left prepared are completed by
+    /// the next [`tick`](Self::tick).
+    pub async fn load_slot(&self, broker: &Broker, claim: SlotClaim) -> Result<()> {
+        self.slots.begin_load(&claim);
+        let records = match broker.store().load_transactions(claim).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.slots.remove(claim.slot);
+                return Err(e.into());
+            }
+        };
+        {
+            let mut by_producer = lock(&self.by_producer);
+            let mut all = lock(&self.records);
+            for (id, r) in records {
+                by_producer.insert(r.producer_id, id.clone());
+                all.insert(id, r);
+            }
+        }
+        if !self.slots.finish_load(&claim) {
+            self.forget_slot(claim.slot);
+        }
+        Ok(())
+    }
+
+    /// Stops serving a slot: its records leave memory (the next holder loads them).
+    pub fn unload_slot(&self, slot: u32) {
+        if self.slots.remove(slot).is_some() {
+            self.forget_slot(slot);
+        }
+    }
+
+    fn forget_slot(&self, slot: u32) {
+        let in_slot = |id: &str| self.slots.slot_of(id) == slot;
+        let gone: Vec<TxnRecord> = {
+            let mut all = lock(&self.records);
+            let ids: Vec<String> = all.keys().filter(|id| in_slot(id)).cloned().collect();
+            ids.iter().filter_map(|id| all.remove(id)).collect()
+        };
+        let mut by_producer = lock(&self.by_producer);
+        for r in gone {
+            if by_producer.get(&r.producer_id) == Some(&r.transactional_id) {
+                by_producer.remove(&r.producer_id);
+            }
         }
     }
 
@@ -124,10 +217,17 @@ impl TxnCoordinator {
         v
     }
 
-    /// Persists then publishes a record.
+    /// Persists then publishes a record (fenced by the slot's claim).
     async fn save(&self, broker: &Broker, mut record: TxnRecord) -> Result<()> {
+        let claim = self.check_coordinator(broker, &record.transactional_id)?;
         record.last_update_ms = now_ms();
-        broker.store().put_transaction(record.clone()).await?;
+        broker
+            .store()
+            .put_transaction(claim, record.clone())
+            .await?;
+        if !self.slots.is_current(&claim) {
+            return Err(TxnError::NotCoordinator);
+        }
         lock(&self.by_producer).insert(record.producer_id, record.transactional_id.clone());
         lock(&self.records).insert(record.transactional_id.clone(), record);
         Ok(())
@@ -159,6 +259,7 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > MAX_TIMEOUT_MS {
             return Err(TxnError::InvalidTransactionTimeout);
         }
+        self.check_coordinator(broker, id)?;
         let id_lock = self.id_lock(id);
         let _serial = id_lock.lock().await;
         let Some(mut record) = self.get(id) else {
@@ -170,7 +271,6 @@ impl TxnCoordinator {
                 timeout_ms,
                 state: TxnState::Empty,
                 partitions: Default::default(),
-                pending_offsets: vec![],
                 groups: Default::default(),
                 start_ms: -1,
                 last_update_ms: 0,
@@ -204,7 +304,6 @@ impl TxnCoordinator {
         record.state = TxnState::Empty;
         record.partitions.clear();
         record.groups.clear();
-        record.pending_offsets.clear();
         self.save(broker, record.clone()).await?;
         Ok((record.producer_id, record.producer_epoch))
     }
@@ -228,6 +327,7 @@ impl TxnCoordinator {
         epoch: i16,
         change: impl FnOnce(&mut TxnRecord),
     ) -> Result<()> {
+        self.check_coordinator(broker, id)?;
         let id_lock = self.id_lock(id);
         let _serial = id_lock.lock().await;
         let mut record = self.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
@@ -242,7 +342,6 @@ impl TxnCoordinator {
                 record.start_ms = now_ms();
                 record.partitions.clear();
                 record.groups.clear();
-                record.pending_offsets.clear();
             }
         }
         change(&mut record);
@@ -279,30 +378,29 @@ impl TxnCoordinator {
         .await
     }
 
-    /// TxnOffsetCommit: offsets become visible when the transaction commits.
-    pub async fn commit_offsets(
+    /// TxnOffsetCommit's check where this broker also coordinates the transactional id: the
+    /// producer must be current and the group added to its open transaction. Where another
+    /// broker coordinates it (cluster mode), the group coordinator takes the offsets as Kafka
+    /// does before KIP-890's verification: the marker decides whether they count.
+    pub fn check_offset_commit(
         &self,
         broker: &Broker,
         id: &str,
         producer_id: i64,
         epoch: i16,
         group: &str,
-        offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
-        let id_lock = self.id_lock(id);
-        let _serial = id_lock.lock().await;
-        let mut record = self.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
+        match self.check_coordinator(broker, id) {
+            Ok(_) => {}
+            Err(TxnError::NotCoordinator) if self.cluster && broker.is_live() => return Ok(()),
+            Err(e) => return Err(e),
+        }
+        let record = self.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
         Self::check(&record, producer_id, epoch)?;
         if record.state != TxnState::Ongoing || !record.groups.contains(group) {
             return Err(TxnError::InvalidTxnState);
         }
-        for (t, p, o) in offsets {
-            record
-                .pending_offsets
-                .retain(|(g, t2, p2, _)| !(g == group && *t2 == t && *p2 == p));
-            record.pending_offsets.push((group.to_string(), t, p, o));
-        }
-        self.save(broker, record).await
+        Ok(())
     }
 
     /// EndTxn.
@@ -314,6 +412,7 @@ impl TxnCoordinator {
         epoch: i16,
         commit: bool,
     ) -> Result<()> {
+        self.check_coordinator(broker, id)?;
         let id_lock = self.id_lock(id);
         let _serial = id_lock.lock().await;
         let mut record = self.get(id).ok_or(TxnError::InvalidProducerIdMapping)?;
@@ -336,64 +435,115 @@ impl TxnCoordinator {
         self.complete(broker, record).await
     }
 
-    /// Writes the markers of a prepared transaction, applies its offsets on commit and records
-    /// the completion.
+    /// Writes the markers of a prepared transaction (into every partition, and to the
+    /// coordinator of every group slot with its offsets), then records the completion. Any
+    /// marker that cannot be written yet leaves the transaction prepared: [`tick`](Self::tick)
+    /// tries again.
     async fn complete(&self, broker: &Broker, mut record: TxnRecord) -> Result<()> {
         let commit = match record.state {
             TxnState::PrepareCommit => true,
             TxnState::PrepareAbort => false,
             _ => return Ok(()),
         };
-        let now = now_ms();
-        let mut written = Vec::with_capacity(record.partitions.len());
+        let claim = self.check_coordinator(broker, &record.transactional_id)?;
+        let (pid, epoch) = (record.producer_id, record.producer_epoch);
+        let not_yet = |what: String| {
+            tracing::warn!(txn = %record.transactional_id, "transaction marker not written yet: {what}");
+            TxnError::Store(what)
+        };
+        // Where each marker goes: partitions hosted here, and per other broker its partitions
+        // and group slots.
+        let mut here = Vec::new();
+        let mut remote: BTreeMap<i32, (BrokerRegistration, BTreeMap<String, Vec<i32>>)> =
+            BTreeMap::new();
         for (topic, p) in &record.partitions {
-            let Some(partition) = broker.partition(topic, *p) else {
-                continue; // deleted meanwhile: nothing to mark
-            };
-            // The marker's write (and a roll it may cause) is file I/O: off the async workers.
-            let (writer, pid, epoch) =
-                (partition.clone(), record.producer_id, record.producer_epoch);
-            let appended =
-                tokio::task::spawn_blocking(move || writer.append_control(pid, epoch, commit, now))
-                    .await
-                    .map_err(|e| TxnError::Store(format!("marker task failed: {e}")))?;
-            match appended {
-                Ok(info) => written.push((partition, info.last_offset + 1)),
-                // The partition has a newer epoch for this producer: a marker from us is stale
-                // and the newer incarnation's markers govern; nothing to write.
-                Err(crate::storage::StorageError::InvalidProducerEpoch { .. }) => {}
-                Err(e) => {
-                    tracing::error!(txn = %record.transactional_id, topic = %topic, partition = p, "cannot write transaction marker: {e}");
-                    return Err(TxnError::Store(e.to_string()));
+            match broker.locate(topic, *p) {
+                Located::Here(_) => here.push((topic.clone(), *p)),
+                Located::Elsewhere {
+                    leader: Some(l), ..
+                } => {
+                    let entry = remote
+                        .entry(l.node_id)
+                        .or_insert_with(|| (l, BTreeMap::new()));
+                    entry.1.entry(topic.clone()).or_default().push(*p);
                 }
+                Located::Elsewhere { leader: None, .. } => {
+                    return Err(not_yet(format!("{topic}-{p} has no live leader")))
+                }
+                // Deleted meanwhile: nothing to mark.
+                Located::Unknown => {}
             }
         }
-        // Every marker must be durable before the transaction is recorded complete: after a
-        // crash, a Complete* record whose marker was lost would leave the partition's last
-        // stable offset stuck behind a transaction no one will ever end.
-        let flushes = written.iter().map(|(p, end)| p.flush_until(*end));
-        for (r, (p, _)) in futures::future::join_all(flushes)
-            .await
-            .into_iter()
-            .zip(&written)
-        {
-            if let Err(e) = r {
-                tracing::error!(txn = %record.transactional_id, topic = %p.topic, partition = p.index, "cannot sync transaction marker: {e}");
-                return Err(TxnError::Store(e.to_string()));
+        let slots: BTreeSet<u32> = record
+            .groups
+            .iter()
+            .map(|g| broker.groups.slot_of(g))
+            .collect();
+        let holders = broker.store().slot_holders(CoordinatorKind::Group);
+        let live = broker.live_brokers();
+        let mut local_slots = Vec::new();
+        for slot in slots {
+            let holder = holders.get(&slot).map(|h| h.node_id);
+            match holder {
+                Some(n) if n == broker.node_id() => local_slots.push(slot),
+                Some(n) => {
+                    let Some(l) = live.iter().find(|b| b.node_id == n) else {
+                        return Err(not_yet(format!(
+                            "group slot {slot}'s coordinator {n} is gone"
+                        )));
+                    };
+                    let entry = remote
+                        .entry(n)
+                        .or_insert_with(|| (l.clone(), BTreeMap::new()));
+                    entry
+                        .1
+                        .entry(markers::GROUP_SLOTS_TOPIC.to_string())
+                        .or_default()
+                        .push(slot as i32);
+                }
+                None => return Err(not_yet(format!("group slot {slot} has no coordinator"))),
             }
         }
-        if commit && !record.pending_offsets.is_empty() {
-            let mut by_group: BTreeMap<String, Vec<(String, i32, CommittedOffset)>> =
-                BTreeMap::new();
-            for (g, t, p, o) in record.pending_offsets.drain(..) {
-                by_group.entry(g).or_default().push((t, p, o));
+        let codes = markers::write_local(broker, pid, epoch, commit, &here).await;
+        for ((topic, p), code) in here.iter().zip(codes) {
+            if code != 0 {
+                return Err(not_yet(format!(
+                    "{topic}-{p}: {}",
+                    crate::metrics::error_name(code)
+                )));
             }
-            for (g, offsets) in by_group {
-                broker
-                    .groups
-                    .commit_transactional(&g, offsets)
-                    .await
-                    .map_err(|e| TxnError::Store(e.to_string()))?;
+        }
+        for slot in local_slots {
+            broker
+                .groups
+                .complete_transaction(slot, pid, commit)
+                .await
+                .map_err(|e| not_yet(format!("group slot {slot}: {e}")))?;
+        }
+        let coordinator_epoch = i32::try_from(claim.epoch).unwrap_or(i32::MAX);
+        let sends = remote.values().map(|(to, topics)| {
+            let topics: Vec<(String, Vec<i32>)> = topics
+                .iter()
+                .map(|(t, ps)| (t.clone(), ps.clone()))
+                .collect();
+            async move {
+                let r = self
+                    .peers
+                    .send_markers(to, pid, epoch, commit, coordinator_epoch, &topics)
+                    .await;
+                (to.node_id, r)
+            }
+        });
+        for (node, r) in futures::future::join_all(sends).await {
+            let answers = r.map_err(|e| not_yet(format!("broker {node}: {e:#}")))?;
+            for ((topic, p), code) in answers {
+                // A partition deleted meanwhile needs no marker.
+                if code != 0 && code != ResponseError::UnknownTopicOrPartition.code() {
+                    return Err(not_yet(format!(
+                        "{topic}-{p} at broker {node}: {}",
+                        crate::metrics::error_name(code)
+                    )));
+                }
             }
         }
         record.state = if commit {
@@ -403,18 +553,7 @@ impl TxnCoordinator {
         };
         record.partitions.clear();
         record.groups.clear();
-        record.pending_offsets.clear();
         self.save(broker, record).await
-    }
-
-    /// Whether an open transaction has offsets pending for this group partition
-    /// (OffsetFetch with require_stable answers UNSTABLE_OFFSET_COMMIT then).
-    pub fn has_pending_offsets(&self, group: &str, topic: &str, partition: i32) -> bool {
-        lock(&self.records).values().any(|r| {
-            r.pending_offsets
-                .iter()
-                .any(|(g, t, p, _)| g == group && t == topic && *p == partition)
-        })
     }
 
     /// Produce-time check: a transactional batch must belong to an open transaction of its
@@ -428,7 +567,14 @@ impl TxnCoordinator {
     ) -> std::result::Result<(), kafka_protocol::ResponseError> {
         use kafka_protocol::ResponseError as E;
         let Some(id) = lock(&self.by_producer).get(&producer_id).cloned() else {
-            return Err(E::InvalidTxnState);
+            // Cluster mode: the producer's coordinator may be another broker. Without KIP-890's
+            // verification request the batch is taken, as Kafka before 3.6 does; the
+            // coordinator's marker ends the transaction in this partition.
+            return if self.cluster {
+                Ok(())
+            } else {
+                Err(E::InvalidTxnState)
+            };
         };
         let records = lock(&self.records);
         let Some(r) = records.get(&id).filter(|r| r.producer_id == producer_id) else {
@@ -517,7 +663,10 @@ impl TxnCoordinator {
             let Some(record) = self.get(&id).filter(|r| idle(r)) else {
                 continue;
             };
-            if let Err(e) = broker.store().delete_transaction(&id).await {
+            let Ok(claim) = self.check_coordinator(broker, &id) else {
+                continue;
+            };
+            if let Err(e) = broker.store().delete_transaction(claim, &id).await {
                 tracing::warn!(txn = %id, "cannot expire transactional id: {e}");
                 continue;
             }

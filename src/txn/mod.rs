@@ -5,6 +5,7 @@
 //! block when the broker stops are simply never used.
 
 pub mod coordinator;
+pub mod markers;
 
 use std::sync::Arc;
 

@@ -99,6 +99,119 @@ async fn the_wrong_broker_names_the_leader() {
     b2.stop().await;
 }
 
+const SLOTS: strand::cluster::SlotCounts = strand::cluster::SlotCounts { group: 50, txn: 50 };
+
+fn registration(node_id: i32) -> strand::cluster::BrokerRegistration {
+    strand::cluster::BrokerRegistration {
+        node_id,
+        host: "127.0.0.1".into(),
+        port: 1,
+        rack: None,
+        epoch: 0,
+    }
+}
+
+/// Coordinator writes are fenced by the slot claim: once a slot has changed hands, the old
+/// holder's commits and transaction writes are refused, and the new holder loads everything
+/// the old one wrote before. A broker with other slot counts than the cluster's is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coordinator_writes_are_fenced_by_the_slot_claim() {
+    use strand::cluster::etcd::{EtcdStore, LeaseSettings};
+    use strand::cluster::{
+        CommittedOffset, CoordinatorKind, MetadataError, MetadataStore, PendingTxnOffsets,
+        SlotCounts,
+    };
+    let etcd = Etcd::start();
+    let lease = LeaseSettings {
+        session_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    let endpoints = std::slice::from_ref(&etcd.endpoint);
+    let a = EtcdStore::open(endpoints, "/fence", lease, SLOTS)
+        .await
+        .unwrap();
+    let b = EtcdStore::open(endpoints, "/fence", lease, SLOTS)
+        .await
+        .unwrap();
+    a.register_broker(registration(1)).await.unwrap();
+    b.register_broker(registration(2)).await.unwrap();
+    let group = "g/1";
+    let slot = strand::cluster::slots::slot_of(group, SLOTS.group);
+    let off = |o| CommittedOffset {
+        offset: o,
+        leader_epoch: -1,
+        metadata: String::new(),
+        commit_timestamp: 1,
+    };
+    let claim = a
+        .claim_slot(CoordinatorKind::Group, slot)
+        .await
+        .unwrap()
+        .expect("free slot");
+    assert_eq!(
+        b.claim_slot(CoordinatorKind::Group, slot).await.unwrap(),
+        None,
+        "a held slot cannot be claimed twice"
+    );
+    a.commit_offsets(claim, group, vec![("t".into(), 0, off(5))])
+        .await
+        .unwrap();
+    a.put_pending_offsets(
+        claim,
+        group,
+        77,
+        PendingTxnOffsets {
+            producer_epoch: 0,
+            offsets: vec![("t".into(), 1, off(9))],
+        },
+    )
+    .await
+    .unwrap();
+    // Every broker sees who holds the slot (through the watch).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b
+        .slot_holders(CoordinatorKind::Group)
+        .get(&slot)
+        .map(|h| h.node_id)
+        != Some(1)
+    {
+        assert!(std::time::Instant::now() < deadline, "claim not seen");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.release_slot(claim).await.unwrap();
+    let taken = b
+        .claim_slot(CoordinatorKind::Group, slot)
+        .await
+        .unwrap()
+        .expect("released slot");
+    assert!(taken.epoch > claim.epoch);
+    // The deposed holder can no longer write, in a batch or alone.
+    for r in [
+        a.commit_offsets(claim, group, vec![("t".into(), 0, off(6))])
+            .await,
+        a.resolve_pending_offsets(claim, group, 77, None).await,
+        a.delete_offsets(claim, group, None).await,
+    ] {
+        assert!(matches!(r, Err(MetadataError::Fenced(_))), "{r:?}");
+    }
+    let loaded = b.load_offsets(taken).await.unwrap();
+    assert_eq!(loaded.committed[group][&("t".to_string(), 0)].offset, 5);
+    assert_eq!(loaded.pending[&(group.to_string(), 77)].offsets.len(), 1);
+    // The new holder commits the pending offsets in one step.
+    b.resolve_pending_offsets(taken, group, 77, Some(vec![("t".into(), 1, off(9))]))
+        .await
+        .unwrap();
+    let loaded = b.load_offsets(taken).await.unwrap();
+    assert_eq!(loaded.committed[group][&("t".to_string(), 1)].offset, 9);
+    assert!(loaded.pending.is_empty());
+    // Other slot counts than the cluster's: refused at open.
+    let other = SlotCounts { group: 10, txn: 50 };
+    assert!(matches!(
+        EtcdStore::open(endpoints, "/fence", lease, other).await,
+        Err(MetadataError::Refused(_))
+    ));
+}
+
 /// Topic changes through the etcd store are compare-and-swap on what they were computed from:
 /// a change based on a stale record, or a delete of a re-created name, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -110,10 +223,10 @@ async fn topic_changes_from_a_stale_view_are_refused() {
         session_timeout: Duration::from_secs(2),
         heartbeat_interval: Duration::from_millis(500),
     };
-    let a = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease)
+    let a = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease, SLOTS)
         .await
         .unwrap();
-    let b = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease)
+    let b = EtcdStore::open(std::slice::from_ref(&etcd.endpoint), "/stale", lease, SLOTS)
         .await
         .unwrap();
     assert_eq!(a.cluster_id(), b.cluster_id());

@@ -34,6 +34,11 @@ pub async fn handle(
     for id in req.group_ids {
         let mut d = DescribedGroup::default();
         d.group_id = id.clone();
+        if let Err(e) = ctx.broker.groups.check_coordinator(&id.0) {
+            d.error_code = e.code();
+            resp.groups.push(d);
+            continue;
+        }
         let found = ctx.broker.groups.with_consumer_group(&id.0, |g| {
             d.group_state = StrBytes::from_static_str(g.state_name());
             d.group_epoch = g.group_epoch;

@@ -26,6 +26,8 @@ pub async fn handle(
         }
         if id.0.is_empty() {
             g.error_code = ResponseError::InvalidGroupId.code();
+        } else if let Err(e) = ctx.broker.groups.check_coordinator(&id.0) {
+            g.error_code = e.code();
         } else {
             match ctx.broker.groups.describe(&id.0) {
                 None => {

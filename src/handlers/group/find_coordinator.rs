@@ -1,11 +1,15 @@
-//! FindCoordinator: this broker coordinates every consumer group (v0–3 one key, v4+ batched).
-//! and every transactional id. Share-group keys get COORDINATOR_NOT_AVAILABLE.
+//! FindCoordinator (v0–3 one key, v4+ batched): names the broker holding the key's coordinator
+//! slot (`crate::cluster::slots`), from any broker; COORDINATOR_NOT_AVAILABLE while the slot
+//! has no live holder (its broker died and no other has claimed it yet). Share-group keys get
+//! COORDINATOR_NOT_AVAILABLE.
 
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use crate::cluster::slots::slot_of;
+use crate::cluster::CoordinatorKind;
 use crate::handlers::{HandlerResult, RequestContext};
 
 const KEY_TYPE_GROUP: i8 = 0;
@@ -31,12 +35,23 @@ fn locate(
     if key.is_empty() && key_type != KEY_TYPE_GROUP {
         return (Some(ResponseError::InvalidRequest), -1, String::new(), -1);
     }
-    (
-        None,
-        b.node_id(),
-        b.config.advertised_host.clone(),
-        b.config.advertised_port as i32,
-    )
+    let kind = if key_type == KEY_TYPE_GROUP {
+        CoordinatorKind::Group
+    } else {
+        CoordinatorKind::Txn
+    };
+    let store = b.store();
+    let slot = slot_of(key, store.coordinator_slots().of(kind));
+    let holder = store.slot_holders(kind).get(&slot).map(|h| h.node_id);
+    match holder.and_then(|n| b.brokers().into_iter().find(|r| r.node_id == n)) {
+        Some(r) => (None, r.node_id, r.host, i32::from(r.port)),
+        None => (
+            Some(ResponseError::CoordinatorNotAvailable),
+            -1,
+            String::new(),
+            -1,
+        ),
+    }
 }
 
 pub async fn handle(

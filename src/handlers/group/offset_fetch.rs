@@ -30,7 +30,9 @@ const UNSTABLE: i16 = kafka_protocol::ResponseError::UnstableOffsetCommit.code()
 /// A transaction has uncommitted offsets for this partition (require_stable: the client must
 /// wait and retry instead of reading an offset about to change).
 fn unstable(ctx: &RequestContext, group: &str, topic: &str, partition: i32) -> bool {
-    ctx.broker.txns.has_pending_offsets(group, topic, partition)
+    ctx.broker
+        .groups
+        .has_pending_offsets(group, topic, partition)
 }
 
 pub async fn handle(

@@ -18,7 +18,11 @@ pub async fn handle(
     let mut resp = DescribeTransactionsResponse::default();
     for id in req.transactional_ids {
         let mut s = TransactionState::default();
+        let served = ctx.broker.txns.check_coordinator(&ctx.broker, &id.0);
         match ctx.broker.txns.get(&id.0) {
+            _ if served.is_err() => {
+                s.error_code = served.err().map_or(0, |e| e.code());
+            }
             None => s.error_code = ResponseError::TransactionalIdNotFound.code(),
             Some(r) => {
                 s.transaction_state = StrBytes::from_static_str(r.state.name());

@@ -8,3 +8,4 @@ pub mod end_txn;
 pub mod init_producer_id;
 pub mod list_transactions;
 pub mod txn_offset_commit;
+pub mod write_txn_markers;

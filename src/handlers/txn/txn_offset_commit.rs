@@ -1,5 +1,8 @@
-//! TxnOffsetCommit: offsets committed inside a transaction, visible once it commits.
-//! From v3 the group membership (generation, member id) is checked like OffsetCommit.
+//! TxnOffsetCommit (sent to the group coordinator): offsets committed inside a transaction,
+//! kept pending by the group coordinator and visible once the transaction's marker commits
+//! them. From v3 the group membership (generation, member id) is checked like OffsetCommit;
+//! where this broker also coordinates the transactional id, the producer and its open
+//! transaction are checked too.
 //! Partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION; the others are committed.
 
 use kafka_protocol::messages::txn_offset_commit_response::{
@@ -21,7 +24,7 @@ pub async fn handle(
     let mut offsets = Vec::new();
     for t in &req.topics {
         for p in &t.partitions {
-            if b.partition(&t.name.0, p.partition_index).is_some() {
+            if b.partition_exists(&t.name.0, p.partition_index) {
                 offsets.push((
                     t.name.0.to_string(),
                     p.partition_index,
@@ -50,23 +53,27 @@ pub async fn handle(
             )
             .map_err(|e| e.code())
     } else {
-        Ok(())
+        b.groups
+            .check_coordinator(&group)
+            .map(|_| ())
+            .map_err(|e| e.code())
     };
+    let (pid, epoch) = (req.producer_id.0, req.producer_epoch);
     let result: Result<(), i16> = match member_check {
-        Ok(()) if offsets.is_empty() => Ok(()),
-        Ok(()) => b
+        Ok(()) => match b
             .txns
-            .commit_offsets(
-                b,
-                &req.transactional_id.0,
-                req.producer_id.0,
-                req.producer_epoch,
-                &group,
-                offsets,
-            )
-            .await
+            .check_offset_commit(b, &req.transactional_id.0, pid, epoch, &group)
             // KIP-588: PRODUCER_FENCED from v2 on.
-            .map_err(|e| e.code_for(v, 2)),
+            .map_err(|e| e.code_for(v, 2))
+        {
+            Ok(()) if offsets.is_empty() => Ok(()),
+            Ok(()) => b
+                .groups
+                .commit_transactional(&group, pid, epoch, offsets)
+                .await
+                .map_err(|e| e.code()),
+            Err(code) => Err(code),
+        },
         Err(code) => Err(code),
     };
     let mut resp = TxnOffsetCommitResponse::default();
@@ -76,7 +83,7 @@ pub async fn handle(
         for p in &t.partitions {
             let mut rp = TxnOffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = if b.partition(&t.name.0, p.partition_index).is_none() {
+            rp.error_code = if !b.partition_exists(&t.name.0, p.partition_index) {
                 ResponseError::UnknownTopicOrPartition.code()
             } else {
                 result.err().unwrap_or(0)

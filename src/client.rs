@@ -1,7 +1,7 @@
-//! A minimal Kafka client for the admin CLI: one connection to the bootstrap broker, versions
-//! negotiated through ApiVersions (the highest version both sides support), requests and
-//! responses encoded by kafka-protocol. It speaks only standard Kafka APIs, so the CLI works
-//! against Kafka as well as Strand.
+//! A minimal Kafka client: one connection to one broker, versions negotiated through
+//! ApiVersions (the highest version both sides support), requests and responses encoded by
+//! kafka-protocol. The admin CLI uses it (standard Kafka APIs only, so the CLI works against
+//! Kafka as well as Strand), and so do brokers talking to each other (transaction markers).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -23,10 +23,20 @@ pub struct Client {
     timeout: Duration,
     /// The broker's `(min, max)` per API key.
     versions: HashMap<i16, (i16, i16)>,
+    client_id: &'static str,
 }
 
 impl Client {
     pub async fn connect(addr: &str, timeout: Duration) -> anyhow::Result<Client> {
+        Client::connect_as(addr, timeout, "strand-cli").await
+    }
+
+    /// Connects with `client_id` in every request header.
+    pub async fn connect_as(
+        addr: &str,
+        timeout: Duration,
+        client_id: &'static str,
+    ) -> anyhow::Result<Client> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| anyhow!("cannot connect to {addr}: timed out"))?
@@ -38,6 +48,7 @@ impl Client {
             next_id: 1,
             timeout,
             versions: HashMap::new(),
+            client_id,
         };
         // ApiVersions v0 is understood by every broker and needs no client software name.
         let resp = c.send(&ApiVersionsRequest::default(), 0).await?;
@@ -96,7 +107,7 @@ impl Client {
         header.request_api_key = R::KEY;
         header.request_api_version = version;
         header.correlation_id = id;
-        header.client_id = Some(StrBytes::from_static_str("strand-cli"));
+        header.client_id = Some(StrBytes::from_static_str(self.client_id));
         let mut body = BytesMut::new();
         header.encode(&mut body, key.request_header_version(version))?;
         req.encode(&mut body, version)?;
