@@ -19,7 +19,7 @@ pub async fn handle(
     let mut unknown = false;
     for t in &req.v3_and_below_topics {
         for p in &t.partitions {
-            if b.partition(&t.name.0, *p).is_none() {
+            if !b.partition_exists(&t.name.0, *p) {
                 unknown = true;
             }
             wanted.push((t.name.0.to_string(), *p));
@@ -49,7 +49,7 @@ pub async fn handle(
             rp.partition_error_code = match &result {
                 Ok(()) => 0,
                 Err(Some(e)) => e.code_for(ctx.api_version, 2),
-                Err(None) if b.partition(&t.name.0, *p).is_none() => {
+                Err(None) if !b.partition_exists(&t.name.0, *p) => {
                     ResponseError::UnknownTopicOrPartition.code()
                 }
                 Err(None) => ResponseError::OperationNotAttempted.code(),
