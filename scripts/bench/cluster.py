@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -118,7 +118,49 @@ def main() -> int:
                 time.sleep(0.02)
         print(f"kill -9 -> broker gone from the others' Metadata: {summary(gone)}")
 
-        # 3. Offset commits through etcd.
+        # 3. kill -9 of a group's coordinator until (a) FindCoordinator names another broker
+        #    and (b) a consumer that was committing through it commits again.
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "compat-tests"))
+        import kwire_txn
+        ft = "failover"
+        admins[1].create_topics([NewTopic(ft, num_partitions=2, replica_assignment=[[1], [2]])])[ft].result(10)
+        found, resumed = [], []
+        b1 = f"127.0.0.1:{ports[1]}"
+        for trial in range(5):
+            group = next(g for g in (f"fo-{trial}-{k}" for k in range(1000))
+                         if kwire_txn.find_coordinator(("127.0.0.1", ports[1]), g, 0)[:2] == (0, 3))
+            c = Consumer({"bootstrap.servers": b1, "group.id": group, "log_level": 3,
+                          "enable.auto.commit": False})
+            offsets = [TopicPartition(ft, p, 1) for p in range(2)]
+            c.commit(offsets=offsets, asynchronous=False)
+            t0 = time.monotonic()
+            procs.kill("b3")
+            while True:
+                err, node = kwire_txn.find_coordinator(("127.0.0.1", ports[1]), group, 0)[:2]
+                if err == 0 and node != 3:
+                    break
+                time.sleep(0.01)
+            found.append(time.monotonic() - t0)
+            for o in offsets:
+                o.offset = 2
+            while True:
+                try:
+                    c.commit(offsets=offsets, asynchronous=False)
+                    break
+                except KafkaException:
+                    time.sleep(0.01)
+            resumed.append(time.monotonic() - t0)
+            got = [tp.offset for tp in c.committed([TopicPartition(ft, p) for p in range(2)], timeout=10)]
+            assert got == [2, 2], got
+            c.close()
+            start_broker(3)
+            while 3 not in admins[1].list_topics(timeout=5).brokers:
+                time.sleep(0.02)
+            time.sleep(1.5)  # let broker 3 take its slots back
+        print(f"kill -9 of a group coordinator -> FindCoordinator names another broker: {summary(found)}")
+        print(f"kill -9 of a group coordinator -> the consumer's next commit succeeds: {summary(resumed)}")
+
+        # 4. Offset commits through etcd.
         topic = "commits"
         admins[1].create_topics([NewTopic(topic, args.partitions, 1)])[topic].result(10)
         time.sleep(1)

@@ -9,6 +9,8 @@
 //!   released, so that broker claims it (a broker that joins takes its share);
 //! - a slot held here but not served (a load failed) is loaded again.
 //!
+//! At a graceful stop every slot is released ([`Broker::release_slots`]).
+//!
 //! A pass runs at start (before the broker serves clients), on every change the store reports
 //! (brokers and claims come and go) and every second. Safety never depends on these passes:
 //! every coordinator write is fenced by its claim in the store.
@@ -60,8 +62,29 @@ impl Broker {
         }
     }
 
+    /// At a graceful stop, after the connections drained: gives every slot up at once, so
+    /// other brokers take them over without waiting for this broker's lease to expire.
+    pub async fn release_slots(&self) {
+        let mut claims = Vec::new();
+        for kind in CoordinatorKind::ALL {
+            for (slot, epoch) in self.served_slots(kind) {
+                self.unload_slot(kind, slot);
+                claims.push(SlotClaim { kind, slot, epoch });
+            }
+        }
+        let releases = claims.into_iter().map(|c| self.store.release_slot(c));
+        for r in futures::future::join_all(releases).await {
+            if let Err(e) = r {
+                warn!("cannot release a coordinator slot at shutdown: {e}");
+            }
+        }
+    }
+
     /// One pass of the slot manager (see the module docs).
     pub async fn balance_slots(&self) {
+        if *self.shutdown_signal().borrow() {
+            return;
+        }
         let me = self.node_id();
         let live = self.is_live();
         let nodes: Vec<i32> = self.brokers().iter().map(|b| b.node_id).collect();

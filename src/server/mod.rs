@@ -100,6 +100,7 @@ impl Server {
             warn!("connections still open after shutdown.timeout.ms; closing them");
             conns.shutdown().await;
         }
+        broker.release_slots().await;
         drop(retention);
         drop(group_timers);
         drop(txn_timers);
