@@ -622,3 +622,75 @@ def test_transactions_survive_their_coordinators_death(make_cluster):
     c.close()
     assert eof == {0, 1}
     assert sorted(got) == sorted([f"c{i}" for i in range(10)] + ["after"])
+
+
+def test_brokers_compact_etcd_history(make_cluster):
+    """etcd.compaction.interval.ms: brokers compact etcd's history (keeping one interval), so
+    old revisions are gone while the current keys and the brokers' watches carry on."""
+    cluster = make_cluster(2, {"etcd.compaction.interval.ms": 1000})
+    key = f"{cluster.prefix}/cluster/id"
+
+    def status():
+        out = subprocess.run(["etcdctl", "--endpoints", cluster.etcd.endpoint, "endpoint", "status",
+                              "-w", "json"], capture_output=True, text=True, timeout=10, check=True)
+        return json.loads(out.stdout)[0]["Status"]["header"]["revision"]
+    first = status()
+    for i in range(3):
+        create(cluster[0], unique("cmp"), 1)
+    # After two rounds the history before the first topics is compacted away.
+    def compacted():
+        r = subprocess.run(["etcdctl", "--endpoints", cluster.etcd.endpoint, "get", key,
+                            f"--rev={first}"], capture_output=True, text=True, timeout=10)
+        return r.returncode != 0 and "compacted" in r.stderr
+    wait_for("etcd history compacted", compacted, timeout=15)
+    assert cluster.etcd.get_prefix(key)
+    # The watch still works: a topic created through one broker reaches the other.
+    late = unique("late")
+    create(cluster[1], late, 1)
+    wait_for("the topic on broker 1", lambda: metadata(cluster[0], late).topics[late].error is None)
+
+
+def test_kafka_python_group_over_the_cluster(make_cluster):
+    """kafka-python consumers of one group, bootstrapped from different brokers, share the
+    partitions through the group's coordinator and commit; a new member resumes from there."""
+    from kafka import KafkaConsumer, KafkaProducer
+
+    cluster = make_cluster(3)
+    topic = unique("kpg")
+    create(cluster[0], topic, 3)
+    wait_everywhere(cluster, topic)
+    group = unique("g")
+    p = KafkaProducer(bootstrap_servers=cluster[2].bootstrap, acks="all")
+    for i in range(30):
+        p.send(topic, value=f"k{i}".encode(), partition=i % 3)
+    p.flush(30)
+    p.close()
+
+    def member(b):
+        return KafkaConsumer(topic, bootstrap_servers=b.bootstrap, group_id=group,
+                             auto_offset_reset="earliest", enable_auto_commit=False,
+                             session_timeout_ms=6000, heartbeat_interval_ms=500,
+                             consumer_timeout_ms=500)
+    members = [member(cluster[0]), member(cluster[1])]
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 30 and time.monotonic() < deadline:
+        for c in members:
+            for batch in c.poll(timeout_ms=200).values():
+                got.extend(m.value.decode() for m in batch)
+    assert sorted(got) == sorted(f"k{i}" for i in range(30))
+    owned = [sorted(tp.partition for tp in c.assignment()) for c in members]
+    assert sorted(x for o in owned for x in o) == [0, 1, 2] and all(owned), owned
+    wait_for("commits", lambda: [c.commit() for c in members] and True)
+    for c in members:
+        c.close()
+    again = member(cluster[2])
+    rest = []
+    deadline = time.monotonic() + 40
+    while len(again.assignment()) < 3 and time.monotonic() < deadline:
+        rest.extend(m for batch in again.poll(timeout_ms=200).values() for m in batch)
+    rest.extend(m for batch in again.poll(timeout_ms=1000).values() for m in batch)
+    committed = {tp: again.committed(tp) for tp in again.assignment()}
+    again.close()
+    assert rest == []
+    assert sorted(committed.values()) == [10, 10, 10], committed

@@ -150,6 +150,9 @@ pub struct Config {
     pub broker_session_timeout_ms: u64,
     /// `broker.heartbeat.interval.ms`: how often the lease is renewed.
     pub broker_heartbeat_interval_ms: u64,
+    /// `etcd.compaction.interval.ms`: how often brokers compact etcd's history (keeping one
+    /// interval of it); 0 = never (etcd compacts itself, `--auto-compaction-retention`).
+    pub etcd_compaction_interval_ms: u64,
     /// `offsets.topic.num.partitions`: group coordinator slots (Kafka: partitions of
     /// `__consumer_offsets`); fixed for a cluster's life.
     pub offsets_topic_num_partitions: u32,
@@ -229,6 +232,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("broker.rack", ""),
     ("broker.session.timeout.ms", "2000"),
     ("broker.heartbeat.interval.ms", "500"),
+    ("etcd.compaction.interval.ms", "300000"),
     ("offsets.topic.num.partitions", "50"),
     ("transaction.state.log.num.partitions", "50"),
 ];
@@ -564,6 +568,12 @@ impl Config {
                 &req("broker.heartbeat.interval.ms"),
                 50,
                 300_000,
+            )?,
+            etcd_compaction_interval_ms: parse_num(
+                "etcd.compaction.interval.ms",
+                &req("etcd.compaction.interval.ms"),
+                0,
+                u64::MAX / 2,
             )?,
             offsets_topic_num_partitions: parse_num(
                 "offsets.topic.num.partitions",

@@ -13,6 +13,9 @@
 #                              -> mode "idempotent"
 #   --consumer-protocol        TEST_CONSUMER_GROUP_PROTOCOL=consumer: the test framework's consumers
 #                              use group.protocol=consumer (KIP-848) -> mode "consumer"
+#   --cluster N                each test against its own cluster: an etcd (Debian's etcd-server)
+#                              and N brokers (node ids 1..N), all of them in metadata.broker.list
+#                              -> the mode gets "+clusterN" (e.g. "classic+cluster3")
 # other options:
 #   --jobs N                   run N tests at a time, each against its own broker (default: 2 with
 #                              --ci, 1 otherwise); with N > 1 the longest tests (per results/) go first
@@ -30,7 +33,7 @@ set -uo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO="$(cd "$HERE/../.." && pwd)"
-MODE=full TESTS_ARG="" IDEMP=0 CPROTO=0 TMOUT="" BUILD=1 KEEP=0 QUICK=1 ALL_MODES=0 JOBS=""
+MODE=full TESTS_ARG="" IDEMP=0 CPROTO=0 TMOUT="" BUILD=1 KEEP=0 QUICK=1 ALL_MODES=0 JOBS="" CLUSTER=0
 ARGS=("$@")
 while (($#)); do
   case "$1" in
@@ -44,6 +47,7 @@ while (($#)); do
     --timeout) TMOUT="${2:?}"; shift ;;
     --jobs) JOBS="${2:?}"; shift ;;
     --jobs=*) JOBS="${1#*=}" ;;
+    --cluster) CLUSTER="${2:?--cluster needs a broker count}"; shift ;;
     --no-quick) QUICK=0 ;;
     --no-build) BUILD=0 ;;
     --keep) KEEP=1 ;;
@@ -57,6 +61,8 @@ RMODE=classic
 ((IDEMP && CPROTO)) && RMODE=idempotent+consumer
 ((IDEMP && !CPROTO)) && RMODE=idempotent
 ((!IDEMP && CPROTO)) && RMODE=consumer
+[[ "$CLUSTER" =~ ^[0-9]+$ ]] || { echo "run.sh: --cluster needs a number" >&2; exit 2; }
+((CLUSTER > 0)) && RMODE+="+cluster$CLUSTER"
 mode_opts() {  # $1 mode -> run.sh options
   case "$1" in classic) ;; idempotent) echo "-P" ;; consumer) echo "--consumer-protocol" ;;
     idempotent+consumer) echo "-P --consumer-protocol" ;; *) return 1 ;; esac
@@ -64,7 +70,7 @@ mode_opts() {  # $1 mode -> run.sh options
 
 [ -n "$JOBS" ] || { JOBS=1; [ "$MODE" = ci ] && JOBS=2; }
 [[ "$JOBS" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: --jobs needs a positive number" >&2; exit 2; }
-CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}$( ((IDEMP)) && echo ' -P')$( ((CPROTO)) && echo ' --consumer-protocol')${TMOUT:+ --timeout $TMOUT}$( ((QUICK)) || echo ' --no-quick')$( ((JOBS > 1)) && echo " --jobs $JOBS")"
+CMDLINE="compat-tests/librdkafka/run.sh --$MODE${TESTS_ARG:+ $TESTS_ARG}$( ((IDEMP)) && echo ' -P')$( ((CPROTO)) && echo ' --consumer-protocol')${TMOUT:+ --timeout $TMOUT}$( ((QUICK)) || echo ' --no-quick')$( ((JOBS > 1)) && echo " --jobs $JOBS")$( ((CLUSTER)) && echo " --cluster $CLUSTER")"
 
 T0=$(date +%s)
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -161,35 +167,69 @@ fi
 log "librdkafka $RDK_VERSION, strand $STRAND, logs in $RUN_DIR"
 
 # --- broker lifecycle ---------------------------------------------------------------------
-BPID="" BPORT="" BDATA="" BLOG=""
+BPID="" BPORT="" BDATA="" BLOG="" BPORTS=""  # BPID: every process of the broker (or cluster)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-start_broker() {  # $1 scenario, $2 log file
-  local autocreate=true try i
-  [ "$1" = noautocreate ] && autocreate=false
-  BDATA="$(mktemp -d "$RUN_DIR/data.XXXX")"; BLOG="$2"
-  for try in 1 2 3; do  # a broker that exits at once may have lost its port to a parallel one
-    BPORT="$(free_port)"
-    "$STRAND" serve --listen "127.0.0.1:$BPORT" --data-dir "$BDATA" \
-      --set num.partitions=4 --set "auto.create.topics.enable=$autocreate" 2>"$BLOG" >/dev/null &
-    BPID=$!
-    for i in $(seq 1 150); do
-      if ! kill -0 "$BPID" 2>/dev/null; then wait "$BPID" 2>/dev/null; BPID=""; break; fi
-      if (exec 3<>"/dev/tcp/127.0.0.1/$BPORT") 2>/dev/null; then return 0; fi
-      sleep 0.1
-    done
-    [ -n "$BPID" ] && return 1  # alive but not listening after 15 s
+wait_listening() {  # $1 pid, $2 port: 0 once it listens, 1 if it exited or after 15 s
+  local i
+  for i in $(seq 1 150); do
+    if ! kill -0 "$1" 2>/dev/null; then wait "$1" 2>/dev/null; return 1; fi
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
   done
   return 1
 }
+start_one() {  # $1 data dir, $2 log, rest: extra settings -> BPORT, appends to BPID
+  local dir="$1" logf="$2" try pid
+  shift 2
+  for try in 1 2 3; do  # a broker that exits at once may have lost its port to a parallel one
+    BPORT="$(free_port)"
+    "$STRAND" serve --listen "127.0.0.1:$BPORT" --data-dir "$dir" "$@" 2>>"$logf" >/dev/null &
+    pid=$!
+    if wait_listening "$pid" "$BPORT"; then BPID+="$pid "; return 0; fi
+    kill -0 "$pid" 2>/dev/null && { kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 1; }
+  done
+  return 1
+}
+start_broker() {  # $1 scenario, $2 log file
+  local autocreate=true i ep pp settings
+  [ "$1" = noautocreate ] && autocreate=false
+  BDATA="$(mktemp -d "$RUN_DIR/data.XXXX")"; BLOG="$2"; BPID="" BPORTS=""
+  settings=(--set num.partitions=4 --set "auto.create.topics.enable=$autocreate")
+  if ((CLUSTER == 0)); then
+    start_one "$BDATA" "$BLOG" "${settings[@]}" || return 1
+    BPORTS="$BPORT"
+    return 0
+  fi
+  ep="$(free_port)" pp="$(free_port)"
+  etcd --name e0 --data-dir "$BDATA/etcd" --listen-client-urls "http://127.0.0.1:$ep" \
+    --advertise-client-urls "http://127.0.0.1:$ep" --listen-peer-urls "http://127.0.0.1:$pp" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$pp" --initial-cluster "e0=http://127.0.0.1:$pp" \
+    >"$BLOG.etcd" 2>&1 &
+  BPID="$! "
+  wait_listening "${BPID% }" "$ep" || return 1
+  for i in $(seq 1 "$CLUSTER"); do
+    start_one "$BDATA/b$i" "$BLOG" "${settings[@]}" --set "node.id=$i" \
+      --set "etcd.endpoints=127.0.0.1:$ep" || return 1
+    BPORTS+="${BPORTS:+ }$BPORT"
+  done
+  return 0
+}
+brokers_alive() { local p; for p in $BPID; do kill -0 "$p" 2>/dev/null || return 1; done; }
 stop_broker() {
   [ -n "$BPID" ] || return 0
-  if kill -0 "$BPID" 2>/dev/null; then
-    kill -TERM "$BPID" 2>/dev/null
-    local i
-    for i in $(seq 1 100); do kill -0 "$BPID" 2>/dev/null || break; sleep 0.1; done
-    kill -0 "$BPID" 2>/dev/null && { log "broker did not stop on SIGTERM in 10s: SIGKILL"; kill -KILL "$BPID" 2>/dev/null; }
-  fi
-  wait "$BPID" 2>/dev/null
+  local p i pids
+  read -ra pids <<<"$BPID"
+  # brokers first (newest first), etcd last
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    p="${pids[$i]}"
+    if kill -0 "$p" 2>/dev/null; then
+      kill -TERM "$p" 2>/dev/null
+      local j
+      for j in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$p" 2>/dev/null && { log "broker did not stop on SIGTERM in 10s: SIGKILL"; kill -KILL "$p" 2>/dev/null; }
+    fi
+    wait "$p" 2>/dev/null
+  done
   BPID=""
   ((KEEP)) || rm -rf "$BDATA"
 }
@@ -263,8 +303,10 @@ run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a 
     return
   fi
   conf="$RUN_DIR/test-$tag.conf"
-  printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$conf"
-  ((JOBS > 1)) || printf 'metadata.broker.list=127.0.0.1:%s\n' "$BPORT" >"$SRC/tests/test.conf"  # for manual reruns
+  local list
+  list="$(for p in $BPORTS; do printf '127.0.0.1:%s,' "$p"; done)"; list="${list%,}"
+  printf 'metadata.broker.list=%s\n' "$list" >"$conf"
+  ((JOBS > 1)) || printf 'metadata.broker.list=%s\n' "$list" >"$SRC/tests/test.conf"  # for manual reruns
   t1=$(date +%s)
   # in the background and waited for, so that a TERM/INT trap runs at once
   (cd "$SRC/tests" && exec env TESTS="$num" TEST_KAFKA_VERSION=4.0.0 RDKAFKA_TEST_CONF="$conf" "${renv[@]}" \
@@ -275,7 +317,7 @@ run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a 
   rc=$?
   TPID=""
   dt=$(( $(date +%s) - t1 ))
-  alive=1; kill -0 "$BPID" 2>/dev/null || alive=0
+  alive=1; brokers_alive || alive=0
   while IFS=$'\t' read -r n st d; do
     if ((!alive)); then
       st=fail; d="broker died during the test: $(broker_tail "$blog") | test: $d"

@@ -235,6 +235,11 @@ impl Broker {
             )
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if config.etcd_compaction_interval_ms > 0 {
+                store.start_compaction(std::time::Duration::from_millis(
+                    config.etcd_compaction_interval_ms,
+                ));
+            }
             let described = PathBuf::from(format!(
                 "etcd key {}/cluster/id at {}",
                 config.etcd_prefix,

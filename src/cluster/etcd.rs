@@ -362,6 +362,39 @@ impl EtcdStore {
         Ok(store)
     }
 
+    /// Compacts etcd's history every `interval`, up to the revision of the previous round, so
+    /// history never holds more than two intervals of writes and etcd's quota (2 GiB by
+    /// default) cannot fill with old revisions. Every broker does it; compacting to a
+    /// revision already compacted is a no-op. A watcher that falls behind a compaction
+    /// re-lists (see [`watch_loop`]).
+    pub fn start_compaction(&self, interval: Duration) {
+        let mut client = self.client();
+        let key = self.keys().cluster_id();
+        let task = tokio::spawn(async move {
+            let mut previous: Option<i64> = None;
+            loop {
+                tokio::time::sleep(interval).await;
+                let now = match client.get(key.clone(), None).await {
+                    Ok(r) => r.header().map_or(0, |h| h.revision()),
+                    Err(e) => {
+                        warn!("etcd compaction: cannot read the revision: {e}");
+                        continue;
+                    }
+                };
+                if let Some(rev) = previous.filter(|r| *r > 0) {
+                    match client.compact(rev, None).await {
+                        Ok(_) => info!(revision = rev, "etcd history compacted"),
+                        // Another broker (or etcd itself) compacted past it already.
+                        Err(e) if e.to_string().contains("compacted") => {}
+                        Err(e) => warn!("etcd compaction to revision {rev} failed: {e}"),
+                    }
+                }
+                previous = Some(now);
+            }
+        });
+        self.spawned(task);
+    }
+
     /// Whether the cluster existed in etcd before (its id was there).
     pub fn existed(&self) -> bool {
         self.existed
