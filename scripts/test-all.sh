@@ -52,6 +52,8 @@ STRAND_BIN="$REPO/target/release/strand" .venv/bin/python -m pytest compat-tests
 if [ -f compat-tests/librdkafka/run.sh ]; then
   step "librdkafka test suite"
   bash compat-tests/librdkafka/run.sh --ci
+  step "librdkafka test suite against a 3-broker cluster (etcd)"
+  bash compat-tests/librdkafka/run.sh --ci --no-build --cluster 3
 else
   echo "(compat-tests/librdkafka/run.sh not present: skipped)"
 fi
