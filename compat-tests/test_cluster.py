@@ -694,3 +694,78 @@ def test_kafka_python_group_over_the_cluster(make_cluster):
     again.close()
     assert rest == []
     assert sorted(committed.values()) == [10, 10, 10], committed
+
+
+def offset_commit_v2(sock_or_addr, group, topic, partition, offset):
+    """A simple (generation -1) OffsetCommit v2 of one partition; returns its error code."""
+    from kwire import array, i32, i64, request, roundtrip, string
+    body = (string(group) + i32(-1) + string("") + i64(-1)
+            + array([string(topic) + array([i32(partition) + i64(offset) + string("")])]))
+    r = roundtrip(sock_or_addr, request(8, 2, 4242, body))
+    assert r.i32() == 1  # topics
+    r.string()
+    assert r.i32() == 1  # partitions
+    r.i32()
+    return r.i16()
+
+
+def test_a_paused_coordinator_cannot_overwrite_its_successors_commits(make_cluster):
+    """SIGSTOP of a group coordinator past its lease: another broker takes the slot and takes
+    commits; a commit that reached the paused broker is refused when it resumes (it is not
+    live, and its slot claim is gone from etcd), so the successor's commit stands."""
+    import signal as sig
+    cluster = make_cluster(3)
+    topic = unique("ps")
+    create_assigned(cluster[0], topic, [1, 2])
+    wait_everywhere(cluster, topic)
+    group = key_coordinated_by(cluster, 3, prefix="g")
+    victim = cluster[2]
+    assert offset_commit_v2(victim.address, group, topic, 0, 5) == 0
+    stale = kwire.connect(victim.address)
+    victim.proc.send_signal(sig.SIGSTOP)
+    try:
+        survivors = cluster[:2]
+        new = wait_for("another coordinator", lambda: coordinator(survivors, group) in (1, 2)
+                       and coordinator(survivors, group))
+        assert offset_commit_v2(cluster[new - 1].address, group, topic, 0, 7) == 0
+        # A commit for the old coordinator, read by it only when it resumes.
+        from kwire import array, i32, i64, request, string
+        body = (string(group) + i32(-1) + string("") + i64(-1)
+                + array([string(topic) + array([i32(0) + i64(3) + string("")])]))
+        stale.sendall(request(8, 2, 77, body))
+    finally:
+        victim.proc.send_signal(sig.SIGCONT)
+    r = kwire.Reader(kwire.recv_frame(stale))
+    assert r.i32() == 77
+    r.i32(), r.string(), r.i32(), r.i32()
+    assert r.i16() == 16  # NOT_COORDINATOR
+    stale.close()
+    # The resumed broker registers again and may take the slot back (it is the slot's preferred
+    # owner): whoever coordinates the group now has the successor's commit.
+    probe = consumer(cluster[0], **{"group.id": group})
+    got = wait_for("committed offsets", lambda: probe.committed([TopicPartition(topic, 0)],
+                                                                timeout=5), timeout=20)
+    probe.close()
+    assert got[0].offset == 7
+
+
+def test_brokers_that_join_take_their_slots_with_the_offsets(make_cluster):
+    """One broker holds every slot; as two more join, it hands a share of its slots over
+    (unload, release, claim, load): every group's commits are read back through whichever
+    broker coordinates it afterwards, and the coordinators are spread over all three."""
+    cluster = make_cluster(1)
+    topic = unique("ho")
+    create(cluster[0], topic, 1)
+    groups = [unique("g") for _ in range(24)]
+    for i, g in enumerate(groups):
+        assert offset_commit_v2(cluster[0].address, g, topic, 0, 100 + i) == 0
+    cluster.add(2)
+    cluster.add(3)
+    nodes = {g: coordinator(cluster, g) for g in groups}
+    assert set(nodes.values()) == {1, 2, 3}, nodes
+    for i, g in enumerate(groups):
+        probe = consumer(cluster[2], **{"group.id": g})
+        got = wait_for(f"offsets of {g}", lambda: probe.committed([TopicPartition(topic, 0)],
+                                                                  timeout=5), timeout=20)
+        probe.close()
+        assert got[0].offset == 100 + i, (g, nodes[g])

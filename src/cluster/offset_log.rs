@@ -428,6 +428,67 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pending_transactional_offsets_survive_reopen_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = OffsetLog::open(dir.path()).unwrap();
+        let pending = |o| PendingTxnOffsets {
+            producer_epoch: 2,
+            offsets: vec![("t".into(), 0, off(o))],
+        };
+        for (group, pid) in [("g", 1), ("g", 2), ("h", 1)] {
+            log.append(Entry::PutPending {
+                group: group.into(),
+                producer_id: pid,
+                pending: pending(pid * 10),
+            })
+            .await
+            .unwrap();
+        }
+        // Producer 1 commits in g, aborts in h; producer 2's stay pending.
+        log.append(Entry::ResolvePending {
+            group: "g".into(),
+            producer_id: 1,
+            commit: Some(pending(10).offsets),
+        })
+        .await
+        .unwrap();
+        log.append(Entry::ResolvePending {
+            group: "h".into(),
+            producer_id: 1,
+            commit: None,
+        })
+        .await
+        .unwrap();
+        drop(log);
+        let check = |log: &OffsetLog| {
+            let s = log.snapshot();
+            assert_eq!(s["g"][&("t".to_string(), 0)].offset, 10);
+            assert!(!s.contains_key("h"));
+            let p = log.pending();
+            assert_eq!(p.len(), 1);
+            assert_eq!(p[&("g".to_string(), 2)], pending(20));
+        };
+        let log = OffsetLog::open(dir.path()).unwrap();
+        check(&log);
+        // Compaction rewrites pending offsets too.
+        let mut state = log.state.lock().unwrap().clone();
+        drop(log);
+        let mut w = Writer {
+            dir: dir.path().to_path_buf(),
+            path: dir.path().join(FILE),
+            file: OpenOptions::new()
+                .append(true)
+                .open(dir.path().join(FILE))
+                .unwrap(),
+            len: COMPACT_MIN_BYTES,
+            state: Arc::new(Mutex::new(std::mem::take(&mut state))),
+        };
+        w.maybe_compact().unwrap();
+        drop(w);
+        check(&OffsetLog::open(dir.path()).unwrap());
+    }
+
+    #[tokio::test]
     async fn concurrent_commits_all_land() {
         let dir = tempfile::tempdir().unwrap();
         let log = Arc::new(OffsetLog::open(dir.path()).unwrap());

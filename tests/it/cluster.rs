@@ -204,6 +204,40 @@ async fn coordinator_writes_are_fenced_by_the_slot_claim() {
     let loaded = b.load_offsets(taken).await.unwrap();
     assert_eq!(loaded.committed[group][&("t".to_string(), 1)].offset, 9);
     assert!(loaded.pending.is_empty());
+    // Transaction state is fenced the same way.
+    let record = strand::cluster::TxnRecord {
+        transactional_id: "t/x".into(),
+        producer_id: 1,
+        producer_epoch: 0,
+        timeout_ms: 60_000,
+        state: strand::cluster::TxnState::Empty,
+        partitions: Default::default(),
+        groups: Default::default(),
+        start_ms: -1,
+        last_update_ms: 0,
+    };
+    let tslot = strand::cluster::slots::slot_of("t/x", SLOTS.txn);
+    let t1 = a
+        .claim_slot(CoordinatorKind::Txn, tslot)
+        .await
+        .unwrap()
+        .unwrap();
+    a.put_transaction(t1, record.clone()).await.unwrap();
+    a.release_slot(t1).await.unwrap();
+    let t2 = b
+        .claim_slot(CoordinatorKind::Txn, tslot)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        a.put_transaction(t1, record.clone()).await,
+        Err(MetadataError::Fenced(_))
+    ));
+    assert!(matches!(
+        a.delete_transaction(t1, "t/x").await,
+        Err(MetadataError::Fenced(_))
+    ));
+    assert_eq!(b.load_transactions(t2).await.unwrap()["t/x"], record);
     // Other slot counts than the cluster's: refused at open.
     let other = SlotCounts { group: 10, txn: 50 };
     assert!(matches!(
