@@ -191,6 +191,7 @@ def test_a_broker_that_does_not_host_a_partition_answers_not_leader(make_cluster
     cluster = make_cluster(3)
     topic = unique("nl")
     create(cluster[0], topic, 3)
+    wait_everywhere(cluster, topic)
     by = wait_for("leaders everywhere", lambda: (l := leaders(cluster[0], topic))
                   and all(v > 0 for v in l.values()) and l)
     batch = kwire.record_batch([kwire.Record(key=None, value=b"x")])
@@ -382,7 +383,8 @@ def test_a_broker_paused_past_its_lease_registers_again_with_a_new_epoch(make_cl
     cluster = make_cluster(2)
     b = cluster[1]
     key = f"{cluster.prefix}/brokers/2"
-    before = json.loads(cluster.etcd.get_prefix(key)[key])["epoch"]
+    before = wait_for("broker 2's registration", lambda: key in (kv := cluster.etcd.get_prefix(key))
+                      and json.loads(kv[key])["epoch"], timeout=10)
     b.proc.send_signal(sig.SIGSTOP)
     try:
         wait_for("the lease to expire", lambda: key not in cluster.etcd.get_prefix(key), timeout=15)
@@ -769,3 +771,33 @@ def test_brokers_that_join_take_their_slots_with_the_offsets(make_cluster):
                                                                   timeout=5), timeout=20)
         probe.close()
         assert got[0].offset == 100 + i, (g, nodes[g])
+
+
+def test_a_broker_started_before_etcd_waits_for_it(make_cluster):
+    """Brokers and etcd started together (docker compose): a broker that finds etcd not yet
+    answering waits for it instead of refusing to start."""
+    import shlex
+    cluster = make_cluster(0)
+    e = cluster.etcd
+    e.stop()
+    peer, client = f"http://127.0.0.1:{e.peer_port}", f"http://{e.endpoint}"
+    cmd = ["etcd", "--name", "e0", "--data-dir", str(e.workdir / "data"),
+           "--listen-client-urls", client, "--advertise-client-urls", client,
+           "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+           "--initial-cluster", f"e0={peer}"]
+    # etcd comes up 2 s after the broker was started (from this thread: the fixtures' processes
+    # die with the thread that started them).
+    late = subprocess.Popen(["sh", "-c", "sleep 2; exec " + shlex.join(cmd)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        b = cluster.add(1)
+        assert sorted(metadata(b).brokers) == [1]
+        topic = unique("late")
+        create(b, topic, 2)
+        wait_everywhere(cluster, topic)
+        assert "waiting for etcd" in b.stderr_tail()
+    finally:
+        for x in cluster:
+            x.stop()
+        late.terminate()
+        late.wait(10)

@@ -49,6 +49,9 @@ use super::{
 /// have expired at etcd (clock drift between hosts, scheduling delays).
 pub const SAFETY_MARGIN_FRACTION: f64 = 0.25;
 
+/// How long a starting broker waits for etcd to answer before it gives up.
+const START_WAIT: Duration = Duration::from_secs(30);
+
 /// How long one etcd request may take before it counts as failed.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -260,7 +263,28 @@ impl EtcdStore {
     /// Connects to etcd and reads (or, for a new cluster, creates) the cluster id and its
     /// coordinator slot counts under `prefix` (refused if the cluster has other counts than
     /// `slots`). Starts the watch.
+    ///
+    /// etcd may still be starting (brokers and etcd started together, as by docker compose):
+    /// while it does not answer, this retries for [`START_WAIT`] rather than refusing to start.
     pub async fn open(
+        endpoints: &[String],
+        prefix: &str,
+        lease: LeaseSettings,
+        slots: SlotCounts,
+    ) -> Result<Self> {
+        let deadline = Instant::now() + START_WAIT;
+        loop {
+            match Self::open_once(endpoints, prefix, lease, slots).await {
+                Err(MetadataError::Unavailable(e)) if Instant::now() < deadline => {
+                    info!("waiting for etcd {endpoints:?}: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn open_once(
         endpoints: &[String],
         prefix: &str,
         lease: LeaseSettings,
@@ -271,11 +295,6 @@ impl EtcdStore {
             .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
-        let mut client = Client::connect(endpoints, Some(options))
-            .await
-            .map_err(|e| {
-                MetadataError::Unavailable(format!("cannot connect to etcd {endpoints:?}: {e}"))
-            })?;
         let keys = Keys::new(prefix);
         let key = keys.cluster_id();
         let fresh = super::local::new_cluster_id();
@@ -283,6 +302,11 @@ impl EtcdStore {
             .when([Compare::version(key.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
+        let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                MetadataError::Unavailable(format!("cannot connect to etcd {endpoints:?}: {e}"))
+            })?;
         let resp = client.txn(txn).await.map_err(unavailable)?;
         let (cluster_id, existed) = if resp.succeeded() {
             info!(cluster_id = %fresh, prefix, "new cluster in etcd");
@@ -344,18 +368,20 @@ impl EtcdStore {
         };
         // Both watches start after this read, so nothing between it and them is missed; the
         // broker reads the topics itself after opening (and reconciles at once).
-        let revision = store.list_brokers().await?;
-        let revision = revision.max(list_claims(&mut store.client(), &store.shared).await?);
-        for prefix in [
-            store.keys().brokers(),
-            store.keys().topics(),
-            store.keys().coordinators(),
+        // Each watch starts right after the read of what it follows, so nothing between the
+        // read and the watch is missed.
+        let brokers_rev = store.list_brokers().await?;
+        let claims_rev = list_claims(&mut store.client(), &store.shared).await?;
+        for (prefix, from) in [
+            (store.keys().brokers(), brokers_rev + 1),
+            (store.keys().topics(), brokers_rev + 1),
+            (store.keys().coordinators(), claims_rev + 1),
         ] {
             let watcher = tokio::spawn(watch_loop(
                 store.client.clone(),
                 store.shared.clone(),
                 prefix,
-                revision + 1,
+                from,
             ));
             store.spawned(watcher);
         }
@@ -716,6 +742,8 @@ async fn register_once(
     let epoch = resp.header().map_or(0, |h| h.revision());
     let mut with_epoch = registration.clone();
     with_epoch.epoch = epoch;
+    // This broker knows itself at once; its own watch event may come later (a client asking
+    // it to place partitions right after start must not find no broker at all).
     let txn = Txn::new()
         .when([Compare::lease(key.clone(), CompareOp::Equal, lease.id())])
         .and_then([TxnOp::put(
@@ -729,6 +757,12 @@ async fn register_once(
             "registration {key} vanished while being written"
         )));
     }
+    shared
+        .brokers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(with_epoch.node_id, with_epoch);
+    shared.tick();
     Ok((lease.id(), epoch, granted))
 }
 
@@ -839,11 +873,16 @@ impl MetadataStore for EtcdStore {
         // this broker's previous life, killed before its lease ran out: waiting one TTL (and
         // a second) tells them apart, so a restart right after a crash is not refused.
         let deadline = Instant::now() + Duration::from_secs(ttl as u64 + 1);
+        let unreachable_until = Instant::now() + START_WAIT;
         let (lease_id, epoch, granted) = loop {
             match register_once(&mut client, &self.shared, &registration, ttl).await {
                 Err(MetadataError::Refused(why)) if Instant::now() < deadline => {
                     info!("{why}; waiting for that registration's lease to expire");
                     tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(MetadataError::Unavailable(e)) if Instant::now() < unreachable_until => {
+                    info!("waiting for etcd to register: {e}");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
                 }
                 other => break other?,
             }
