@@ -294,12 +294,27 @@ class Etcd:
         self.client_port = free_port()
         self.peer_port = free_port()
         self.proc: subprocess.Popen | None = None
+        self.started = False
 
     @property
     def endpoint(self) -> str:
         return f"127.0.0.1:{self.client_port}"
 
     def start(self, timeout: float = 20) -> "Etcd":
+        # A port picked by free_port() can be taken by someone else's outgoing connection
+        # before etcd binds it: the first start moves to other ports then (a restart keeps
+        # its endpoint, which the brokers know).
+        for attempt in range(3):
+            try:
+                return self._start(timeout)
+            except BrokerError as e:
+                if self.started or "address already in use" not in str(e) or attempt == 2:
+                    raise
+                self.client_port = free_port()
+                self.peer_port = free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> "Etcd":
         binary = shutil.which("etcd") or "/usr/bin/etcd"
         peer = f"http://127.0.0.1:{self.peer_port}"
         client = f"http://{self.endpoint}"
@@ -320,6 +335,7 @@ class Etcd:
                 out = subprocess.run(["etcdctl", "--endpoints", self.endpoint, "endpoint", "health"],
                                      capture_output=True, timeout=5)
                 if out.returncode == 0:
+                    self.started = True
                     return self
             except (OSError, subprocess.TimeoutExpired):
                 pass
