@@ -371,6 +371,7 @@ class Batch:
     base_timestamp: int
     max_timestamp: int
     records: list  # [(offset, timestamp, key, value, headers)]
+    partition_leader_epoch: int = -1
 
     @property
     def codec(self) -> int:
@@ -416,8 +417,9 @@ def parse_batches(data: bytes, decode_records: bool = True) -> list[Batch]:
                     hl = rr.varint()
                     headers.append((hk, None if hl < 0 else rr.take(hl)))
                 records.append((base_offset + off_delta, base_ts + ts_delta, key, value, headers))
+        leader_epoch = struct.unpack(">i", b[12:16])[0]
         out.append(Batch(base_offset, magic, crc, crc == crc32c(b[21:]), attributes, last_delta,
-                         base_ts, max_ts, records))
+                         base_ts, max_ts, records, leader_epoch))
         pos = end
     return out
 

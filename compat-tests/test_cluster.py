@@ -259,6 +259,53 @@ def test_a_killed_brokers_partitions_are_offline_until_it_returns(make_cluster):
     got = consume_all(cluster[1].bootstrap, topic, 3, len(values) + 1)
     for p in lost:
         assert got[p] == [f"o{i}" for i in range(p, 90, 3)]
+    # The controller moved leadership twice (to none, then back): the leader epoch is 2 now,
+    # and what the returned leader appends is stamped with it.
+    p = lost[0]
+    err, base = kwire.produce(victim.address, topic, p,
+                              kwire.record_batch([kwire.Record(key=None, value=b"back")]))
+    assert err == 0
+    f = wait_for("the new record", lambda: (r := kwire.fetch(victim.address, topic, p, base))
+                 and r.batches() and r)
+    assert f.batches()[0].partition_leader_epoch == 2
+    first = kwire.fetch(victim.address, topic, p, 0).batches()[0]
+    assert first.partition_leader_epoch == 0
+
+
+def test_the_controller_is_elected_again_when_it_dies(make_cluster, strand_bin):
+    """One broker is the controller (etcd election). Killed, another is elected once its
+    lease expires, and moves the dead broker's partitions offline; when it returns, it is
+    a candidate again and gets its partitions back."""
+    cluster = make_cluster(3)
+
+    def status(b):
+        p = subprocess.run([str(strand_bin), "cluster", "status", "--bootstrap-server", b.bootstrap,
+                            "--timeout", "10", "--json"], capture_output=True, text=True, timeout=30,
+                           env={"PATH": "/usr/bin:/bin"})
+        assert p.returncode == 0, p.stderr
+        return json.loads(p.stdout)
+
+    # every broker names the same controller
+    first = wait_for("one controller", lambda: len(c := {status(b)["controller_id"] for b in cluster}) == 1
+                     and c.pop())
+    victim = cluster[first - 1]
+    survivors = [b for b in cluster if b is not victim]
+    topic = unique("ctl")
+    create_assigned(survivors[0], topic, [1, 2, 3])
+    wait_everywhere(cluster, topic)
+    victim.kill9()
+    second = wait_for("another controller", lambda: len(c := {status(b)["controller_id"] for b in survivors}) == 1
+                      and (n := c.pop()) != first and n, timeout=15)
+    assert second in {int(b.settings["node.id"]) for b in survivors}
+    # the new controller moved the dead broker's partition offline (LEADER_NOT_AVAILABLE)
+    wait_for("offline partition", lambda: status(survivors[0])["offline_partitions"] == 1)
+    assert leaders(survivors[1], topic)[first - 1] == -1
+    victim.start()
+    wait_for("its partition back", lambda: leaders(survivors[1], topic) == {0: 1, 1: 2, 2: 3})
+    assert status(victim)["controller_id"] == second
+    err, _ = kwire.produce(victim.address, topic, first - 1,
+                           kwire.record_batch([kwire.Record(key=None, value=b"x")]))
+    assert err == 0
 
 
 def test_brokers_ride_out_an_etcd_restart(make_cluster):

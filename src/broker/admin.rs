@@ -299,6 +299,7 @@ impl Broker {
     }
 
     pub(super) fn replace_topic(&self, topic: Topic) {
+        self.apply_leadership(&topic);
         self.write_topics()
             .insert(topic.record.name.clone(), Arc::new(topic));
     }

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use uuid::Uuid;
 
 use super::{Broker, Partition, Topic, TopicError};
-use crate::cluster::{BrokerRegistration, TopicRecord};
+use crate::cluster::{BrokerRegistration, PartitionState, TopicRecord};
 
 /// A partition as Metadata shows it (see [`Broker::partition_view`]).
 pub struct PartitionView {
@@ -55,6 +55,17 @@ impl Broker {
         self.store.is_live()
     }
 
+    /// The controller to name to clients: the elected one while it is live, else this broker
+    /// (every broker takes admin requests itself; Kafka in KRaft mode names a live broker
+    /// too, since clients cannot reach its controllers).
+    pub fn controller_id(&self) -> i32 {
+        let me = self.node_id();
+        self.store
+            .controller()
+            .filter(|c| *c == me || self.live_brokers().iter().any(|b| b.node_id == *c))
+            .unwrap_or(me)
+    }
+
     /// The live brokers, by node id (embedded: this one).
     pub fn live_brokers(&self) -> Vec<BrokerRegistration> {
         self.store.live_brokers()
@@ -77,16 +88,56 @@ impl Broker {
         all
     }
 
+    /// The state of partition `index` of `topic` as this broker last heard, with its store
+    /// revision (0: never changed, the initial state of the topic record).
+    pub fn partition_state(&self, topic: &Topic, index: i32) -> (PartitionState, i64) {
+        let stored = self
+            .store
+            .partition_state(&topic.record.name, index)
+            .filter(|s| s.state.topic_id == topic.record.id);
+        match stored {
+            Some(s) => (s.state, s.revision),
+            None => {
+                let replicas = usize::try_from(index)
+                    .ok()
+                    .and_then(|i| topic.record.assignments.get(i))
+                    .map_or(&[][..], Vec::as_slice);
+                (PartitionState::initial(topic.record.id, replicas), 0)
+            }
+        }
+    }
+
+    /// Makes this broker lead (or not) each partition of `topic` it hosts as the partitions'
+    /// states say.
+    pub(super) fn apply_leadership(&self, topic: &Topic) {
+        let me = self.node_id();
+        for p in topic.hosted() {
+            let (state, _) = self.partition_state(topic, p.index);
+            let leading = state.leader == me;
+            if state.leader_epoch < p.leader_epoch() {
+                warn!(topic = %p.topic, partition = p.index, state_epoch = state.leader_epoch, log_epoch = p.leader_epoch(), "partition state is older than this replica's log: not applied");
+                continue;
+            }
+            if p.set_leadership(leading, state.leader_epoch) {
+                info!(topic = %p.topic, partition = p.index, leading, leader = state.leader, leader_epoch = state.leader_epoch, "partition leadership");
+            }
+        }
+    }
+
+    /// [`Broker::apply_leadership`] for every topic.
+    pub(super) fn apply_all_leadership(&self) {
+        let topics: Vec<Arc<Topic>> = self.read_topics().values().cloned().collect();
+        for t in topics {
+            self.apply_leadership(&t);
+        }
+    }
+
     /// How partition `index` of `topic` looks to clients (Metadata, DescribeTopicPartitions):
-    /// hosted here, this broker leads it; hosted elsewhere, its first replica leads it while
-    /// that broker is registered, else it has no leader (LEADER_NOT_AVAILABLE, the replica
-    /// offline) until the broker comes back with its data.
+    /// its state's leader, epoch, replicas and ISR. A leader that is not live is reported as
+    /// none (LEADER_NOT_AVAILABLE) until the controller moves leadership or it comes back;
+    /// replicas on brokers that are gone are offline.
     pub fn partition_view(&self, topic: &Topic, index: i32) -> PartitionView {
-        let replicas = usize::try_from(index)
-            .ok()
-            .and_then(|i| topic.record.assignments.get(i))
-            .cloned()
-            .unwrap_or_default();
+        let (state, _) = self.partition_state(topic, index);
         let live: std::collections::BTreeSet<i32> =
             self.live_brokers().iter().map(|b| b.node_id).collect();
         let me = self.node_id();
@@ -101,33 +152,26 @@ impl Broker {
                 live.contains(b)
             }
         };
-        let isr: Vec<i32> = replicas.iter().copied().filter(|b| up(b)).collect();
-        let offline: Vec<i32> = replicas.iter().copied().filter(|b| !up(b)).collect();
-        match hosted {
-            Some(p) => PartitionView {
-                leader: me,
-                leader_epoch: p.leader_epoch(),
-                error: p
-                    .log()
-                    .is_err()
-                    .then_some(kafka_protocol::ResponseError::KafkaStorageError),
-                replicas,
-                isr,
-                offline,
-            },
-            None => {
-                let leader = replicas.first().copied().filter(|b| live.contains(b));
-                PartitionView {
-                    leader: leader.unwrap_or(-1),
-                    leader_epoch: 0,
-                    error: leader
-                        .is_none()
-                        .then_some(kafka_protocol::ResponseError::LeaderNotAvailable),
-                    replicas,
-                    isr,
-                    offline,
-                }
+        let offline: Vec<i32> = state.replicas.iter().copied().filter(|b| !up(b)).collect();
+        let leader = if state.leader == me {
+            hosted.is_some_and(|p| p.is_leader()).then_some(me)
+        } else {
+            Some(state.leader).filter(|b| live.contains(b))
+        };
+        let error = match leader {
+            None => Some(kafka_protocol::ResponseError::LeaderNotAvailable),
+            Some(l) if l == me && hosted.is_some_and(|p| p.log().is_err()) => {
+                Some(kafka_protocol::ResponseError::KafkaStorageError)
             }
+            Some(_) => None,
+        };
+        PartitionView {
+            leader: leader.unwrap_or(-1),
+            leader_epoch: state.leader_epoch,
+            replicas: state.replicas,
+            isr: state.isr,
+            offline,
+            error,
         }
     }
 
@@ -148,8 +192,8 @@ impl Broker {
         }
     }
 
-    /// Where a request for partition `index` of `topic` must go: `Ok` if this broker hosts it,
-    /// else `Err` with its leader (or none): NOT_LEADER_OR_FOLLOWER for the client.
+    /// Where a request for partition `index` of `topic` must go: `Here` if this broker leads
+    /// it, else `Elsewhere` with its leader (or none): NOT_LEADER_OR_FOLLOWER for the client.
     pub fn locate(&self, topic: &str, index: i32) -> Located {
         let Some(t) = self.topic(topic) else {
             return Located::Unknown;
@@ -159,13 +203,13 @@ impl Broker {
             .and_then(|i| t.partitions.get(i))
         {
             None => Located::Unknown,
-            Some(Some(p)) => Located::Here(p.clone()),
-            Some(None) => {
+            Some(Some(p)) if p.is_leader() => Located::Here(p.clone()),
+            Some(_) => {
                 let view = self.partition_view(&t, index);
                 let leader = self
                     .live_brokers()
                     .into_iter()
-                    .find(|b| b.node_id == view.leader);
+                    .find(|b| b.node_id == view.leader && b.node_id != self.node_id());
                 Located::Elsewhere {
                     leader,
                     leader_epoch: view.leader_epoch,
@@ -286,6 +330,8 @@ pub(super) async fn reconcile_loop(broker: std::sync::Weak<Broker>) {
         }
         loop {
             let Some(b) = broker.upgrade() else { return };
+            // Partition states the controller changed (from the watch, no etcd read needed).
+            b.apply_all_leadership();
             match b.reconcile().await {
                 Ok(()) => break,
                 Err(e) => {

@@ -19,6 +19,7 @@
 mod admin;
 mod cluster;
 pub mod config_entries;
+mod controller;
 mod coordinators;
 pub mod data_dir;
 pub mod dynamic_config;
@@ -343,9 +344,14 @@ impl Broker {
             dynamic: RwLock::new(dynamic),
             _lock: lock,
         });
+        broker.apply_all_leadership();
         // Coordinator slots are claimed and loaded before any client is served (embedded:
         // every slot, at once).
         broker.balance_slots().await;
+        tokio::spawn(controller::controller_loop(
+            Arc::downgrade(&broker),
+            broker.shutting_down.subscribe(),
+        ));
         tokio::spawn(coordinators::slot_loop(Arc::downgrade(&broker)));
         if broker.store.is_cluster() {
             tokio::spawn(reconcile_loop(Arc::downgrade(&broker)));
@@ -440,7 +446,15 @@ impl Broker {
             .cloned()
     }
 
+    /// Partition `index` of `topic` if this broker leads it now (the state it applied last
+    /// names it); produce, fetch and every other partition request go only to the leader.
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        self.hosted_partition(topic, index)
+            .filter(|p| p.is_leader())
+    }
+
+    /// Partition `index` of `topic` if this broker hosts a replica of it, leading or not.
+    pub fn hosted_partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let t = self.topic(topic)?;
         usize::try_from(index)
             .ok()
@@ -655,6 +669,7 @@ impl Broker {
         .await
         .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
         let topic = Arc::new(topic);
+        self.apply_leadership(&topic);
         self.write_topics()
             .insert(topic.record.name.clone(), topic.clone());
         info!(topic = %topic.record.name, partitions = topic.partitions.len(), "created topic");

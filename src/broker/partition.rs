@@ -18,7 +18,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +58,12 @@ pub struct Partition {
     /// The log, or why it could not be opened at start (the partition is then offline:
     /// KAFKA_STORAGE_ERROR to every request for it, the others unaffected).
     log: Result<Arc<PartitionLog>, Arc<str>>,
-    leader_epoch: i32,
+    /// The leader epoch of the partition state this broker applied last (batches appended
+    /// here are stamped with it).
+    leader_epoch: AtomicI32,
+    /// Whether that state names this broker the leader: only then does it take produce and
+    /// serve fetches (see [`Partition::set_leadership`]).
+    leading: AtomicBool,
     high_watermark: Arc<watch::Sender<i64>>,
     /// A background flush is scheduled (appends meanwhile need no other).
     flush_scheduled: Arc<AtomicBool>,
@@ -98,7 +103,8 @@ impl Partition {
             index,
             dir,
             log: Ok(Arc::new(log)),
-            leader_epoch,
+            leader_epoch: AtomicI32::new(leader_epoch),
+            leading: AtomicBool::new(false),
             high_watermark: Arc::new(high_watermark),
             flush_scheduled: Arc::new(AtomicBool::new(false)),
             flush_delay: ctx.flush_delay,
@@ -122,7 +128,8 @@ impl Partition {
             index,
             dir,
             log: Err(reason.into()),
-            leader_epoch: 0,
+            leader_epoch: AtomicI32::new(0),
+            leading: AtomicBool::new(false),
             high_watermark: Arc::new(high_watermark),
             flush_scheduled: Arc::new(AtomicBool::new(false)),
             flush_delay: ctx.flush_delay,
@@ -154,7 +161,27 @@ impl Partition {
     }
 
     pub fn leader_epoch(&self) -> i32 {
-        self.leader_epoch
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+
+    /// Whether this broker leads the partition now.
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::Acquire)
+    }
+
+    /// Applies the partition's state: this broker leads it (or not) at `leader_epoch`. An
+    /// epoch older than the one applied is ignored (a stale state never rolls leadership
+    /// back). Returns whether anything changed.
+    pub fn set_leadership(&self, leading: bool, leader_epoch: i32) -> bool {
+        let current = self.leader_epoch();
+        if leader_epoch < current {
+            return false;
+        }
+        let was = self.leading.load(Ordering::Acquire);
+        // The epoch first: a reader that sees `leading` sees its epoch.
+        self.leader_epoch.store(leader_epoch, Ordering::Release);
+        self.leading.store(leading, Ordering::Release);
+        was != leading || current != leader_epoch
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -179,7 +206,7 @@ impl Partition {
     /// for a caller that awaits [`Partition::flush_until`], else by the background flush this
     /// schedules.
     pub fn append(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
-        let info = self.log()?.append(records, self.leader_epoch, now_ms)?;
+        let info = self.log()?.append(records, self.leader_epoch(), now_ms)?;
         if info.duplicate {
             // A retried batch: nothing was written, the original offsets are answered.
             return Ok(info);
@@ -300,7 +327,7 @@ impl Partition {
             producer_epoch,
             commit,
             0,
-            self.leader_epoch,
+            self.leader_epoch(),
             now_ms,
         )?;
         self.appended();

@@ -25,7 +25,7 @@
 //!   has compacted that revision away it re-lists. Readers of topics always range-read etcd
 //!   (linearizable); the watch only keeps the broker list and tells the broker to reconcile.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -41,9 +41,11 @@ use tracing::{info, warn};
 use super::keys::{Keys, MAX_TXN_OPS};
 use super::{
     BrokerRegistration, CommittedOffset, CoordinatorKind, MetadataError, MetadataStore,
-    PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder, SlotOffsets, TopicRecord,
-    TxnRecord,
+    PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder, SlotOffsets, StoredState,
+    TopicRecord, TxnRecord,
 };
+
+mod partitions;
 
 /// Part of the lease TTL by which a broker stops counting itself live before its lease could
 /// have expired at etcd (clock drift between hosts, scheduling delays).
@@ -86,6 +88,12 @@ struct Shared {
     brokers: Mutex<BTreeMap<i32, BrokerRegistration>>,
     /// Claimed coordinator slots, from the watch (and this broker's own claims at once).
     holders: Mutex<BTreeMap<(CoordinatorKind, u32), SlotHolder>>,
+    /// Partition states by topic and partition, from the watch (and this broker's own writes
+    /// at once).
+    partitions: Mutex<HashMap<String, BTreeMap<i32, StoredState>>>,
+    /// Controller candidates' election keys: (node id, create revision); the lowest revision
+    /// is the controller.
+    candidates: Mutex<BTreeMap<String, (i32, i64)>>,
     /// This broker's current lease (0 before registration); claims are made under it.
     lease_id: AtomicI64,
     /// This broker's node id once registered.
@@ -144,6 +152,10 @@ fn fenced(claim: &SlotClaim) -> MetadataError {
 
 pub struct EtcdStore {
     client: Client,
+    /// For the controller election only: a campaign waits as long as another broker is the
+    /// controller, so this client has no request timeout (etcd resigns a campaign whose
+    /// request is cancelled, which would lose this broker's place in the queue).
+    election: Client,
     shared: Arc<Shared>,
     cluster_id: String,
     /// Whether the cluster id existed before this broker opened the store.
@@ -290,11 +302,11 @@ impl EtcdStore {
         lease: LeaseSettings,
         slots: SlotCounts,
     ) -> Result<Self> {
-        let options = ConnectOptions::new()
+        let waiting = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
-            .with_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
+        let options = waiting.clone().with_timeout(REQUEST_TIMEOUT);
         let keys = Keys::new(prefix);
         let key = keys.cluster_id();
         let fresh = super::local::new_cluster_id();
@@ -303,6 +315,11 @@ impl EtcdStore {
             .and_then([TxnOp::put(key.clone(), fresh.clone(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
         let mut client = Client::connect(endpoints, Some(options))
+            .await
+            .map_err(|e| {
+                MetadataError::Unavailable(format!("cannot connect to etcd {endpoints:?}: {e}"))
+            })?;
+        let election = Client::connect(endpoints, Some(waiting))
             .await
             .map_err(|e| {
                 MetadataError::Unavailable(format!("cannot connect to etcd {endpoints:?}: {e}"))
@@ -347,6 +364,8 @@ impl EtcdStore {
         let shared = Arc::new(Shared {
             keys,
             holders: Mutex::new(BTreeMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+            candidates: Mutex::new(BTreeMap::new()),
             lease_id: AtomicI64::new(0),
             node_id: AtomicI64::new(-1),
             brokers: Mutex::new(BTreeMap::new()),
@@ -358,6 +377,7 @@ impl EtcdStore {
         let writer = tokio::spawn(commit_writer(client.clone(), queue));
         let store = EtcdStore {
             client,
+            election,
             shared,
             cluster_id,
             existed,
@@ -372,10 +392,15 @@ impl EtcdStore {
         // read and the watch is missed.
         let brokers_rev = store.list_brokers().await?;
         let claims_rev = list_claims(&mut store.client(), &store.shared).await?;
+        let states_rev = partitions::list_states(&mut store.client(), &store.shared).await?;
+        let candidates_rev =
+            partitions::list_candidates(&mut store.client(), &store.shared).await?;
         for (prefix, from) in [
             (store.keys().brokers(), brokers_rev + 1),
             (store.keys().topics(), brokers_rev + 1),
             (store.keys().coordinators(), claims_rev + 1),
+            (store.keys().partitions(), states_rev + 1),
+            (store.keys().controller_candidates(), candidates_rev + 1),
         ] {
             let watcher = tokio::spawn(watch_loop(
                 store.client.clone(),
@@ -483,15 +508,15 @@ impl EtcdStore {
         Ok((record, kv.mod_revision()))
     }
 
-    /// Runs `op` on a topic key if it still has `revision` (`Conflict` otherwise).
-    async fn swap_topic(&self, key: String, revision: i64, op: TxnOp) -> Result<()> {
+    /// Runs `ops` if the topic key still has `revision` (`Conflict` otherwise).
+    async fn swap_topic(&self, key: String, revision: i64, ops: Vec<TxnOp>) -> Result<()> {
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 key.clone(),
                 CompareOp::Equal,
                 revision,
             )])
-            .and_then([op]);
+            .and_then(ops);
         if !self
             .client()
             .txn(txn)
@@ -623,6 +648,10 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, prefix: String, mut
                         );
                         let listed = if prefix == shared.keys.coordinators() {
                             list_claims(&mut client, &shared).await
+                        } else if prefix == shared.keys.partitions() {
+                            partitions::list_states(&mut client, &shared).await
+                        } else if prefix == shared.keys.controller_candidates() {
+                            partitions::list_candidates(&mut client, &shared).await
                         } else {
                             list_brokers(&mut client, &shared).await
                         };
@@ -675,6 +704,22 @@ async fn watch_loop(mut client: Client, shared: Arc<Shared>, prefix: String, mut
                             shared.apply_claim(slot, put, kv.mod_revision());
                             changed = true;
                         } else if shared.keys.parse_topic(key).is_some() {
+                            changed = true;
+                        } else if let Some((topic, partition)) = shared.keys.parse_partition(key) {
+                            let put = match ev.event_type() {
+                                EventType::Put => match decode(key, kv.value()) {
+                                    Ok(state) => Some(state),
+                                    Err(e) => {
+                                        warn!("ignoring partition state: {e}");
+                                        continue;
+                                    }
+                                },
+                                EventType::Delete => None,
+                            };
+                            shared.apply_state(topic, partition, put, kv.mod_revision());
+                            changed = true;
+                        } else if key.starts_with(&shared.keys.controller_candidates()) {
+                            shared.apply_candidate(key, ev.event_type(), kv);
                             changed = true;
                         }
                     }
@@ -984,15 +1029,65 @@ impl MetadataStore for EtcdStore {
             return Err(MetadataError::Conflict(key));
         }
         let put = TxnOp::put(key.clone(), encode(&topic)?, None);
-        self.swap_topic(key, revision, put).await
+        self.swap_topic(key, revision, vec![put]).await
     }
 
     async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<TopicRecord> {
         let (record, revision) = self.read_topic(name, id).await?;
         let key = self.keys().topic(name);
-        self.swap_topic(key.clone(), revision, TxnOp::delete(key, None))
-            .await?;
+        // The partition states go with the topic, in the same transaction.
+        let states = TxnOp::delete(
+            self.keys().topic_partitions(name),
+            Some(DeleteOptions::new().with_prefix()),
+        );
+        self.swap_topic(
+            key.clone(),
+            revision,
+            vec![TxnOp::delete(key, None), states],
+        )
+        .await?;
         Ok(record)
+    }
+
+    fn partition_state(&self, topic: &str, partition: i32) -> Option<StoredState> {
+        self.shared.state(topic, partition)
+    }
+
+    fn controller(&self) -> Option<i32> {
+        self.shared.controller().map(|(_, node, _)| node)
+    }
+
+    async fn campaign_controller(&self) -> Result<super::ControllerClaim> {
+        partitions::campaign(&self.election, &self.shared).await
+    }
+
+    fn holds_controller(&self, claim: &super::ControllerClaim) -> bool {
+        self.is_live()
+            && self
+                .shared
+                .controller()
+                .is_some_and(|(key, _, rev)| key == claim.key && rev == claim.epoch)
+    }
+
+    async fn put_partition_state(
+        &self,
+        claim: &super::ControllerClaim,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        replaced: Option<i32>,
+        state: super::PartitionState,
+    ) -> Result<i64> {
+        partitions::put_state(
+            &mut self.client(),
+            &self.shared,
+            claim,
+            (topic, partition),
+            expected,
+            replaced,
+            state,
+        )
+        .await
     }
 
     fn coordinator_slots(&self) -> SlotCounts {

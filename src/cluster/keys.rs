@@ -9,6 +9,8 @@
 //! | `<p>/cluster/id` | the cluster id (plain text) | once, by the first broker (create-if-absent) |
 //! | `<p>/brokers/<node id>` | [`BrokerRegistration`](super::BrokerRegistration) | by that broker, under its lease |
 //! | `<p>/topics/<name>` | [`TopicRecord`](super::TopicRecord) | CreateTopics / CreatePartitions / AlterConfigs, compare-and-swap on the key's revision |
+//! | `<p>/partitions/<topic>/<partition>` | [`PartitionState`](super::PartitionState); absent until its first change (the state is then the initial one of the topic record) | the controller, compare-and-swap on the key's revision, fenced by its election key; deleted with the topic (same transaction) |
+//! | `<p>/controller/<lease id, hex>` | the campaigning broker's node id (plain text) | etcd's election API, under the broker's lease: the key with the lowest create revision is the controller, that revision its epoch |
 //! | `<p>/configs/brokers/<resource>` | dynamic broker configs (`{name: value}`), resource `default` or a node id | AlterConfigs on a BROKER resource |
 //! | `<p>/producer-ids` | the first producer id not yet handed out (decimal) | compare-and-swap on the key's revision |
 //! | `<p>/cluster/slots` | [`SlotCounts`](super::SlotCounts) | once, by the first broker (create-if-absent) |
@@ -69,6 +71,37 @@ impl Keys {
 
     pub fn topic(&self, name: &str) -> String {
         format!("{}{name}", self.topics())
+    }
+
+    pub fn partitions(&self) -> String {
+        format!("{}/partitions/", self.prefix)
+    }
+
+    /// Every partition state of one topic.
+    pub fn topic_partitions(&self, topic: &str) -> String {
+        format!("{}{topic}/", self.partitions())
+    }
+
+    pub fn partition(&self, topic: &str, partition: i32) -> String {
+        format!("{}{partition}", self.topic_partitions(topic))
+    }
+
+    /// `(topic, partition)` of a key under [`Keys::partitions`].
+    pub fn parse_partition<'a>(&self, key: &'a str) -> Option<(&'a str, i32)> {
+        let (topic, p) = key
+            .strip_prefix(self.partitions().as_str())?
+            .rsplit_once('/')?;
+        Some((topic, p.parse().ok()?))
+    }
+
+    /// The election's name (etcd's election API puts its keys under `<name>/`).
+    pub fn controller_election(&self) -> String {
+        format!("{}/controller", self.prefix)
+    }
+
+    /// Every candidate's election key.
+    pub fn controller_candidates(&self) -> String {
+        format!("{}/", self.controller_election())
     }
 
     pub fn broker_configs(&self) -> String {
@@ -236,6 +269,11 @@ mod tests {
         );
         assert_eq!(k.parse_broker(&k.broker(12)), Some(12));
         assert_eq!(k.parse_topic(&k.topic("orders")), Some("orders"));
+        assert_eq!(
+            k.parse_partition(&k.partition("a.b-c", 12)),
+            Some(("a.b-c", 12))
+        );
+        assert!(!k.partition("ab", 0).starts_with(&k.topic_partitions("a")));
         assert_eq!(
             k.parse_coordinator(&k.coordinator(CoordinatorKind::Txn, 49)),
             Some((CoordinatorKind::Txn, 49))

@@ -1,7 +1,9 @@
 //! The embedded metadata store: one file in the data dir.
 //!
 //! On-disk format: `<data_dir>/meta/metadata.json` holds one line `crc32c:<8 hex digits>` followed
-//! by a JSON document `{"version":1,"cluster_id":…,"topics":{name: TopicRecord}}`; the checksum
+//! by a JSON document `{"version":1,"cluster_id":…,"topics":{name: TopicRecord},"partitions":
+//! {name: {partition: {"state": PartitionState, "revision": n}}}, …}` (a partition appears
+//! only once its state changed); the checksum
 //! covers the JSON bytes. Every change rewrites the whole file: write `metadata.json.tmp`,
 //! `fsync` it, rename it over `metadata.json`, `fsync` the directory. A crash therefore leaves
 //! either the old or the new file, never a torn one; a leftover `.tmp` is removed at open. A file
@@ -24,9 +26,9 @@ use serde::{Deserialize, Serialize};
 use super::offset_log::{Entry, OffsetLog};
 use super::slots::slot_of;
 use super::{
-    BrokerRegistration, CommittedOffset, CoordinatorKind, MetadataError, MetadataStore,
-    PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder, SlotOffsets, TopicRecord,
-    TxnRecord,
+    BrokerRegistration, CommittedOffset, ControllerClaim, CoordinatorKind, MetadataError,
+    MetadataStore, PartitionState, PendingTxnOffsets, Result, SlotClaim, SlotCounts, SlotHolder,
+    SlotOffsets, StoredState, TopicRecord, TxnRecord,
 };
 
 const FILE: &str = "metadata.json";
@@ -45,6 +47,12 @@ struct Document {
     /// The last broker epoch handed out (one per start of the broker).
     #[serde(default)]
     broker_epoch: i64,
+    /// Partition states ever changed, by topic and partition (see `PartitionState`).
+    #[serde(default)]
+    partitions: BTreeMap<String, BTreeMap<i32, StoredState>>,
+    /// The last revision given to a partition state write.
+    #[serde(default)]
+    state_revision: i64,
 }
 
 pub struct LocalStore {
@@ -87,6 +95,8 @@ impl LocalStore {
                     next_producer_id: 0,
                     broker_configs: BTreeMap::new(),
                     broker_epoch: 0,
+                    partitions: BTreeMap::new(),
+                    state_revision: 0,
                 };
                 write_atomically(&dir, &doc)?;
                 doc
@@ -287,6 +297,91 @@ impl MetadataStore for LocalStore {
         .await
     }
 
+    fn partition_state(&self, topic: &str, partition: i32) -> Option<StoredState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .partitions
+            .get(topic)?
+            .get(&partition)
+            .cloned()
+    }
+
+    fn controller(&self) -> Option<i32> {
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|r| r.node_id)
+    }
+
+    /// The one broker is the controller from its registration on (epoch: its broker epoch).
+    async fn campaign_controller(&self) -> Result<ControllerClaim> {
+        loop {
+            let epoch = self
+                .registered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_ref()
+                .map(|r| r.epoch);
+            if let Some(epoch) = epoch {
+                return Ok(ControllerClaim {
+                    epoch,
+                    key: String::new(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    fn holds_controller(&self, claim: &ControllerClaim) -> bool {
+        self.registered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.epoch == claim.epoch)
+    }
+
+    async fn put_partition_state(
+        &self,
+        claim: &ControllerClaim,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        replaced: Option<i32>,
+        state: PartitionState,
+    ) -> Result<i64> {
+        if !self.holds_controller(claim) {
+            return Err(MetadataError::NotController);
+        }
+        // The one registered broker is the only live one.
+        let me = self.controller();
+        if (state.leader >= 0 && Some(state.leader) != me)
+            || replaced.is_some_and(|r| Some(r) == me)
+        {
+            return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
+        }
+        let topic = topic.to_string();
+        self.modify(move |doc| {
+            if doc
+                .topics
+                .get(&topic)
+                .is_none_or(|t| t.id != state.topic_id)
+            {
+                return Err(MetadataError::UnknownTopic(topic));
+            }
+            let states = doc.partitions.entry(topic.clone()).or_default();
+            if states.get(&partition).map_or(0, |s| s.revision) != expected {
+                return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
+            }
+            doc.state_revision += 1;
+            let revision = doc.state_revision;
+            states.insert(partition, StoredState { state, revision });
+            Ok(revision)
+        })
+        .await
+    }
+
     fn coordinator_slots(&self) -> SlotCounts {
         self.slots
     }
@@ -469,10 +564,12 @@ impl MetadataStore for LocalStore {
     async fn delete_topic(&self, name: &str, id: uuid::Uuid) -> Result<TopicRecord> {
         let name = name.to_string();
         self.modify(move |doc| match doc.topics.get(&name) {
-            Some(t) if t.id == id => doc
-                .topics
-                .remove(&name)
-                .ok_or(MetadataError::UnknownTopic(name)),
+            Some(t) if t.id == id => {
+                doc.partitions.remove(&name);
+                doc.topics
+                    .remove(&name)
+                    .ok_or(MetadataError::UnknownTopic(name))
+            }
             _ => Err(MetadataError::UnknownTopic(name)),
         })
         .await

@@ -26,6 +26,9 @@ use uuid::Uuid;
 
 pub use slots::{CoordinatorKind, SlotClaim, SlotCounts, SlotHolder};
 
+#[cfg(test)]
+mod tests;
+
 /// One topic as the metadata store keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopicRecord {
@@ -41,6 +44,92 @@ impl TopicRecord {
     pub fn partition_count(&self) -> i32 {
         self.assignments.len() as i32
     }
+}
+
+/// Who leads one partition, at which leader epoch, and which replicas are in sync (Kafka's
+/// PartitionRegistration). A partition whose state was never changed has no stored state:
+/// its state is [`PartitionState::initial`], computed from the topic record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionState {
+    /// The topic this state belongs to (a state of a deleted topic is never taken for the
+    /// state of a new topic of the same name).
+    pub topic_id: Uuid,
+    /// `-1`: no leader (every in-sync replica is gone).
+    pub leader: i32,
+    /// Grows with every leader change: the fencing token of leadership (KIP-101, KIP-320).
+    pub leader_epoch: i32,
+    /// In-sync replicas. Kept when the last one goes (leader -1), so that one is elected
+    /// again when it returns.
+    pub isr: Vec<i32>,
+    pub replicas: Vec<i32>,
+}
+
+impl PartitionState {
+    /// The state of a new partition: its first replica leads at epoch 0, all are in sync.
+    pub fn initial(topic_id: Uuid, replicas: &[i32]) -> PartitionState {
+        PartitionState {
+            topic_id,
+            leader: replicas.first().copied().unwrap_or(-1),
+            leader_epoch: 0,
+            isr: replicas.to_vec(),
+            replicas: replicas.to_vec(),
+        }
+    }
+
+    /// The state a controller wants given which brokers are `live`: a leader that is gone
+    /// is replaced by the first live in-sync replica (`leader_epoch + 1`), or by none (-1,
+    /// the ISR kept); a partition without a leader gets the first in-sync replica that is
+    /// back. Out-of-sync replicas are elected only with `unclean` (Kafka's
+    /// `unclean.leader.election.enable`), and then join the ISR alone. `None`: no change.
+    pub fn elect(&self, live: &dyn Fn(i32) -> bool, unclean: bool) -> Option<PartitionState> {
+        if self.leader >= 0 && live(self.leader) {
+            return None;
+        }
+        let candidate = self
+            .replicas
+            .iter()
+            .copied()
+            .find(|r| self.isr.contains(r) && live(*r));
+        let mut next = self.clone();
+        match candidate {
+            Some(leader) => {
+                next.leader = leader;
+                next.leader_epoch = self.leader_epoch + 1;
+                // The old leader, gone, is no longer in sync; the ISR never empties.
+                next.isr.retain(|r| *r == leader || live(*r));
+            }
+            None => match self.replicas.iter().copied().find(|r| unclean && live(*r)) {
+                Some(leader) => {
+                    next.leader = leader;
+                    next.leader_epoch = self.leader_epoch + 1;
+                    next.isr = vec![leader];
+                }
+                None if self.leader < 0 => return None,
+                None => {
+                    next.leader = -1;
+                    next.leader_epoch = self.leader_epoch + 1;
+                }
+            },
+        }
+        Some(next)
+    }
+}
+
+/// A partition's state with the store revision it was written at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredState {
+    pub state: PartitionState,
+    /// The store's revision of the write (etcd: the key's mod revision); a change compares it.
+    pub revision: i64,
+}
+
+/// This broker's term as the controller: every controller write is fenced by it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerClaim {
+    /// Grows with every election (etcd: the create revision of the election key).
+    pub epoch: i64,
+    /// The store's key proving the term (etcd: the election key; embedded: empty).
+    pub key: String,
 }
 
 /// A consumer group's committed position in one partition.
@@ -145,6 +234,9 @@ pub enum MetadataError {
     /// The store refuses this broker (its node id is held by another live broker).
     #[error("{0}")]
     Refused(String),
+    /// A controller write after this broker's term as the controller ended.
+    #[error("this broker is no longer the controller")]
+    NotController,
     /// A coordinator write under a slot claim this broker no longer holds.
     #[error("coordinator slot {0} is held by another broker now")]
     Fenced(String),
@@ -165,6 +257,7 @@ impl MetadataError {
             MetadataError::Conflict(_) => E::RequestTimedOut,
             MetadataError::Refused(_) => E::InvalidRequest,
             MetadataError::Fenced(_) => E::NotCoordinator,
+            MetadataError::NotController => E::NotController,
         }
     }
 }
@@ -187,7 +280,7 @@ pub trait MetadataStore: Send + Sync {
     /// before its lease could have expired (etcd unreachable) until it is renewed or
     /// re-registered. A broker that is not live acknowledges no write and coordinates nothing.
     fn is_live(&self) -> bool;
-    /// Ticks whenever topics or brokers change in the store (the embedded store: never, since
+    /// Ticks whenever topics, brokers, partition states or the controller change in the store (the embedded store: never, since
     /// only this broker changes it).
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
     /// Every topic, by name.
@@ -200,6 +293,33 @@ pub trait MetadataStore: Send + Sync {
     async fn update_topic(&self, expected: &TopicRecord, topic: TopicRecord) -> Result<()>;
     /// Removes topic `name` if it is still the one with `id`, and returns what it was.
     async fn delete_topic(&self, name: &str, id: Uuid) -> Result<TopicRecord>;
+
+    /// The stored state of a partition (None: never changed, so
+    /// [`PartitionState::initial`] of its topic record), as this broker last heard (cluster
+    /// mode: from the watch, which ticks [`MetadataStore::changes`] on every change).
+    fn partition_state(&self, topic: &str, partition: i32) -> Option<StoredState>;
+    /// The controller's node id, as this broker last heard.
+    fn controller(&self) -> Option<i32>;
+    /// Waits until this broker is elected the controller (registered first), and returns its
+    /// term. Being elected proves nothing by itself: every write the controller makes is
+    /// fenced by the claim.
+    async fn campaign_controller(&self) -> Result<ControllerClaim>;
+    /// Whether `claim` may still be this broker's term (as last heard; the writes are what
+    /// is fenced).
+    fn holds_controller(&self, claim: &ControllerClaim) -> bool;
+    /// Writes a partition's state, fenced by the controller claim (`NotController`), if the
+    /// stored state is still at `expected` (0: never written, and the topic must still be
+    /// `state.topic_id`), the new leader (if any) is registered and the `replaced` leader is
+    /// not: `Conflict` otherwise (the controller's view was stale). Returns the new revision.
+    async fn put_partition_state(
+        &self,
+        claim: &ControllerClaim,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        replaced: Option<i32>,
+        state: PartitionState,
+    ) -> Result<i64>;
 
     /// How many coordinator slots of each kind the cluster has (fixed when it was created).
     fn coordinator_slots(&self) -> SlotCounts;

@@ -29,7 +29,6 @@ pub fn bits(ops: &[i32]) -> i32 {
 pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<MetadataResponse> {
     let v = ctx.api_version;
     let broker = &ctx.broker;
-    let node = broker.node_id();
 
     let mut resp = MetadataResponse::default();
     resp.brokers = broker
@@ -50,7 +49,7 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<
         resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id().to_string()));
     }
     if v >= 1 {
-        resp.controller_id = BrokerId(node);
+        resp.controller_id = BrokerId(broker.controller_id());
     }
     if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = bits(CLUSTER_OPERATIONS);

@@ -295,3 +295,140 @@ async fn topic_changes_from_a_stale_view_are_refused() {
     ));
     assert_eq!(a.topics().await.unwrap()["t"], again);
 }
+
+/// Partition states change only by the controller, fenced by its election: a second broker
+/// is elected only when the first one's lease is gone, and from then on the first one's
+/// writes fail, as do writes computed from an old state or for a deleted topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_states_are_fenced_by_the_controller_election() {
+    use strand::cluster::etcd::{EtcdStore, LeaseSettings};
+    use strand::cluster::{MetadataError, MetadataStore, PartitionState, TopicRecord};
+    let etcd = Etcd::start();
+    let lease = LeaseSettings {
+        session_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    let endpoints = std::slice::from_ref(&etcd.endpoint);
+    let a = EtcdStore::open(endpoints, "/ctl", lease, SLOTS)
+        .await
+        .unwrap();
+    let b = std::sync::Arc::new(
+        EtcdStore::open(endpoints, "/ctl", lease, SLOTS)
+            .await
+            .unwrap(),
+    );
+    a.register_broker(registration(1)).await.unwrap();
+    b.register_broker(registration(2)).await.unwrap();
+    let first = a.campaign_controller().await.unwrap();
+    assert!(a.holds_controller(&first));
+    // Broker 2 waits in the election while broker 1 is the controller.
+    let campaign = tokio::spawn({
+        let b = b.clone();
+        async move { b.campaign_controller().await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while b.controller() != Some(1) {
+        assert!(
+            Instant::now() < deadline,
+            "broker 2 never saw the controller"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let record = TopicRecord {
+        name: "t".into(),
+        id: uuid::Uuid::new_v4(),
+        assignments: vec![vec![3], vec![2]],
+        configs: Default::default(),
+    };
+    a.create_topic(record.clone()).await.unwrap();
+    // Broker 3 is not registered: its partition goes offline. Broker 2 is: its partition
+    // cannot be taken from it, whatever the controller believes.
+    let initial = PartitionState::initial(record.id, &[3]);
+    let offline = initial.elect(&|_| false, false).unwrap();
+    let r = a
+        .put_partition_state(
+            &first,
+            "t",
+            1,
+            0,
+            Some(2),
+            PartitionState {
+                leader: -1,
+                ..PartitionState::initial(record.id, &[2])
+            },
+        )
+        .await;
+    assert!(matches!(r, Err(MetadataError::Conflict(_))), "{r:?}");
+    let rev = a
+        .put_partition_state(&first, "t", 0, 0, Some(3), offline.clone())
+        .await
+        .unwrap();
+    // A write computed from the state before (absent) now conflicts.
+    let r = a
+        .put_partition_state(&first, "t", 0, 0, Some(3), offline.clone())
+        .await;
+    assert!(matches!(r, Err(MetadataError::Conflict(_))), "{r:?}");
+    // Every broker sees the state through the watch.
+    while b.partition_state("t", 0).map(|s| s.revision) != Some(rev) {
+        assert!(Instant::now() < deadline, "broker 2 never saw the state");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!campaign.is_finished(), "two controllers at once");
+    // Broker 1 dies: its lease expires and broker 2 is elected.
+    drop(a);
+    let second = tokio::time::timeout(Duration::from_secs(10), campaign)
+        .await
+        .expect("broker 2 was never elected")
+        .unwrap()
+        .unwrap();
+    assert!(second.epoch > first.epoch);
+    assert!(!b.holds_controller(&first));
+    let back = offline.elect(&|n| n == 3, false).unwrap();
+    // Not registered: not elected.
+    let r = b
+        .put_partition_state(&second, "t", 0, rev, None, back.clone())
+        .await;
+    assert!(matches!(r, Err(MetadataError::Conflict(_))), "{r:?}");
+    let c = EtcdStore::open(endpoints, "/ctl", lease, SLOTS)
+        .await
+        .unwrap();
+    c.register_broker(registration(3)).await.unwrap();
+    let r = b
+        .put_partition_state(&first, "t", 0, rev, None, back.clone())
+        .await;
+    assert!(matches!(r, Err(MetadataError::NotController)), "{r:?}");
+    let rev2 = b
+        .put_partition_state(&second, "t", 0, rev, None, back.clone())
+        .await
+        .unwrap();
+    assert_eq!(b.partition_state("t", 0).unwrap().state, back);
+    // Deleting the topic deletes its states; the old topic's state is never written again.
+    b.delete_topic("t", record.id).await.unwrap();
+    let r = b
+        .put_partition_state(&second, "t", 0, rev2, None, back.clone())
+        .await;
+    assert!(matches!(r, Err(MetadataError::Conflict(_))), "{r:?}");
+    let recreated = TopicRecord {
+        id: uuid::Uuid::new_v4(),
+        ..record
+    };
+    b.create_topic(recreated).await.unwrap();
+    let r = b
+        .put_partition_state(
+            &second,
+            "t",
+            1,
+            0,
+            None,
+            PartitionState::initial(record.id, &[2]),
+        )
+        .await;
+    assert!(matches!(r, Err(MetadataError::UnknownTopic(_))), "{r:?}");
+    while b.partition_state("t", 0).is_some() {
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(10),
+            "state not deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -29,7 +29,7 @@ pub async fn handle(
         }
     }
     resp.cluster_id = StrBytes::from_string(broker.cluster_id().to_string());
-    resp.controller_id = BrokerId(broker.node_id());
+    resp.controller_id = BrokerId(broker.controller_id());
     for r in broker.brokers() {
         let mut b = DescribeClusterBroker::default();
         b.broker_id = BrokerId(r.node_id);

@@ -1,0 +1,130 @@
+//! The controller: one broker of the cluster at a time moves partition leadership.
+//!
+//! Every broker campaigns ([`MetadataStore::campaign_controller`], etcd's election API in
+//! cluster mode; the one embedded broker is always elected). The elected one runs passes, at
+//! once, on every change the store reports (brokers come and go) and every second: for each
+//! partition whose leader is gone it writes the state [`PartitionState::elect`] chooses
+//! (the first live in-sync replica at `leader_epoch + 1`, or no leader with the ISR kept, and
+//! a returning in-sync replica elected again). The replicas of new partitions are chosen by
+//! the broker that takes CreateTopics / CreatePartitions (`place_replicas`), so no request
+//! waits for the controller.
+//!
+//! Safety never depends on being elected: every state write compares the controller's
+//! election key and the state's revision (`put_partition_state`), so a deposed controller's
+//! write fails, and brokers lead only as the written states say.
+//!
+//! [`MetadataStore::campaign_controller`]: crate::cluster::MetadataStore::campaign_controller
+//! [`PartitionState::elect`]: crate::cluster::PartitionState::elect
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::Broker;
+use crate::cluster::{ControllerClaim, MetadataError};
+
+impl Broker {
+    /// One controller pass (see the module docs). `Err(NotController)` when the term ended.
+    async fn elect_leaders(&self, claim: &ControllerClaim) -> Result<(), MetadataError> {
+        let live: BTreeSet<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        let topics: Vec<_> = self.read_topics().values().cloned().collect();
+        for topic in topics {
+            let unclean = topic
+                .record
+                .configs
+                .get("unclean.leader.election.enable")
+                .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+            for index in 0..topic.record.partition_count() {
+                let (state, revision) = self.partition_state(&topic, index);
+                let Some(next) = state.elect(&|b| live.contains(&b), unclean) else {
+                    continue;
+                };
+                let name = &topic.record.name;
+                match self
+                    .store
+                    .put_partition_state(
+                        claim,
+                        name,
+                        index,
+                        revision,
+                        Some(state.leader).filter(|l| *l >= 0),
+                        next.clone(),
+                    )
+                    .await
+                {
+                    Ok(_) => info!(
+                        topic = %name,
+                        partition = index,
+                        leader = next.leader,
+                        leader_epoch = next.leader_epoch,
+                        isr = ?next.isr,
+                        "partition leader changed"
+                    ),
+                    Err(MetadataError::NotController) => return Err(MetadataError::NotController),
+                    // Changed or deleted meanwhile: the next pass sees the new state.
+                    Err(MetadataError::Conflict(_) | MetadataError::UnknownTopic(_)) => {}
+                    Err(e) => {
+                        warn!(topic = %name, partition = index, "cannot change the partition's leader: {e}");
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Campaigns, and while elected runs controller passes; campaigns again when the term ends.
+/// Stops at shutdown (or when the broker is gone).
+pub(super) async fn controller_loop(
+    broker: Weak<Broker>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let Some(store) = broker.upgrade().map(|b| b.store.clone()) else {
+            return;
+        };
+        let claim = tokio::select! {
+            r = store.campaign_controller() => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let claim = match claim {
+            Ok(c) => c,
+            Err(e) => {
+                warn!("controller campaign failed: {e}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut changes = store.changes();
+        drop(store);
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let Some(b) = broker.upgrade() else { return };
+            if *shutdown.borrow() {
+                return;
+            }
+            if !b.store.holds_controller(&claim) {
+                info!(
+                    epoch = claim.epoch,
+                    "this broker is no longer the controller"
+                );
+                break;
+            }
+            // Other failures (etcd unreachable) are retried by the next pass.
+            if let Err(MetadataError::NotController) = b.elect_leaders(&claim).await {
+                info!(epoch = claim.epoch, "this broker is no longer the controller");
+                break;
+            }
+            drop::<Arc<Broker>>(b);
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = every.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
