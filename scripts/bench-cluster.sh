@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Cluster mode on one machine: a real etcd and three strand brokers on 127.0.0.1, and figures
 # for what etcd costs: topic creation until every broker shows the topic, a killed broker's
-# departure (lease expiry) seen by the others, a group coordinator's kill -9 until another
+# departure (lease expiry) seen by the others, the controller's kill -9 until another is named
+# and a killed broker's restart until its partition takes produce, a group coordinator's kill -9 until another
 # broker coordinates the group and a consumer commits again, and offset commits through etcd (CONSUMERS
 # consumers committing PARTITIONS partitions each, as fast as they can, for SECONDS).
 #

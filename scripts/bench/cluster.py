@@ -118,9 +118,43 @@ def main() -> int:
                 time.sleep(0.02)
         print(f"kill -9 -> broker gone from the others' Metadata: {summary(gone)}")
 
+        # 2b. kill -9 of the controller until the others name another (its election key goes
+        #     with its lease), and a killed broker's restart until its partition takes produce
+        #     again (the new controller elects it back with a new leader epoch).
+        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "compat-tests"))
+        import kwire
+        ct = "controller-bench"
+        admins[1].create_topics([NewTopic(ct, num_partitions=3, replica_assignment=[[1], [2], [3]])])[ct].result(10)
+        elected, back = [], []
+        for trial in range(5):
+            first = admins[1].describe_cluster().result(10).controller.id
+            others = [n for n in ports if n != first]
+            t0 = time.monotonic()
+            procs.kill(f"b{first}")
+            while True:
+                try:
+                    # An admin client may still be asking the dead broker: retried.
+                    named = {admins[n].describe_cluster(request_timeout=2).result(5).controller.id
+                             for n in others}
+                except KafkaException:
+                    named = set()
+                if len(named) == 1 and first not in named:
+                    break
+                time.sleep(0.01)
+            elected.append(time.monotonic() - t0)
+            t0 = time.monotonic()
+            start_broker(first)
+            batch = kwire.record_batch([kwire.Record(key=None, value=b"x")])
+            while kwire.produce(("127.0.0.1", ports[first]), ct, first - 1, batch)[0] != 0:
+                time.sleep(0.01)
+            back.append(time.monotonic() - t0)
+            while first not in admins[others[0]].list_topics(timeout=5).brokers:
+                time.sleep(0.02)
+        print(f"kill -9 of the controller -> the others name another controller: {summary(elected)}")
+        print(f"restart of a killed broker -> its partition takes produce again: {summary(back)}")
+
         # 3. kill -9 of a group's coordinator until (a) FindCoordinator names another broker
         #    and (b) a consumer that was committing through it commits again.
-        sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "compat-tests"))
         import kwire_txn
         ft = "failover"
         admins[1].create_topics([NewTopic(ft, num_partitions=2, replica_assignment=[[1], [2]])])[ft].result(10)

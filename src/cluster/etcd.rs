@@ -21,9 +21,11 @@
 //!   `sent + TTL` at etcd) and the margin ([`SAFETY_MARGIN_FRACTION`] of the TTL) covers clock
 //!   drift between this host and etcd's. After a lost lease it registers again with a new
 //!   lease and a new epoch.
-//! - The watch covers the whole prefix and resumes from the last seen revision + 1; when etcd
-//!   has compacted that revision away it re-lists. Readers of topics always range-read etcd
-//!   (linearizable); the watch only keeps the broker list and tells the broker to reconcile.
+//! - Each watch (brokers, topics, coordinator claims, partition states, controller candidates)
+//!   resumes from the last seen revision + 1; when etcd has compacted that revision away it
+//!   re-lists. Readers of topics always range-read etcd (linearizable); the watches keep the
+//!   broker list, slot holders, partition states and controller candidates, and tell the
+//!   broker to reconcile. Partition states and the election: `partitions` (submodule).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
