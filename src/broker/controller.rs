@@ -116,7 +116,10 @@ pub(super) async fn controller_loop(
             }
             // Other failures (etcd unreachable) are retried by the next pass.
             if let Err(MetadataError::NotController) = b.elect_leaders(&claim).await {
-                info!(epoch = claim.epoch, "this broker is no longer the controller");
+                info!(
+                    epoch = claim.epoch,
+                    "this broker is no longer the controller"
+                );
                 break;
             }
             drop::<Arc<Broker>>(b);

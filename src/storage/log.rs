@@ -93,6 +93,7 @@ use super::segment::{
 use super::txn_index::{AbortedTxn, TXN_INDEX_SUFFIX};
 
 mod recovery;
+mod replica;
 
 /// Name of the persisted log start offset file.
 pub const LOG_START_OFFSET_FILE: &str = "log-start-offset";

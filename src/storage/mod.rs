@@ -57,6 +57,8 @@ mod producer_log_tests;
 mod producer_state;
 pub mod recompress;
 pub mod records;
+#[cfg(test)]
+mod replica_tests;
 mod segment;
 #[cfg(test)]
 pub(crate) mod testutil;

@@ -148,7 +148,7 @@ impl PartitionLog {
         Self::open_inner(dir, config, clean, health, files)
     }
 
-    fn open_inner(
+    pub(super) fn open_inner(
         dir: &Path,
         config: LogConfig,
         clean: bool,
