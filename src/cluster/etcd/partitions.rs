@@ -1,4 +1,4 @@
-//! Partition states and the controller election in etcd (keys in [`super::super::keys`]).
+//! Partition states and the controller election in etcd (keys in [`crate::cluster::keys`]).
 //!
 //! Invariants:
 //! - A partition state is written only by one etcd transaction that compares the controller's
