@@ -220,11 +220,18 @@ impl EtcdStore {
         lease: LeaseSettings,
         slots: SlotCounts,
     ) -> Result<Self> {
-        let waiting = ConnectOptions::new()
+        let options = ConnectOptions::new()
             .with_connect_timeout(REQUEST_TIMEOUT)
             .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true)
+            .with_timeout(REQUEST_TIMEOUT);
+        // The election connection carries only a campaign that waits: HTTP/2 pings more often
+        // than etcd's `--grpc-keepalive-min-time` (5 s) on a connection without data make etcd
+        // close it ("too many pings"), which cancels the campaign and resigns it.
+        let waiting = ConnectOptions::new()
+            .with_connect_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             .with_keep_alive_while_idle(true);
-        let options = waiting.clone().with_timeout(REQUEST_TIMEOUT);
         let keys = Keys::new(prefix);
         let key = keys.cluster_id();
         let fresh = super::local::new_cluster_id();
