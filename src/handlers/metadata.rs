@@ -49,7 +49,11 @@ pub async fn handle(ctx: RequestContext, req: MetadataRequest) -> HandlerResult<
         resp.cluster_id = Some(StrBytes::from_string(broker.cluster_id().to_string()));
     }
     if v >= 1 {
-        resp.controller_id = BrokerId(broker.controller_id());
+        // The answering broker, always in its own broker list: clients send admin requests to
+        // Metadata's controller and every broker takes them, while a broker whose watch lags
+        // may not list the elected controller yet (librdkafka then drops its connection to
+        // it mid-request). DescribeCluster names the elected one.
+        resp.controller_id = BrokerId(broker.node_id());
     }
     if (8..=10).contains(&v) && req.include_cluster_authorized_operations {
         resp.cluster_authorized_operations = bits(CLUSTER_OPERATIONS);
