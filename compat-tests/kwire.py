@@ -460,9 +460,10 @@ def produce(addr, topic, partition, records: bytes, acks=-1) -> tuple[int, int]:
 # ---------------------------------------------------------------- Fetch v4
 def fetch_request(topic: str, partition: int, offset: int, max_wait_ms: int = 100,
                   min_bytes: int = 1, max_bytes: int = 10 * 1024 * 1024,
-                  partition_max_bytes: int = 1024 * 1024, correlation_id: int = 9) -> bytes:
+                  partition_max_bytes: int = 1024 * 1024, correlation_id: int = 9,
+                  replica_id: int = -1) -> bytes:
     body = (
-        i32(-1)  # replica id
+        i32(replica_id)
         + i32(max_wait_ms)
         + i32(min_bytes)
         + i32(max_bytes)

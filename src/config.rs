@@ -94,6 +94,11 @@ pub struct Config {
     pub fetch_max_bytes: i32,
     /// `replica.fetch.response.max.bytes`: the same for a replica's (follower's) Fetch.
     pub replica_fetch_response_max_bytes: i32,
+    /// `replica.fetch.max.bytes`: the most bytes a follower asks of one partition per fetch.
+    pub replica_fetch_max_bytes: i32,
+    /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
+    /// ISR.
+    pub replica_lag_time_max_ms: i64,
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
@@ -209,6 +214,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("max.broker.partitions", "10000"),
     ("fetch.max.bytes", "57671680"),
     ("replica.fetch.response.max.bytes", "10485760"),
+    ("replica.fetch.max.bytes", "1048576"),
+    ("replica.lag.time.max.ms", "30000"),
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
@@ -450,6 +457,18 @@ impl Config {
                 &req("replica.fetch.response.max.bytes"),
                 0,
                 i32::MAX,
+            )?,
+            replica_fetch_max_bytes: parse_num(
+                "replica.fetch.max.bytes",
+                &req("replica.fetch.max.bytes"),
+                1,
+                i32::MAX,
+            )?,
+            replica_lag_time_max_ms: parse_num(
+                "replica.lag.time.max.ms",
+                &req("replica.lag.time.max.ms"),
+                1,
+                i64::MAX,
             )?,
             max_broker_partitions: parse_num(
                 "max.broker.partitions",

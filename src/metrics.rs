@@ -250,6 +250,10 @@ pub fn fsync(elapsed: Duration) {
 pub struct TopicCounters {
     pub bytes_in: Counter,
     pub bytes_out: Counter,
+    /// Bytes a follower appended from its leader (`strand_replication_bytes_in_total`).
+    pub replication_bytes_in: Counter,
+    /// Bytes a leader sent its followers (`strand_replication_bytes_out_total`).
+    pub replication_bytes_out: Counter,
 }
 
 impl TopicCounters {
@@ -258,11 +262,15 @@ impl TopicCounters {
             return TopicCounters {
                 bytes_in: Counter::noop(),
                 bytes_out: Counter::noop(),
+                replication_bytes_in: Counter::noop(),
+                replication_bytes_out: Counter::noop(),
             };
         }
         TopicCounters {
             bytes_in: counter!("strand_topic_bytes_in_total", "topic" => topic.to_string()),
             bytes_out: counter!("strand_topic_bytes_out_total", "topic" => topic.to_string()),
+            replication_bytes_in: counter!("strand_replication_bytes_in_total", "topic" => topic.to_string()),
+            replication_bytes_out: counter!("strand_replication_bytes_out_total", "topic" => topic.to_string()),
         }
     }
 }

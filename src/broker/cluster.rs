@@ -111,6 +111,10 @@ impl Broker {
     /// states say.
     pub(super) fn apply_leadership(&self, topic: &Topic) {
         let me = self.node_id();
+        let min_insync = self
+            .topic_config(&topic.record.configs, "min.insync.replicas")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(1);
         for p in topic.hosted() {
             let (state, _) = self.partition_state(topic, p.index);
             let leading = state.leader == me;
@@ -118,8 +122,19 @@ impl Broker {
                 warn!(topic = %p.topic, partition = p.index, state_epoch = state.leader_epoch, log_epoch = p.leader_epoch(), "partition state is older than this replica's log: not applied");
                 continue;
             }
+            if leading {
+                // Fetching stops before this broker leads (its log takes produce then).
+                self.follow(p, None);
+            }
             if p.set_leadership(leading, state.leader_epoch) {
-                info!(topic = %p.topic, partition = p.index, leading, leader = state.leader, leader_epoch = state.leader_epoch, "partition leadership");
+                info!(topic = %p.topic, partition = p.index, leading, leader = state.leader, leader_epoch = state.leader_epoch, isr = ?state.isr, "partition leadership");
+            }
+            if leading {
+                p.lead(state.leader_epoch, &state.replicas, &state.isr, min_insync);
+            } else {
+                p.resign();
+                let follows = state.leader >= 0 && state.replicas.contains(&me);
+                self.follow(p, follows.then_some((state.leader, state.leader_epoch)));
             }
         }
     }

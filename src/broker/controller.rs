@@ -5,7 +5,8 @@
 //! once, on every change the store reports (brokers come and go) and every second: for each
 //! partition whose leader is gone it writes the state [`PartitionState::elect`] chooses
 //! (the first live in-sync replica at `leader_epoch + 1`, or no leader with the ISR kept, and
-//! a returning in-sync replica elected again). The replicas of new partitions are chosen by
+//! a returning in-sync replica elected again), and drops followers that are gone from the ISR
+//! (so acks=all writes wait for no dead broker; the leader adds them back once they catch up). The replicas of new partitions are chosen by
 //! the broker that takes CreateTopics / CreatePartitions (`place_replicas`), so no request
 //! waits for the controller.
 //!
@@ -49,7 +50,8 @@ impl Broker {
                         name,
                         index,
                         revision,
-                        Some(state.leader).filter(|l| *l >= 0),
+                        // Only a leader being replaced must be gone.
+                        Some(state.leader).filter(|l| *l >= 0 && *l != next.leader),
                         next.clone(),
                     )
                     .await

@@ -23,7 +23,10 @@ mod controller;
 mod coordinators;
 pub mod data_dir;
 pub mod dynamic_config;
+mod fetcher;
+mod isr;
 pub mod partition;
+pub mod replication;
 pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -180,6 +183,10 @@ pub struct Broker {
     files: Arc<OpenFiles>,
     /// Dynamic broker configs in effect (AlterConfigs on the BROKER resource).
     dynamic: RwLock<DynamicConfigs>,
+    /// The replica fetchers of the partitions this broker follows.
+    fetchers: std::sync::Mutex<HashMap<(String, i32), fetcher::Follow>>,
+    /// This broker, for the tasks it starts.
+    weak: std::sync::OnceLock<std::sync::Weak<Broker>>,
     _lock: fs::File,
 }
 
@@ -342,8 +349,11 @@ impl Broker {
             log_dir,
             files,
             dynamic: RwLock::new(dynamic),
+            fetchers: std::sync::Mutex::new(HashMap::new()),
+            weak: std::sync::OnceLock::new(),
             _lock: lock,
         });
+        let _ = broker.weak.set(Arc::downgrade(&broker));
         broker.apply_all_leadership();
         // Coordinator slots are claimed and loaded before any client is served (embedded:
         // every slot, at once).
@@ -353,6 +363,7 @@ impl Broker {
             broker.shutting_down.subscribe(),
         ));
         tokio::spawn(coordinators::slot_loop(Arc::downgrade(&broker)));
+        tokio::spawn(isr::isr_loop(Arc::downgrade(&broker)));
         if broker.store.is_cluster() {
             tokio::spawn(reconcile_loop(Arc::downgrade(&broker)));
         }
@@ -364,6 +375,7 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         self.shutting_down.send_replace(true);
         self.groups.shutdown();
+        self.stop_following(None);
     }
 
     /// Resolves when the broker begins to shut down.
@@ -372,6 +384,11 @@ impl Broker {
     }
 
     /// The metadata store (the transaction coordinator persists through it).
+    /// A weak reference to this broker (for the tasks it starts).
+    fn self_ref(&self) -> Option<std::sync::Weak<Broker>> {
+        self.weak.get().cloned()
+    }
+
     pub fn store(&self) -> &Arc<dyn MetadataStore> {
         &self.store
     }
@@ -579,11 +596,13 @@ impl Broker {
                         "Unknown broker id {b} in replica assignment for partition {p}"
                     )));
                 }
-                if brokers.len() > 1 {
-                    return Err(TopicError::InvalidReplicationFactor(format!(
-                        "Partition {p} has {} replicas: this version of Strand does not replicate partitions (one replica each).",
-                        brokers.len()
-                    )));
+                if out
+                    .first()
+                    .is_some_and(|first: &Vec<i32>| first.len() != brokers.len())
+                {
+                    return Err(TopicError::InvalidReplicaAssignment(
+                        "All partitions should have the same number of replicas".into(),
+                    ));
                 }
                 out.push(brokers);
             }
@@ -612,11 +631,6 @@ impl Broker {
                 return Err(TopicError::InvalidReplicationFactor(format!(
                     "Unable to replicate the partition {rf} time(s): The target replication factor of {rf} cannot be reached because only {} broker(s) are registered.",
                     live.len()
-                )));
-            }
-            if rf > 1 {
-                return Err(TopicError::InvalidReplicationFactor(format!(
-                    "Replication factor {rf}: this version of Strand does not replicate partitions (one replica each)."
                 )));
             }
             // Checked before anything is allocated: a spread gives no broker more than this.
@@ -709,6 +723,7 @@ impl Broker {
     /// Forgets a deleted topic here: its partitions' directories are renamed to
     /// `<dir>.<topic id>-delete` (atomic, fsynced) and removed, its group offsets dropped.
     async fn remove_local_topic(&self, name: &str) {
+        self.stop_following(Some(name));
         let removed = self.write_topics().remove(name);
         if let Some(topic) = removed {
             let data_dir = self.config.data_dir.clone();
@@ -795,6 +810,7 @@ fn open_context(
         visible_unflushed: config.log_visible_unflushed,
         health: health.clone(),
         files: files.clone(),
+        node_id: config.node_id,
     }
 }
 

@@ -1,15 +1,17 @@
-//! One partition that this broker leads: its log plus the replication-facing state Kafka keeps
-//! per partition (leader epoch, high watermark).
+//! One partition replica that this broker hosts: its log plus the replication-facing state
+//! Kafka keeps per partition (leader epoch, leadership, high watermark, the followers' state).
 //!
 //! Invariants: `log_start_offset <= high_watermark <= durable offset <= log_end_offset`.
 //! Consumers read only below the high watermark, and the high watermark never passes what a
-//! crash could lose: on one node it is the log's durable (fdatasync'ed) offset, so a record a
-//! consumer saw (or committed an offset past) survives a power failure and its offset is never
-//! reused. acks=all produces fsync at once (group commit); every other append schedules a
-//! background flush at most `log.flush.max.delay.ms` later, which then advances the high
-//! watermark. Replication will instead advance it from the ISR's fetches. Readers wait for new
-//! data by watching the high watermark, so a long-polling Fetch wakes exactly when data becomes
-//! visible.
+//! crash could lose: on a leader it is bounded by the log's durable (fdatasync'ed) offset and,
+//! with followers, by what every in-sync follower has made durable
+//! ([`super::replication::Replication::high_watermark_bound`]), so a record a consumer saw
+//! (or committed an offset past) survives a power failure and its offset is never reused.
+//! acks=all produces fsync at once (group commit) and wait for the high watermark; every other
+//! append schedules a background flush at most `log.flush.max.delay.ms` later, which then
+//! advances it. A follower takes the leader's high watermark, bounded by its own durable end.
+//! Readers wait for new data by watching the high watermark, so a long-polling Fetch wakes
+//! exactly when data becomes visible.
 //!
 //! `log.visibility = page-cache` (opt-in) is Kafka's behaviour instead: the high watermark
 //! follows the log end offset on every append and fsyncs happen only as `flush.messages` /
@@ -22,9 +24,11 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::replication::{Fetched, Replication};
 use crate::storage::{self, AppendInfo, LogConfig, LogDirHealth, OpenFiles, PartitionLog};
 
 /// File in each partition directory naming the topic id the directory belongs to.
@@ -49,6 +53,8 @@ pub struct OpenContext {
     pub health: Arc<LogDirHealth>,
     /// The data dir's open segment files.
     pub files: Arc<OpenFiles>,
+    /// This broker's node id.
+    pub node_id: i32,
 }
 
 pub struct Partition {
@@ -65,6 +71,10 @@ pub struct Partition {
     /// serve fetches (see [`Partition::set_leadership`]).
     leading: AtomicBool,
     high_watermark: Arc<watch::Sender<i64>>,
+    /// The followers as this broker sees them while it leads (the high watermark's bound).
+    replication: Arc<Replication>,
+    /// Ticks when the applied state changes (leadership, ISR): acks=all waits re-check.
+    state_changes: watch::Sender<u64>,
     /// A background flush is scheduled (appends meanwhile need no other).
     flush_scheduled: Arc<AtomicBool>,
     /// `log.flush.max.delay.ms`.
@@ -106,6 +116,8 @@ impl Partition {
             leader_epoch: AtomicI32::new(leader_epoch),
             leading: AtomicBool::new(false),
             high_watermark: Arc::new(high_watermark),
+            replication: Arc::new(Replication::new(ctx.node_id)),
+            state_changes: watch::channel(0).0,
             flush_scheduled: Arc::new(AtomicBool::new(false)),
             flush_delay: ctx.flush_delay,
             visible_unflushed: ctx.visible_unflushed,
@@ -131,6 +143,8 @@ impl Partition {
             leader_epoch: AtomicI32::new(0),
             leading: AtomicBool::new(false),
             high_watermark: Arc::new(high_watermark),
+            replication: Arc::new(Replication::new(ctx.node_id)),
+            state_changes: watch::channel(0).0,
             flush_scheduled: Arc::new(AtomicBool::new(false)),
             flush_delay: ctx.flush_delay,
             visible_unflushed: ctx.visible_unflushed,
@@ -234,9 +248,139 @@ impl Partition {
         let log = self.log()?;
         let r = log.flush_until(end).await;
         if !self.visible_unflushed {
-            advance_high_watermark(&self.high_watermark, log.durable_offset());
+            self.refresh_high_watermark();
         }
         r
+    }
+
+    /// What this replica may count as its own end for the high watermark: the durable offset,
+    /// or (page-cache mode) the log end offset.
+    fn own_end(&self, log: &PartitionLog) -> i64 {
+        if self.visible_unflushed {
+            log.log_end_offset()
+        } else {
+            log.durable_offset()
+        }
+    }
+
+    /// Advances the high watermark as far as this leader may (see the module docs).
+    pub fn refresh_high_watermark(&self) {
+        if let Some(log) = self.opened_log() {
+            publish(&self.high_watermark, &self.replication, self.own_end(log));
+        }
+    }
+
+    /// Applies the stored state while this broker leads at `leader_epoch` (after
+    /// [`Partition::set_leadership`]): the replicas and ISR the high watermark counts.
+    pub fn lead(&self, leader_epoch: i32, replicas: &[i32], isr: &[i32], min_insync: usize) {
+        let end = self.opened_log().map_or(0, |l| l.log_end_offset());
+        self.replication.lead(
+            leader_epoch,
+            replicas,
+            isr,
+            end,
+            min_insync,
+            super::now_ms(),
+        );
+        self.refresh_high_watermark();
+        self.state_changes.send_modify(|v| *v += 1);
+    }
+
+    /// Applies a state in which this broker does not lead.
+    pub fn resign(&self) {
+        self.replication.resign();
+        self.state_changes.send_modify(|v| *v += 1);
+    }
+
+    /// The followers' replication state (ISR proposals, lag).
+    pub fn replication(&self) -> &Replication {
+        &self.replication
+    }
+
+    /// Whether acks=all writes may be taken: the ISR has `min.insync.replicas` members.
+    pub fn enough_in_sync(&self) -> bool {
+        self.replication.enough_in_sync()
+    }
+
+    /// A follower `replica` fetched from `fetch_offset` (its durable end): counted towards
+    /// the high watermark, which advances if it can. `NotReplica` if it is not one of this
+    /// partition's followers (or this broker does not lead).
+    pub fn follower_fetched(&self, replica: i32, fetch_offset: i64) -> Fetched {
+        let Some(log) = self.opened_log() else {
+            return Fetched::NotReplica;
+        };
+        let end = log.log_end_offset();
+        let r = self
+            .replication
+            .follower_fetched(replica, fetch_offset, end, super::now_ms());
+        if r == Fetched::Counted {
+            self.refresh_high_watermark();
+        }
+        r
+    }
+
+    /// Resolves once the high watermark reaches `end` (acks=all): every in-sync replica has
+    /// the records durably. NOT_ENOUGH_REPLICAS_AFTER_APPEND if the ISR falls below
+    /// `min.insync.replicas` meanwhile, NOT_LEADER_OR_FOLLOWER if leadership moves.
+    pub async fn wait_committed(&self, end: i64) -> Result<(), ResponseError> {
+        let mut hw = self.high_watermark.subscribe();
+        let mut changes = self.state_changes.subscribe();
+        loop {
+            if *hw.borrow_and_update() >= end {
+                return Ok(());
+            }
+            if !self.is_leader() {
+                return Err(ResponseError::NotLeaderOrFollower);
+            }
+            if !self.enough_in_sync() {
+                return Err(ResponseError::NotEnoughReplicasAfterAppend);
+            }
+            tokio::select! {
+                r = hw.changed() => if r.is_err() {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                },
+                r = changes.changed() => if r.is_err() {
+                    return Err(ResponseError::NotLeaderOrFollower);
+                },
+            }
+        }
+    }
+
+    /// Whether appends are made durable before they count (the default; not in page-cache
+    /// mode): a follower then fsyncs what it fetched before fetching on.
+    pub fn durable_visibility(&self) -> bool {
+        !self.visible_unflushed
+    }
+
+    /// A follower appends batches its leader numbered (see `PartitionLog::append_replica`).
+    pub fn append_replica(&self, records: &[u8], now_ms: i64) -> storage::Result<AppendInfo> {
+        let info = self.log()?.append_replica(records, now_ms)?;
+        self.metrics
+            .replication_bytes_in
+            .increment(records.len() as u64);
+        Ok(info)
+    }
+
+    /// A follower takes its leader's high watermark, bounded by its own durable end.
+    pub fn follow_high_watermark(&self, leader_high_watermark: i64) {
+        if let Some(log) = self.opened_log() {
+            advance_high_watermark(
+                &self.high_watermark,
+                leader_high_watermark.min(self.own_end(log)),
+            );
+        }
+    }
+
+    /// After a truncation to `end`: the high watermark is never above the log end.
+    pub fn truncated(&self, end: i64) {
+        self.high_watermark.send_if_modified(|v| {
+            if *v > end {
+                *v = end;
+                true
+            } else {
+                false
+            }
+        });
     }
 
     /// Whether `flush.messages` unflushed messages have piled up: the append that reached it
@@ -258,11 +402,10 @@ impl Partition {
         let flush_ms = log.config().flush_ms;
         let by_flush_ms = (flush_ms < i64::MAX)
             .then(|| Duration::from_millis(flush_ms.clamp(0, i64::from(u32::MAX)) as u64));
+        publish(&self.high_watermark, &self.replication, self.own_end(log));
         let delay = if self.visible_unflushed {
-            advance_high_watermark(&self.high_watermark, log.log_end_offset());
             by_flush_ms
         } else {
-            advance_high_watermark(&self.high_watermark, log.durable_offset());
             Some(by_flush_ms.map_or(self.flush_delay, |d| d.min(self.flush_delay)))
         };
         if let Some(delay) = delay {
@@ -278,6 +421,7 @@ impl Partition {
         let sync_log = log.clone();
         let log = log.clone();
         let hw = self.high_watermark.clone();
+        let replication = self.replication.clone();
         let scheduled = self.flush_scheduled.clone();
         let visible_unflushed = self.visible_unflushed;
         let flush = async move {
@@ -292,7 +436,7 @@ impl Partition {
                 tracing::error!(dir = %log.dir().display(), "background flush failed: {e}");
             }
             if !visible_unflushed {
-                advance_high_watermark(&hw, log.durable_offset());
+                publish(&hw, &replication, log.durable_offset());
             }
         };
         match tokio::runtime::Handle::try_current() {
@@ -306,7 +450,11 @@ impl Partition {
                     tracing::error!(dir = %self.dir.display(), "flush failed: {e}");
                 }
                 if !self.visible_unflushed {
-                    advance_high_watermark(&self.high_watermark, sync_log.durable_offset());
+                    publish(
+                        &self.high_watermark,
+                        &self.replication,
+                        sync_log.durable_offset(),
+                    );
                 }
             }
         }
@@ -335,11 +483,18 @@ impl Partition {
     }
 }
 
-/// Single node: the high watermark is the durable offset (never moves back).
-fn advance_high_watermark(hw: &watch::Sender<i64>, durable: i64) {
+/// A leader's high watermark moves to what its followers allow given `own` end (never back).
+fn publish(hw: &watch::Sender<i64>, replication: &Replication, own: i64) {
+    if let Some(bound) = replication.high_watermark_bound(own) {
+        advance_high_watermark(hw, bound);
+    }
+}
+
+/// Moves the high watermark up to `to` (never back).
+fn advance_high_watermark(hw: &watch::Sender<i64>, to: i64) {
     hw.send_if_modified(|v| {
-        if durable > *v {
-            *v = durable;
+        if to > *v {
+            *v = to;
             true
         } else {
             false
@@ -384,6 +539,7 @@ mod tests {
             visible_unflushed,
             health: Arc::new(LogDirHealth::new(dir)),
             files: Arc::new(OpenFiles::new(16)),
+            node_id: 1,
         };
         let config = LogConfig {
             segment_bytes,

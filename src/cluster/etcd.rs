@@ -674,10 +674,29 @@ impl MetadataStore for EtcdStore {
         partitions::put_state(
             &mut self.client(),
             &self.shared,
-            claim,
+            Some(claim),
             (topic, partition),
             expected,
             replaced,
+            state,
+        )
+        .await
+    }
+
+    async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: super::PartitionState,
+    ) -> Result<i64> {
+        partitions::put_state(
+            &mut self.client(),
+            &self.shared,
+            None,
+            (topic, partition),
+            expected,
+            None,
             state,
         )
         .await

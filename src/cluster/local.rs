@@ -71,6 +71,36 @@ pub struct LocalStore {
 }
 
 impl LocalStore {
+    /// Writes a partition's state if the stored one is still at `expected` (0: never written,
+    /// and the topic must still be `state.topic_id`).
+    async fn write_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: PartitionState,
+    ) -> Result<i64> {
+        let topic = topic.to_string();
+        self.modify(move |doc| {
+            if doc
+                .topics
+                .get(&topic)
+                .is_none_or(|t| t.id != state.topic_id)
+            {
+                return Err(MetadataError::UnknownTopic(topic));
+            }
+            let states = doc.partitions.entry(topic.clone()).or_default();
+            if states.get(&partition).map_or(0, |s| s.revision) != expected {
+                return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
+            }
+            doc.state_revision += 1;
+            let revision = doc.state_revision;
+            states.insert(partition, StoredState { state, revision });
+            Ok(revision)
+        })
+        .await
+    }
+
     /// The store's file, `<data_dir>/meta/metadata.json`.
     pub fn file_path(data_dir: &Path) -> PathBuf {
         data_dir.join("meta").join(FILE)
@@ -361,25 +391,21 @@ impl MetadataStore for LocalStore {
         {
             return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
         }
-        let topic = topic.to_string();
-        self.modify(move |doc| {
-            if doc
-                .topics
-                .get(&topic)
-                .is_none_or(|t| t.id != state.topic_id)
-            {
-                return Err(MetadataError::UnknownTopic(topic));
-            }
-            let states = doc.partitions.entry(topic.clone()).or_default();
-            if states.get(&partition).map_or(0, |s| s.revision) != expected {
-                return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
-            }
-            doc.state_revision += 1;
-            let revision = doc.state_revision;
-            states.insert(partition, StoredState { state, revision });
-            Ok(revision)
-        })
-        .await
+        self.write_state(topic, partition, expected, state).await
+    }
+
+    async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: PartitionState,
+    ) -> Result<i64> {
+        // The one broker is the only possible leader.
+        if Some(state.leader) != self.controller() {
+            return Err(MetadataError::Conflict(format!("{topic}-{partition}")));
+        }
+        self.write_state(topic, partition, expected, state).await
     }
 
     fn coordinator_slots(&self) -> SlotCounts {

@@ -80,10 +80,17 @@ impl PartitionState {
     /// is replaced by the first live in-sync replica (`leader_epoch + 1`), or by none (-1,
     /// the ISR kept); a partition without a leader gets the first in-sync replica that is
     /// back. Out-of-sync replicas are elected only with `unclean` (Kafka's
-    /// `unclean.leader.election.enable`), and then join the ISR alone. `None`: no change.
+    /// `unclean.leader.election.enable`), and then join the ISR alone. A live leader stays,
+    /// and followers that are gone leave the ISR (as Kafka's controller drops a fenced broker
+    /// from every ISR), the epoch unchanged. `None`: no change.
     pub fn elect(&self, live: &dyn Fn(i32) -> bool, unclean: bool) -> Option<PartitionState> {
         if self.leader >= 0 && live(self.leader) {
-            return None;
+            if self.isr.iter().all(|r| live(*r)) {
+                return None;
+            }
+            let mut next = self.clone();
+            next.isr.retain(|r| *r == self.leader || live(*r));
+            return Some(next);
         }
         let candidate = self
             .replicas
@@ -318,6 +325,19 @@ pub trait MetadataStore: Send + Sync {
         partition: i32,
         expected: i64,
         replaced: Option<i32>,
+        state: PartitionState,
+    ) -> Result<i64>;
+
+    /// Changes a partition's ISR, as its leader does (Kafka's AlterPartition): `state` keeps
+    /// the stored leader (this broker) and leader epoch. Written only if the stored state is
+    /// still at `expected` (0: never written, and the topic must still be `state.topic_id`)
+    /// and the leader is registered; `Conflict` otherwise (the controller or an earlier
+    /// change came first: a deposed leader's change fails). Returns the new revision.
+    async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
         state: PartitionState,
     ) -> Result<i64>;
 

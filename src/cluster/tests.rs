@@ -14,10 +14,16 @@ fn state(leader: i32, epoch: i32, isr: &[i32], replicas: &[i32]) -> PartitionSta
 }
 
 #[test]
-fn a_live_leader_is_kept() {
-    let s = state(1, 3, &[1, 2], &[1, 2]);
+fn a_live_leader_is_kept_and_gone_followers_leave_the_isr() {
+    let s = state(1, 3, &[1, 2], &[1, 2, 3]);
     assert_eq!(s.elect(&|_| true, false), None);
-    assert_eq!(s.elect(&|b| b == 1, true), None);
+    // 3 is out of the ISR already: nothing to change.
+    assert_eq!(s.elect(&|b| b != 3, false), None);
+    // 2 is gone: out of the ISR, same leader and epoch.
+    assert_eq!(
+        s.elect(&|b| b == 1, true).unwrap(),
+        state(1, 3, &[1], &[1, 2, 3])
+    );
 }
 
 #[test]

@@ -13,6 +13,11 @@
 //! lists the aborted transactions overlapping the returned offsets (from the fetch offset to the
 //! last offset of the last returned batch), so the consumer can drop their records.
 //!
+//! A replica's fetch (a follower: `replica_id >= 0`) is one of the partition's followers
+//! reporting its durable log end (the fetch offset) to the leader, which counts it towards
+//! the high watermark (`Partition::follower_fetched`); it reads up to the log end offset
+//! rather than the high watermark, and long-polls on the leader's durable offset.
+//!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which clients treat as
 //! "send full fetch requests"; that is always allowed by the protocol.
 
@@ -54,7 +59,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
             || watches.is_empty()
             || Instant::now() >= deadline;
         if done {
-            count_bytes_out(&ctx, &resp);
+            count_bytes_out(&ctx, &resp, replica_of(v, &req).is_some());
             return Ok(Some(resp));
         }
         let _waiting = crate::metrics::Purgatory::Fetch.enter();
@@ -67,14 +72,14 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
         };
         if !woke {
             let (resp, _, _) = read(&ctx, &req).await;
-            count_bytes_out(&ctx, &resp);
+            count_bytes_out(&ctx, &resp, replica_of(v, &req).is_some());
             return Ok(Some(resp));
         }
     }
 }
 
 /// Adds the record bytes of the response being sent to each topic's bytes-out counter.
-fn count_bytes_out(ctx: &RequestContext, out: &FetchOutput) {
+fn count_bytes_out(ctx: &RequestContext, out: &FetchOutput, replica: bool) {
     let mut regions = out.regions.iter();
     for t in &out.resp.responses {
         for pd in &t.partitions {
@@ -82,14 +87,31 @@ fn count_bytes_out(ctx: &RequestContext, out: &FetchOutput) {
             let n = pd.records.as_ref().map_or(0, |r| r.len() as u64) + region;
             if n > 0 {
                 if let Some(p) = ctx.broker.partition(&t.topic.0, pd.partition_index) {
-                    p.metrics.bytes_out.increment(n);
+                    if replica {
+                        p.metrics.replication_bytes_out.increment(n);
+                    } else {
+                        p.metrics.bytes_out.increment(n);
+                    }
                 }
             }
         }
     }
 }
 
+/// The follower a Fetch comes from, if it is a replica's.
+fn replica_of(v: i16, req: &FetchRequest) -> Option<i32> {
+    let id = if v >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    (id >= 0).then_some(id)
+}
+
+/// What a long poll waits on: the high watermark of each partition for a consumer, the
+/// leader's durable offset for a replica.
 fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i64>> {
+    let replica = replica_of(ctx.api_version, req).is_some();
     req.topics
         .iter()
         .flat_map(|t| {
@@ -97,7 +119,13 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
                 .iter()
                 .filter_map(|p| ctx.broker.partition(&t.topic.0, p.partition))
         })
-        .map(|p| p.subscribe())
+        .filter_map(|p| {
+            if replica {
+                p.opened_log().map(|l| l.subscribe_durable())
+            } else {
+                Some(p.subscribe())
+            }
+        })
         .collect()
 }
 
@@ -201,12 +229,8 @@ fn read_all(
     let mut resp = FetchResponse::default();
     let mut regions: Vec<Option<Region>> = Vec::new();
     // The broker's own bound, whatever the client asks: nothing is allocated for more.
-    let replica = if v >= 15 {
-        req.replica_state.replica_id.0 >= 0
-    } else {
-        req.replica_id.0 >= 0
-    };
-    let cap = if replica {
+    let replica = replica_of(v, req);
+    let cap = if replica.is_some() {
         broker.config.replica_fetch_response_max_bytes
     } else {
         broker.config.fetch_max_bytes
@@ -240,12 +264,31 @@ fn read_all(
                     any_error = true;
                 }
                 Some(p) => {
+                    let end = p.opened_log().map_or(-1, |log| log.log_end_offset());
+                    // A follower's fetch offset is its durable end: counted first, so the
+                    // high watermark this answer carries includes it.
+                    let counted = match replica {
+                        // At another epoch it is refused below, uncounted.
+                        Some(_)
+                            if fp.current_leader_epoch >= 0
+                                && fp.current_leader_epoch != p.leader_epoch() =>
+                        {
+                            true
+                        }
+                        Some(r) if fp.fetch_offset <= end => {
+                            p.follower_fetched(r, fp.fetch_offset)
+                                == crate::broker::replication::Fetched::Counted
+                        }
+                        _ => true,
+                    };
                     let hw = p.high_watermark();
                     let lso = p.last_stable_offset();
                     pd.high_watermark = hw;
                     pd.last_stable_offset = lso;
                     pd.log_start_offset = p.opened_log().map_or(-1, |log| log.log_start_offset());
-                    let upper = if req.isolation_level == READ_COMMITTED {
+                    let upper = if replica.is_some() {
+                        end
+                    } else if req.isolation_level == READ_COMMITTED {
                         lso
                     } else {
                         hw
@@ -255,7 +298,13 @@ fn read_all(
                     pd.aborted_transactions =
                         (req.isolation_level == READ_COMMITTED).then(Vec::new);
                     let current = p.leader_epoch();
-                    if v >= 9 && fp.current_leader_epoch >= 0 && fp.current_leader_epoch != current
+                    if !counted {
+                        // Not one of this partition's replicas.
+                        pd.error_code = ResponseError::NotLeaderOrFollower.code();
+                        any_error = true;
+                    } else if v >= 9
+                        && fp.current_leader_epoch >= 0
+                        && fp.current_leader_epoch != current
                     {
                         pd.error_code = if fp.current_leader_epoch < current {
                             ResponseError::FencedLeaderEpoch.code()

@@ -104,6 +104,10 @@ pub async fn handle(
                     Outcome::error(ResponseError::NotLeaderOrFollower)
                 }
                 (Some(_), None) => Outcome::error(ResponseError::InvalidRecord),
+                // acks=all needs min.insync.replicas in the ISR before anything is appended.
+                (Some(p), _) if acks == -1 && !p.enough_in_sync() => {
+                    Outcome::error(ResponseError::NotEnoughReplicas)
+                }
                 (Some(p), Some(records)) => {
                     let late = timestamp_bounds(&ctx, &name)
                         .map(|(before, after)| out_of_range_timestamps(records, now, before, after))
@@ -193,12 +197,21 @@ pub async fn handle(
                 let p = p.clone()?;
                 Some(async move {
                     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64);
-                    match tokio::time::timeout(timeout, p.flush_until(end)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => {
+                    // acks=all: durable here, then on every in-sync replica (the high
+                    // watermark passes the batch).
+                    let wait = async {
+                        p.flush_until(end).await.map_err(|e| {
                             tracing::error!(topic = %p.topic, partition = p.index, "fsync failed: {e}");
-                            o.error = Some(e.error_code());
+                            e.error_code()
+                        })?;
+                        if acks == -1 {
+                            p.wait_committed(end).await?;
                         }
+                        Ok::<(), ResponseError>(())
+                    };
+                    match tokio::time::timeout(timeout, wait).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => o.error = Some(e),
                         Err(_) => o.error = Some(ResponseError::RequestTimedOut),
                     }
                 })

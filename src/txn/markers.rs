@@ -74,19 +74,32 @@ pub async fn write_local(
     }
     // Every marker must be durable before it counts: after a crash, a transaction recorded
     // complete whose marker was lost would leave the partition's last stable offset stuck.
-    let flushes = written.iter().map(|(_, p, end)| p.flush_until(*end));
-    for (r, (i, p, _)) in futures::future::join_all(flushes)
+    // With followers, it counts once every in-sync replica has it (acks=all, as Kafka
+    // writes markers).
+    let flushes = written.iter().map(|(_, p, end)| async move {
+        if let Err(e) = p.flush_until(*end).await {
+            tracing::error!(topic = %p.topic, partition = p.index, "cannot sync transaction marker: {e}");
+            return Err(ResponseError::KafkaStorageError);
+        }
+        match tokio::time::timeout(MARKER_COMMIT_TIMEOUT, p.wait_committed(*end)).await {
+            Ok(r) => r,
+            Err(_) => Err(ResponseError::RequestTimedOut),
+        }
+    });
+    for (r, (i, _, _)) in futures::future::join_all(flushes)
         .await
         .into_iter()
         .zip(&written)
     {
         if let Err(e) = r {
-            tracing::error!(topic = %p.topic, partition = p.index, "cannot sync transaction marker: {e}");
-            codes[*i] = ResponseError::KafkaStorageError.code();
+            codes[*i] = e.code();
         }
     }
     codes
 }
+
+/// How long a marker may wait for the partition's in-sync replicas (then it is retried).
+const MARKER_COMMIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// One connection to a broker (None until connected, or after it broke).
 type Conn = Arc<tokio::sync::Mutex<Option<Client>>>;

@@ -213,19 +213,27 @@ pub(super) async fn campaign(election: &Client, shared: &Shared) -> Result<Contr
     }
 }
 
-/// See [`crate::cluster::MetadataStore::put_partition_state`].
+/// See [`crate::cluster::MetadataStore::put_partition_state`] (with the controller's `claim`)
+/// and [`crate::cluster::MetadataStore::alter_isr`] (without: the partition's leader, whose
+/// registration the write compares present, since `state.leader` is itself).
 pub(super) async fn put_state(
     client: &mut Client,
     shared: &Shared,
-    claim: &ControllerClaim,
+    claim: Option<&ControllerClaim>,
     (topic, partition): (&str, i32),
     expected: i64,
     replaced: Option<i32>,
     state: PartitionState,
 ) -> Result<i64> {
     let key = shared.keys.partition(topic, partition);
-    let controller = Compare::create_revision(claim.key.clone(), CompareOp::Equal, claim.epoch);
-    let mut compares = vec![controller];
+    let mut compares = Vec::new();
+    if let Some(claim) = claim {
+        compares.push(Compare::create_revision(
+            claim.key.clone(),
+            CompareOp::Equal,
+            claim.epoch,
+        ));
+    }
     // The controller's broker list comes from its watch and may lag: etcd itself checks
     // that the replaced leader's registration is gone and the new one's is there.
     if let Some(old) = replaced.filter(|l| *l >= 0) {
@@ -270,12 +278,18 @@ pub(super) async fn put_state(
             expected,
         ));
     }
-    let txn = Txn::new()
-        .when(compares)
-        .and_then([TxnOp::put(key.clone(), encode(&state)?, None)])
-        .or_else([TxnOp::get(claim.key.clone(), None)]);
+    let mut txn =
+        Txn::new()
+            .when(compares)
+            .and_then([TxnOp::put(key.clone(), encode(&state)?, None)]);
+    if let Some(claim) = claim {
+        txn = txn.or_else([TxnOp::get(claim.key.clone(), None)]);
+    }
     let resp = client.txn(txn).await.map_err(unavailable)?;
     if !resp.succeeded() {
+        let Some(claim) = claim else {
+            return Err(MetadataError::Conflict(key));
+        };
         let still_controller = resp.op_responses().into_iter().any(|r| match r {
             TxnOpResponse::Get(g) => g
                 .kvs()

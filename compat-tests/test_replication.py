@@ -1,0 +1,218 @@
+"""Replication against a real etcd and three strand processes (issue 10): topics with
+replication factor 3, followers fetching from their leader, the ISR and min.insync.replicas,
+and kill -9 of a leader under an idempotent acks=all producer losing nothing.
+
+Replicas are compared byte for byte: a follower keeps every byte of the leader's batches,
+so the segment files of in-sync replicas are identical once they have caught up.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from helpers import consumer, producer, unique
+
+from test_cluster import metadata, wait_everywhere, wait_for
+
+
+def create(broker, name, partitions=1, rf=3, config=None):
+    # The broker places replicas on the brokers it has heard of: wait for them all.
+    wait_for(f"{rf} brokers", lambda: len(metadata(broker).brokers) >= rf)
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    fs = a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=rf,
+                                   config=config or {})],
+                         operation_timeout=10, request_timeout=15)
+    return fs[name].result(20)
+
+
+def partition_md(broker, topic, p=0):
+    return metadata(broker, topic).topics[topic].partitions[p]
+
+
+def by_id(cluster, node):
+    return next(b for b in cluster if int(b.settings["node.id"]) == node)
+
+
+def log_bytes(broker, topic, p=0):
+    d = broker.data_dir / f"{topic}-{p}"
+    return b"".join(f.read_bytes() for f in sorted(d.glob("*.log")))
+
+
+def wait_isr(cluster, topic, want, p=0, timeout=30):
+    """Until every running broker's Metadata shows the ISR `want` (sorted)."""
+    def ok():
+        isrs = {tuple(sorted(partition_md(b, topic, p).isrs)) for b in cluster if b.running()}
+        return isrs == {tuple(sorted(want))} or None
+    return wait_for(f"ISR {want}", ok, timeout=timeout)
+
+
+def wait_same_logs(cluster, topic, p=0, timeout=30):
+    running = [b for b in cluster if b.running()]
+
+    def same():
+        logs = [log_bytes(b, topic, p) for b in running]
+        return all(x == logs[0] for x in logs) and logs[0] or None
+    return wait_for("replicas byte-identical", same, timeout=timeout)
+
+
+def consume_all(bootstrap, topic, n, timeout=30, **conf):
+    c = consumer(type("B", (), {"bootstrap": bootstrap})(), **conf)
+    c.assign([TopicPartition(topic, 0, 0)])
+    out = []
+    deadline = time.monotonic() + timeout
+    while len(out) < n and time.monotonic() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        out.append(m.value().decode())
+    c.close()
+    return out
+
+
+def test_a_replicated_topic_is_byte_identical_on_every_replica(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("rf3")
+    create(cluster[0], topic, partitions=2, rf=3)
+    wait_everywhere(cluster, topic)
+    for p in (0, 1):
+        md = partition_md(cluster[1], topic, p)
+        assert sorted(md.replicas) == [1, 2, 3]
+        assert sorted(md.isrs) == [1, 2, 3]
+    prod = producer(cluster[2], acks="all", **{"enable.idempotence": True})
+    for i in range(2000):
+        prod.produce(topic, value=f"v{i}".encode(), partition=i % 2)
+        if i % 500 == 0:
+            prod.poll(0)
+    assert prod.flush(30) == 0
+    for p in (0, 1):
+        data = wait_same_logs(cluster, topic, p)
+        assert len(data) > 1000
+        # Every follower stamps the leader's bytes, and each replica's epoch cache agrees.
+        epochs = {(b.data_dir / f"{topic}-{p}" / "leader-epoch-checkpoint").read_text()
+                  for b in cluster}
+        assert len(epochs) == 1, epochs
+    got = consume_all(cluster[0].bootstrap, topic, 1000)
+    assert got == [f"v{i}" for i in range(0, 2000, 2)]
+
+
+def test_killing_the_leader_under_an_acks_all_idempotent_producer_loses_nothing(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("kill")
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    leader = partition_md(cluster[0], topic).leader
+    survivor = next(b for b in cluster if int(b.settings["node.id"]) != leader)
+    prod = producer(survivor, acks="all", **{"enable.idempotence": True, "linger.ms": 2,
+                                            "message.timeout.ms": 60000,
+                                            "retry.backoff.ms": 50})
+    acked, failed = [], []
+
+    def report(err, msg):
+        (failed if err else acked).append(msg.value().decode() if not err else str(err))
+
+    stop = threading.Event()
+
+    def produce():
+        i = 0
+        while not stop.is_set():
+            prod.produce(topic, value=f"m{i}".encode(), partition=0, on_delivery=report)
+            prod.poll(0)
+            i += 1
+            time.sleep(0.002)
+        prod.flush(60)
+    t = threading.Thread(target=produce)
+    t.start()
+    wait_for("records acknowledged", lambda: len(acked) > 300, timeout=30)
+    by_id(cluster, leader).kill9()
+    before = len(acked)
+    wait_for("acknowledged on the new leader", lambda: len(acked) > before + 300, timeout=30)
+    stop.set()
+    t.join(90)
+    assert not failed, failed[:5]
+    new_leader = partition_md(survivor, topic).leader
+    assert new_leader not in (-1, leader)
+    # Every acknowledged record is there exactly once, in order.
+    got = consume_all(survivor.bootstrap, topic, len(acked), timeout=60)
+    assert len(got) == len(set(got)), "duplicates"
+    assert got[:len(acked)] == acked, "acknowledged records lost or reordered"
+    # The killed broker comes back, truncates to the new leader's log, catches up and
+    # rejoins the ISR; then all three replicas are identical.
+    by_id(cluster, leader).start()
+    wait_isr(cluster, topic, [1, 2, 3], timeout=60)
+    wait_same_logs(cluster, topic)
+
+
+def test_acks_all_needs_min_insync_replicas(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("minisr")
+    create(cluster[0], topic, rf=2, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    md = partition_md(cluster[0], topic)
+    leader, follower = md.leader, next(r for r in md.replicas if r != md.leader)
+    client = next(b for b in cluster if int(b.settings["node.id"]) not in (leader, follower))
+    p = producer(client, acks="all", **{"message.timeout.ms": 30000})
+    errors = []
+    p.produce(topic, value=b"ok", partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)
+    assert errors == [None]
+    by_id(cluster, follower).kill9()
+    wait_isr([b for b in cluster if b.running()], topic, [leader])
+    # The ISR (just the leader) is below min.insync.replicas: refused before appending.
+    q = producer(client, acks="all", retries=0, **{"message.timeout.ms": 10000})
+    q.produce(topic, value=b"refused", partition=0, on_delivery=lambda e, m: errors.append(e))
+    q.flush(15)
+    assert errors[-1] is not None and errors[-1].code() == KafkaError.NOT_ENOUGH_REPLICAS, errors
+    # The follower returns, catches up, rejoins: acks=all works again.
+    by_id(cluster, follower).start()
+    wait_isr(cluster, topic, [leader, follower])
+    p.produce(topic, value=b"again", partition=0, on_delivery=lambda e, m: errors.append(e))
+    p.flush(30)
+    assert errors[-1] is None, errors
+    got = consume_all(client.bootstrap, topic, 2)
+    assert got == ["ok", "again"]
+
+
+def test_a_follower_that_was_down_catches_up_and_rejoins_the_isr(make_cluster):
+    cluster = make_cluster(3)
+    topic = unique("catchup")
+    create(cluster[0], topic, rf=3, config={"segment.bytes": "262144"})
+    wait_everywhere(cluster, topic)
+    md = partition_md(cluster[0], topic)
+    follower = next(r for r in md.replicas if r != md.leader)
+    by_id(cluster, follower).kill9()
+    alive = [b for b in cluster if b.running()]
+    wait_isr(alive, topic, [r for r in md.replicas if r != follower])
+    prod = producer(alive[0], acks="all", **{"batch.size": 16384})
+    errors = []
+    for i in range(20000):
+        prod.produce(topic, value=(f"r{i}-" + "x" * 50).encode(), partition=0,
+                     on_delivery=lambda e, m: e and errors.append(e))
+        if i % 1000 == 0:
+            prod.poll(0)
+    assert prod.flush(60) == 0
+    assert not errors, errors[:3]
+    by_id(cluster, follower).start()
+    wait_isr(cluster, topic, md.replicas, timeout=60)
+    data = wait_same_logs(cluster, topic)
+    assert len(data) > 20000 * 50
+    # Several segments, rolled the same way on every replica (the same batches).
+    names = {tuple(sorted(f.name for f in (b.data_dir / f"{topic}-0").glob("*.log")))
+             for b in cluster}
+    assert len(names) == 1 and len(next(iter(names))) > 1, names
+
+
+def test_a_replica_fetch_from_a_non_replica_is_refused(make_cluster):
+    """A Fetch whose replica id is not one of the partition's replicas counts for nothing
+    and is answered NOT_LEADER_OR_FOLLOWER."""
+    import kwire
+    cluster = make_cluster(2)
+    topic = unique("nonrep")
+    create(cluster[0], topic, rf=1)
+    wait_everywhere(cluster, topic)
+    leader = by_id(cluster, partition_md(cluster[0], topic).leader)
+    assert kwire.fetch(leader.address, topic, 0, 0, replica_id=7).error_code == 6
+    assert kwire.fetch(leader.address, topic, 0, 0, replica_id=-1).error_code == 0

@@ -1,0 +1,250 @@
+//! Follower replicas: one fetcher task per partition this broker follows, pulling from its
+//! leader with Fetch as Kafka's replica fetchers do (docs/cluster.md, "Replication").
+//!
+//! A fetcher runs for one `(leader, leader epoch)`; a new state replaces it
+//! ([`Broker::follow`]). Each connection to the leader starts by finding where this replica's
+//! log diverged from the leader's (OffsetForLeaderEpoch for this log's latest epoch: the
+//! leader's end of that epoch) and truncating to it, so nothing the old leader wrote that
+//! the new one lacks survives here. Then it fetches from its log end offset, appends what
+//! comes exactly as the leader wrote it (`append_replica`), makes it durable (fdatasync, in
+//! the durable default) and only then fetches on: the next fetch offset tells the leader
+//! what this replica holds durably, which is what the leader's high watermark counts. The
+//! leader's high watermark in each response becomes this replica's (bounded by its own end).
+//!
+//! Every request carries the leader epoch the fetcher follows: a leader at another epoch
+//! refuses it (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH), and the fetcher waits for the
+//! state that names the current leader. Errors end the connection; it is retried after a
+//! pause while the fetcher lives. Blocking work (appends that may roll a segment,
+//! truncation) runs on the blocking pool.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::offset_for_leader_epoch_request::{
+    OffsetForLeaderPartition, OffsetForLeaderTopic,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, OffsetForLeaderEpochRequest, TopicName};
+use kafka_protocol::ResponseError;
+use tracing::{debug, info, warn};
+
+use super::{Broker, Partition};
+use crate::client::Client;
+
+/// How long a fetch waits at the leader for new data.
+const FETCH_MAX_WAIT_MS: i32 = 500;
+/// The pause before a failed connection is tried again.
+const RETRY: Duration = Duration::from_millis(200);
+
+/// A running fetcher: stops when dropped.
+pub(super) struct Follow {
+    pub leader: i32,
+    pub leader_epoch: i32,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Follow {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Broker {
+    /// Makes this broker follow `leader` at `leader_epoch` for `p` (replacing a fetcher for
+    /// another leader or epoch), or stops following (`None`).
+    pub(super) fn follow(&self, p: &Arc<Partition>, target: Option<(i32, i32)>) {
+        let key = (p.topic.clone(), p.index);
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        match target {
+            None => {
+                if fetchers.remove(&key).is_some() {
+                    debug!(topic = %p.topic, partition = p.index, "stopped following");
+                }
+            }
+            Some((leader, leader_epoch)) => {
+                if fetchers
+                    .get(&key)
+                    .is_some_and(|f| f.leader == leader && f.leader_epoch == leader_epoch)
+                {
+                    return;
+                }
+                let Some(me) = self.self_ref() else { return };
+                info!(topic = %p.topic, partition = p.index, leader, leader_epoch, "following");
+                let task = tokio::spawn(fetch_loop(me, p.clone(), leader, leader_epoch));
+                fetchers.insert(
+                    key,
+                    Follow {
+                        leader,
+                        leader_epoch,
+                        task,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Stops every fetcher of `topic` (deleted), or all of them (`None`: shutdown).
+    pub(super) fn stop_following(&self, topic: Option<&str>) {
+        let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        fetchers.retain(|(t, _), _| topic.is_some_and(|name| name != t));
+    }
+}
+
+/// Fetches from `leader` for as long as the task lives (see the module docs).
+async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader_epoch: i32) {
+    let mut last_error = String::new();
+    loop {
+        let Some(b) = broker.upgrade() else { return };
+        if *b.shutdown_signal().borrow() {
+            return;
+        }
+        let addr = b
+            .live_brokers()
+            .into_iter()
+            .find(|r| r.node_id == leader)
+            .map(|r| format!("{}:{}", r.host, r.port));
+        let me = b.node_id();
+        let max_bytes = b.config.replica_fetch_max_bytes;
+        drop(b);
+        let r = match addr {
+            Some(addr) => follow_once(&broker, &p, &addr, me, leader_epoch, max_bytes).await,
+            None => Err(anyhow!("leader {leader} is not registered")),
+        };
+        if let Err(e) = r {
+            let e = format!("{e:#}");
+            if e != last_error {
+                debug!(topic = %p.topic, partition = p.index, leader, leader_epoch, "replica fetcher: {e}");
+                last_error = e;
+            }
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One connection to the leader: truncate to the divergence point, then fetch until an error.
+async fn follow_once(
+    broker: &Weak<Broker>,
+    p: &Arc<Partition>,
+    addr: &str,
+    me: i32,
+    leader_epoch: i32,
+    max_bytes: i32,
+) -> anyhow::Result<()> {
+    let mut client = Client::connect_as(addr, Duration::from_secs(10), "strand-replica").await?;
+    truncate_to_leader(&mut client, p, me, leader_epoch).await?;
+    loop {
+        if broker
+            .upgrade()
+            .is_none_or(|b| *b.shutdown_signal().borrow())
+        {
+            return Ok(());
+        }
+        let log = p.log()?.clone();
+        let offset = log.log_end_offset();
+        let mut fp = FetchPartition::default();
+        fp.partition = p.index;
+        fp.current_leader_epoch = leader_epoch;
+        fp.fetch_offset = offset;
+        fp.partition_max_bytes = max_bytes;
+        fp.log_start_offset = log.log_start_offset();
+        let mut topic = FetchTopic::default();
+        topic.topic = TopicName(p.topic.clone().into());
+        topic.partitions = vec![fp];
+        let mut req = FetchRequest::default();
+        req.replica_id = BrokerId(me);
+        req.max_wait_ms = FETCH_MAX_WAIT_MS;
+        req.min_bytes = 1;
+        req.max_bytes = max_bytes;
+        req.topics = vec![topic];
+        let (resp, _) = client.call(&req).await?;
+        if resp.error_code != 0 {
+            bail!(
+                "fetch refused: {:?}",
+                ResponseError::try_from_code(resp.error_code)
+            );
+        }
+        let pd = resp
+            .responses
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .find(|d| d.partition_index == p.index)
+            .context("the fetch response lacks the partition")?;
+        if pd.error_code != 0 {
+            let e = ResponseError::try_from_code(pd.error_code);
+            // Out of range: this log ends past the leader's (it diverged): truncate again.
+            bail!("fetch from {offset}: {e:?}");
+        }
+        let records = pd.records.unwrap_or_default();
+        if !records.is_empty() {
+            let part = p.clone();
+            let now = super::now_ms();
+            let appended =
+                tokio::task::spawn_blocking(move || part.append_replica(&records, now)).await?;
+            let info = appended.with_context(|| format!("replica append at {offset}"))?;
+            if p.durable_visibility() {
+                log.flush_until(info.last_offset + 1).await?;
+            }
+        }
+        p.follow_high_watermark(pd.high_watermark);
+    }
+}
+
+/// Cuts this replica's log back to where it diverged from the leader's (see the module docs).
+async fn truncate_to_leader(
+    client: &mut Client,
+    p: &Arc<Partition>,
+    me: i32,
+    leader_epoch: i32,
+) -> anyhow::Result<()> {
+    let log = p.log()?.clone();
+    let Some(latest) = log.latest_epoch() else {
+        return Ok(()); // an empty log has nothing to cut
+    };
+    let mut part = OffsetForLeaderPartition::default();
+    part.partition = p.index;
+    part.current_leader_epoch = leader_epoch;
+    part.leader_epoch = latest;
+    let mut topic = OffsetForLeaderTopic::default();
+    topic.topic = TopicName(p.topic.clone().into());
+    topic.partitions = vec![part];
+    let mut req = OffsetForLeaderEpochRequest::default();
+    req.replica_id = BrokerId(me);
+    req.topics = vec![topic];
+    let (resp, _) = client.call(&req).await?;
+    let e = resp
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .find(|e| e.partition == p.index)
+        .context("the OffsetForLeaderEpoch response lacks the partition")?;
+    if e.error_code != 0 {
+        bail!(
+            "OffsetForLeaderEpoch refused: {:?}",
+            ResponseError::try_from_code(e.error_code)
+        );
+    }
+    let end = log.log_end_offset();
+    let target = if e.end_offset < 0 {
+        // The leader knows no epoch this old: keep what is committed (below the high
+        // watermark every in-sync replica holds the same records).
+        p.high_watermark()
+    } else if e.leader_epoch == latest {
+        e.end_offset
+    } else {
+        // The leader's latest epoch at or below ours ends there; ours may end earlier.
+        let (_, mine) = log.epoch_end_offset(e.leader_epoch);
+        if mine < 0 {
+            e.end_offset
+        } else {
+            e.end_offset.min(mine)
+        }
+    };
+    if target < end {
+        let cut = log.clone();
+        let new_end = tokio::task::spawn_blocking(move || cut.truncate_to(target)).await??;
+        p.truncated(new_end);
+        warn!(topic = %p.topic, partition = p.index, from = end, to = new_end, leader_epoch, "truncated to the leader's log");
+    }
+    Ok(())
+}
