@@ -798,7 +798,9 @@ def test_a_paused_coordinator_cannot_overwrite_its_successors_commits(make_clust
         survivors = cluster[:2]
         new = wait_for("another coordinator", lambda: coordinator(survivors, group) in (1, 2)
                        and coordinator(survivors, group))
-        assert offset_commit_v2(cluster[new - 1].address, group, topic, 0, 7) == 0
+        # COORDINATOR_LOAD_IN_PROGRESS (14) until the new holder has loaded the slot.
+        wait_for("the commit at the new coordinator", lambda: offset_commit_v2(
+            cluster[new - 1].address, group, topic, 0, 7) == 0)
         # A commit for the old coordinator, read by it only when it resumes.
         from kwire import array, i32, i64, request, string
         body = (string(group) + i32(-1) + string("") + i64(-1)

@@ -216,3 +216,128 @@ def test_a_replica_fetch_from_a_non_replica_is_refused(make_cluster):
     leader = by_id(cluster, partition_md(cluster[0], topic).leader)
     assert kwire.fetch(leader.address, topic, 0, 0, replica_id=7).error_code == 6
     assert kwire.fetch(leader.address, topic, 0, 0, replica_id=-1).error_code == 0
+
+
+class Load:
+    """An idempotent acks=all producer writing numbered records to every partition of a
+    topic in a thread, recording what was acknowledged (per partition, in order) and what
+    failed."""
+
+    def __init__(self, broker, topic, partitions, **conf):
+        settings = {"enable.idempotence": True, "linger.ms": 2, "message.timeout.ms": 60000,
+                    "retry.backoff.ms": 50}
+        settings.update(conf)
+        self.prod = producer(broker, acks="all", **settings)
+        self.topic, self.partitions = topic, partitions
+        self.acked = {p: [] for p in range(partitions)}
+        self.failed = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def report(self, err, msg):
+        if err:
+            self.failed.append(str(err))
+        else:
+            self.acked[msg.partition()].append(msg.value().decode())
+
+    def run(self):
+        i = 0
+        while not self.stop.is_set():
+            p = i % self.partitions
+            self.prod.produce(self.topic, value=f"p{p}-{i}".encode(), partition=p,
+                              on_delivery=self.report)
+            self.prod.poll(0)
+            i += 1
+            time.sleep(0.002)
+        self.prod.flush(90)
+
+    def count(self):
+        return sum(len(v) for v in self.acked.values())
+
+    def finish(self):
+        self.stop.set()
+        self.thread.join(120)
+        assert not self.thread.is_alive()
+
+    def check(self, bootstrap):
+        """Every acknowledged record is there exactly once, in order (per partition)."""
+        assert not self.failed, self.failed[:5]
+        for p, acked in self.acked.items():
+            c = consumer(type("B", (), {"bootstrap": bootstrap})())
+            c.assign([TopicPartition(self.topic, p, 0)])
+            got = []
+            deadline = time.monotonic() + 60
+            while len(got) < len(acked) and time.monotonic() < deadline:
+                m = c.poll(0.5)
+                if m is not None and not m.error():
+                    got.append(m.value().decode())
+            c.close()
+            assert len(got) == len(set(got)), f"partition {p}: duplicates"
+            assert got[:len(acked)] == acked, f"partition {p}: acknowledged records lost"
+
+
+def test_a_rolling_restart_under_load_loses_nothing_and_fails_no_produce(make_cluster):
+    """SIGTERM hands leadership over first (the registration ends at once, the controller
+    elects other in-sync replicas): producers retry at the new leaders and no delivery fails."""
+    cluster = make_cluster(3)
+    topic = unique("roll")
+    create(cluster[0], topic, partitions=3, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    load = Load(cluster[0], topic, 3)
+    try:
+        for b in cluster:
+            before = load.count()
+            wait_for("produce going on", lambda: load.count() > before + 100, timeout=30)
+            t0 = time.monotonic()
+            b.stop()
+            assert time.monotonic() - t0 < 15, "the stop waited for leadership to time out"
+            b.start()
+            for p in range(3):
+                wait_isr(cluster, topic, [1, 2, 3], p=p, timeout=60)
+        before = load.count()
+        wait_for("produce going on", lambda: load.count() > before + 100, timeout=30)
+    finally:
+        load.finish()
+    load.check(cluster.bootstrap)
+    for p in range(3):
+        wait_same_logs(cluster, topic, p)
+
+
+def test_a_paused_leader_acknowledges_nothing_after_it_is_replaced(make_cluster):
+    """SIGSTOP of the leader past its lease: another replica leads (a new epoch); when the old
+    one resumes it acknowledges no write, learns it was deposed and follows again."""
+    import signal
+    import kwire
+    cluster = make_cluster(3)
+    topic = unique("pause")
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    old = partition_md(cluster[0], topic)
+    paused = by_id(cluster, old.leader)
+    other = next(b for b in cluster if b is not paused)
+    # A paused broker keeps its connections open: requests in flight there end only by the
+    # client's timeout, so it is short here.
+    load = Load(other, topic, 1, **{"request.timeout.ms": 3000, "socket.timeout.ms": 3000})
+    try:
+        wait_for("produce going on", lambda: load.count() > 100, timeout=30)
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            wait_for("a new leader", lambda: partition_md(other, topic).leader
+                     not in (-1, old.leader), timeout=30)
+            before = load.count()
+            wait_for("produce at the new leader", lambda: load.count() > before + 100,
+                     timeout=30)
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        # At once after resuming: no acks=all write is acknowledged there.
+        batch = kwire.record_batch([kwire.Record(key=None, value=b"stale")])
+        err, _ = kwire.produce(paused.address, topic, 0, batch, acks=-1)
+        assert err != 0
+        wait_isr(cluster, topic, [1, 2, 3], timeout=60)
+    finally:
+        load.finish()
+    load.check(other.bootstrap)
+    got = consume_all(other.bootstrap, topic, load.count() + 1, timeout=10)
+    assert "stale" not in got
+    wait_same_logs(cluster, topic)

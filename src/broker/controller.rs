@@ -78,6 +78,59 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// A graceful stop in cluster mode (Kafka's controlled shutdown): coordinator slots are
+    /// released, the registration ends at once (`MetadataStore::deregister`), so the
+    /// controller elects other in-sync replicas to lead this broker's partitions without
+    /// waiting for a lease to expire; meanwhile produce here is answered NOT_LEADER_OR_FOLLOWER
+    /// (not live), which clients retry at the new leader. Returns once no partition this
+    /// broker led with another live in-sync replica names it leader, or after `timeout`.
+    pub async fn hand_over(&self, timeout: Duration) {
+        if !self.is_cluster() {
+            return;
+        }
+        let me = self.node_id();
+        self.release_slots().await;
+        let live: BTreeSet<i32> = self.live_brokers().iter().map(|b| b.node_id).collect();
+        let mut led = Vec::new();
+        for topic in self.read_topics().values() {
+            for p in topic.hosted().filter(|p| p.is_leader()) {
+                let (state, _) = self.partition_state(topic, p.index);
+                if state.isr.iter().any(|r| *r != me && live.contains(r)) {
+                    led.push((topic.clone(), p.index));
+                }
+            }
+        }
+        if let Err(e) = self.store.deregister().await {
+            warn!("cannot end the registration at shutdown (the lease will expire): {e}");
+            return;
+        }
+        if led.is_empty() {
+            return;
+        }
+        info!(partitions = led.len(), "handing partition leadership over");
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.store.changes();
+        loop {
+            let left = led
+                .iter()
+                .filter(|(t, i)| self.partition_state(t, *i).0.leader == me)
+                .count();
+            if left == 0 {
+                info!("partition leadership handed over");
+                return;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!(left, "partition leadership not handed over in time");
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Campaigns, and while elected runs controller passes; campaigns again when the term ends.
 /// Stops at shutdown (or when the broker is gone).
 pub(super) async fn controller_loop(

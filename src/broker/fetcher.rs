@@ -56,6 +56,8 @@ impl Broker {
     pub(super) fn follow(&self, p: &Arc<Partition>, target: Option<(i32, i32)>) {
         let key = (p.topic.clone(), p.index);
         let mut fetchers = self.fetchers.lock().unwrap_or_else(|e| e.into_inner());
+        // A stopping broker starts no fetcher.
+        let target = target.filter(|_| !*self.shutdown_signal().borrow());
         match target {
             None => {
                 if fetchers.remove(&key).is_some() {

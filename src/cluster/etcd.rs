@@ -172,6 +172,8 @@ pub struct EtcdStore {
     slots: SlotCounts,
     lease: LeaseSettings,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The task renewing this broker's lease (ended by [`MetadataStore::deregister`]).
+    keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Offset commits waiting for [`commit_writer`].
     commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
 }
@@ -185,6 +187,9 @@ impl Drop for EtcdStore {
             .drain(..)
         {
             t.abort();
+        }
+        if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.abort();
         }
     }
 }
@@ -309,6 +314,7 @@ impl EtcdStore {
             slots,
             lease,
             tasks: Mutex::new(vec![writer]),
+            keeper: Mutex::new(None),
             commits,
         };
         // Both watches start after this read, so nothing between it and them is missed; the
@@ -547,8 +553,24 @@ impl MetadataStore for EtcdStore {
             lease_id,
             granted,
         ));
-        self.spawned(keeper);
+        *self.keeper.lock().unwrap_or_else(|p| p.into_inner()) = Some(keeper);
         Ok(epoch)
+    }
+
+    async fn deregister(&self) -> Result<()> {
+        if let Some(k) = self.keeper.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            k.abort();
+        }
+        self.shared.live_until_ms.store(0, Ordering::Release);
+        let lease = self.shared.lease_id.swap(0, Ordering::AcqRel);
+        if lease != 0 {
+            self.client()
+                .lease_revoke(lease)
+                .await
+                .map_err(unavailable)?;
+            info!("broker registration ended (its lease revoked)");
+        }
+        Ok(())
     }
 
     fn live_brokers(&self) -> Vec<BrokerRegistration> {

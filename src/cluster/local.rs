@@ -394,6 +394,10 @@ impl MetadataStore for LocalStore {
         self.write_state(topic, partition, expected, state).await
     }
 
+    async fn deregister(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn alter_isr(
         &self,
         topic: &str,

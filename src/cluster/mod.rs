@@ -281,6 +281,11 @@ pub trait MetadataStore: Send + Sync {
     /// returns the epoch. Cluster mode: refused (`Refused`) while another live broker holds
     /// the node id.
     async fn register_broker(&self, registration: BrokerRegistration) -> Result<i64>;
+    /// Ends this broker's registration at once (a graceful stop): it is no longer live, and
+    /// what it held under the registration (cluster mode: coordinator slots, its controller
+    /// candidacy) is gone, so the controller moves its partitions' leadership without waiting
+    /// for a lease to expire. It never registers again. Embedded: nothing to hand over.
+    async fn deregister(&self) -> Result<()>;
     /// Brokers registered and alive now, by node id.
     fn live_brokers(&self) -> Vec<BrokerRegistration>;
     /// Whether this broker's registration is certainly alive: false from a safety margin

@@ -88,6 +88,10 @@ impl Server {
         }
         drop(self.listener);
         broker.begin_shutdown();
+        // Cluster mode: other replicas take over this broker's partitions before it stops.
+        broker
+            .hand_over(Duration::from_millis(broker.config.shutdown_timeout_ms))
+            .await;
         info!("shutting down: draining {} connection(s)", conns.len());
         let drain = async { while conns.join_next().await.is_some() {} };
         if tokio::time::timeout(
