@@ -146,7 +146,9 @@ def test_killing_the_leader_under_an_acks_all_idempotent_producer_loses_nothing(
     wait_same_logs(cluster, topic)
 
 
-def test_acks_all_needs_min_insync_replicas(make_cluster):
+def test_acks_all_needs_min_insync_replicas(make_cluster, strand_bin):
+    import json
+    import subprocess
     cluster = make_cluster(3)
     topic = unique("minisr")
     create(cluster[0], topic, rf=2, config={"min.insync.replicas": "2"})
@@ -161,6 +163,13 @@ def test_acks_all_needs_min_insync_replicas(make_cluster):
     assert errors == [None]
     by_id(cluster, follower).kill9()
     wait_isr([b for b in cluster if b.running()], topic, [leader])
+    # The admin CLI lists it as under-replicated, the dead follower offline.
+    out = subprocess.run([str(strand_bin), "cluster", "under-replicated", "--json",
+                          "--bootstrap-server", client.bootstrap, "--timeout", "10"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    listed = {(e["topic"], e["partition"]): e for e in json.loads(out)}
+    assert listed[(topic, 0)]["isr"] == [leader], listed
+    assert listed[(topic, 0)]["offline"] == [follower], listed
     # The ISR (just the leader) is below min.insync.replicas: refused before appending.
     q = producer(client, acks="all", retries=0, **{"message.timeout.ms": 10000})
     q.produce(topic, value=b"refused", partition=0, on_delivery=lambda e, m: errors.append(e))

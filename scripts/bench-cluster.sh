@@ -4,9 +4,11 @@
 # departure (lease expiry) seen by the others, the controller's kill -9 until another is named
 # and a killed broker's restart until its partition takes produce, a group coordinator's kill -9 until another
 # broker coordinates the group and a consumer commits again, and offset commits through etcd (CONSUMERS
-# consumers committing PARTITIONS partitions each, as fast as they can, for SECONDS).
+# consumers committing PARTITIONS partitions each, as fast as they can, for SECONDS), and FAILOVERS
+# kill -9s of a replicated partition's leader under an acks=all producer (time until a record
+# produced after the kill is acknowledged; every acknowledged record checked afterwards).
 #
-#   scripts/bench-cluster.sh [--consumers N] [--partitions N] [--seconds N] [--no-build]
+#   scripts/bench-cluster.sh [--consumers N] [--partitions N] [--seconds N] [--failovers N] [--no-build]
 #
 # Needs etcd (apt install etcd-server) and the compat-tests venv (.venv with confluent-kafka;
 # scripts/install-test-deps.sh). STRAND_BIN overrides the broker binary.
@@ -16,7 +18,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD=1 ARGS=()
 while (($#)); do
   case "$1" in
-    --consumers|--partitions|--seconds) ARGS+=("$1" "$2"); shift ;;
+    --consumers|--partitions|--seconds|--failovers) ARGS+=("$1" "$2"); shift ;;
     --no-build) BUILD=0 ;;
     -h|--help) sed -n "2,10p" "$0"; exit 0 ;;
     *) echo "bench-cluster.sh: unknown argument '$1'" >&2; exit 2 ;;

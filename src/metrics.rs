@@ -281,6 +281,10 @@ struct PartitionGauges {
     high_watermark: Gauge,
     size: Gauge,
     segments: Gauge,
+    /// While this broker leads: the farthest follower's lag (messages, seconds since it last
+    /// caught up).
+    lag_messages: Gauge,
+    lag_seconds: Gauge,
 }
 
 async fn sample_loop(broker: Arc<Broker>) {
@@ -292,6 +296,7 @@ async fn sample_loop(broker: Arc<Broker>) {
         "log_dir" => broker.log_dir().dir().display().to_string());
     let offline_partitions = gauge!("strand_partitions_offline");
     let open_segment_files = gauge!("strand_open_segment_files");
+    let under_replicated = gauge!("strand_under_replicated_partitions");
     let mut partitions: HashMap<(String, i32), PartitionGauges> = HashMap::new();
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     loop {
@@ -315,6 +320,7 @@ async fn sample_loop(broker: Arc<Broker>) {
                 .count() as f64,
         );
         let mut live = std::collections::HashSet::new();
+        let mut under = 0usize;
         for t in &topics {
             for p in t.hosted() {
                 let key = (p.topic.clone(), p.index);
@@ -329,6 +335,8 @@ async fn sample_loop(broker: Arc<Broker>) {
                         high_watermark: gauge!("strand_partition_high_watermark", &labels),
                         size: gauge!("strand_partition_size_bytes", &labels),
                         segments: gauge!("strand_partition_segments", &labels),
+                        lag_messages: gauge!("strand_partition_replica_lag_messages", &labels),
+                        lag_seconds: gauge!("strand_partition_replica_lag_seconds", &labels),
                     }
                 });
                 if let Some(log) = p.opened_log() {
@@ -338,9 +346,21 @@ async fn sample_loop(broker: Arc<Broker>) {
                     g.segments.set(log.segment_count() as f64);
                 }
                 g.high_watermark.set(p.high_watermark() as f64);
+                let end = p.opened_log().map_or(0, |l| l.log_end_offset());
+                let lag = p.replication().lag(end, crate::broker::now_ms());
+                let worst = |f: fn(&(i32, i64, i64)) -> i64| lag.iter().map(f).max().unwrap_or(0);
+                g.lag_messages.set(worst(|l| l.1) as f64);
+                g.lag_seconds.set(worst(|l| l.2) as f64 / 1000.0);
+                if p.is_leader() {
+                    let view = broker.partition_view(t, p.index);
+                    if view.isr.len() < view.replicas.len() {
+                        under += 1;
+                    }
+                }
                 live.insert(key);
             }
         }
+        under_replicated.set(under as f64);
         partitions.retain(|k, _| live.contains(k));
     }
 }

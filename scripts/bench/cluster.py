@@ -16,7 +16,7 @@ import threading
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 
@@ -64,6 +64,7 @@ def main() -> int:
     ap.add_argument("--consumers", type=int, default=100)
     ap.add_argument("--partitions", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=10)
+    ap.add_argument("--failovers", type=int, default=20)
     args = ap.parse_args()
     binary = os.environ["STRAND_BIN"]
     work = Path(tempfile.mkdtemp(prefix="strand-bench-cluster-"))
@@ -193,6 +194,81 @@ def main() -> int:
             time.sleep(1.5)  # let broker 3 take its slots back
         print(f"kill -9 of a group coordinator -> FindCoordinator names another broker: {summary(found)}")
         print(f"kill -9 of a group coordinator -> the consumer's next commit succeeds: {summary(resumed)}")
+
+        # 5. Replicated partition (RF=3, min.insync.replicas=2): kill -9 of its leader under an
+        #    idempotent acks=all producer with librdkafka's defaults, until a record produced
+        #    after the kill is acknowledged (by the new leader); then the killed broker returns
+        #    and rejoins the ISR before the next trial. Every acknowledged record is checked.
+        rt = "failover-rf3"
+        admins[1].create_topics([NewTopic(rt, 1, 3, config={"min.insync.replicas": "2"})])[rt].result(10)
+        time.sleep(1)
+        all_b = ",".join(f"127.0.0.1:{p}" for p in ports.values())
+        prod = Producer({"bootstrap.servers": all_b, "enable.idempotence": True, "acks": "all",
+                         "log_level": 0})
+        acked: list[tuple[float, float, int]] = []  # (sent, acknowledged, n)
+        errors: list[str] = []
+        halt = threading.Event()
+
+        def load():
+            n = 0
+            while not halt.is_set():
+                sent = time.monotonic()
+                prod.produce(rt, value=str(n).encode(), partition=0,
+                             on_delivery=lambda e, m, sent=sent, n=n: errors.append(str(e)) if e
+                             else acked.append((sent, time.monotonic(), n)))
+                prod.poll(0)
+                n += 1
+                time.sleep(0.001)
+            prod.flush(120)
+
+        def leader_of():
+            for n in ports:
+                try:
+                    md = admins[n].list_topics(topic=rt, timeout=2).topics[rt].partitions[0]
+                    if md.leader >= 0 and len(md.isrs) == 3:
+                        return md.leader
+                except (KafkaException, KeyError):
+                    pass
+            return None
+
+        t = threading.Thread(target=load)
+        t.start()
+        failover = []
+        try:
+            for trial in range(args.failovers):
+                deadline = time.monotonic() + 60
+                while (victim := leader_of()) is None:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the ISR did not reach 3 replicas")
+                    time.sleep(0.05)
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                procs.kill(f"b{victim}")
+                while not any(s > t0 for s, _, _ in acked[-200:]):
+                    if time.monotonic() - t0 > 60:
+                        raise RuntimeError("no produce succeeded after the kill")
+                    time.sleep(0.005)
+                failover.append(min(a for s, a, _ in acked[-200:] if s > t0) - t0)
+                start_broker(victim)
+        finally:
+            halt.set()
+            t.join(180)
+        print(f"kill -9 of a partition leader (RF=3, acks=all, idempotent) -> a record produced "
+              f"after it is acknowledged: {summary(failover)}")
+        cons = Consumer({"bootstrap.servers": all_b, "group.id": "failover-check", "log_level": 0,
+                         "enable.auto.commit": False})
+        cons.assign([TopicPartition(rt, 0, 0)])
+        want = sorted(n for _, _, n in acked)
+        seen = []
+        end = time.monotonic() + 60
+        while len(seen) < len(want) and time.monotonic() < end:
+            m = cons.poll(0.5)
+            if m is not None and not m.error():
+                seen.append(int(m.value()))
+        cons.close()
+        lost = set(want) - set(seen)
+        print(f"  {len(want)} records acknowledged, {len(errors)} failed, {len(lost)} lost, "
+              f"{len(seen) - len(set(seen))} duplicated, in order: {seen == sorted(seen)}")
 
         # 4. Offset commits through etcd.
         topic = "commits"

@@ -288,8 +288,14 @@ impl Broker {
                         return Ok(None);
                     }
                     let dir = partition_dir(&config.data_dir, &record.name, index);
-                    Partition::open(&record.name, index, record.id, dir, log_config, &ctx)
-                        .map(|p| Some(Arc::new(p)))
+                    Partition::open(&record.name, index, record.id, dir, log_config, &ctx).map(
+                        |p| {
+                            if super::replica_count(&record, index) > 1 {
+                                p.start_as_replica();
+                            }
+                            Some(Arc::new(p))
+                        },
+                    )
                 })
                 .collect::<Result<Vec<_>, StorageError>>()
         })

@@ -794,6 +794,14 @@ fn hosts(record: &TopicRecord, index: i32, node: i32) -> bool {
         .is_some_and(|replicas| replicas.contains(&node))
 }
 
+/// How many replicas partition `index` of `record` has.
+fn replica_count(record: &TopicRecord, index: i32) -> usize {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| record.assignments.get(i))
+        .map_or(0, Vec::len)
+}
+
 fn partition_dir(data_dir: &Path, topic: &str, index: i32) -> PathBuf {
     data_dir.join(format!("{topic}-{index}"))
 }
@@ -835,7 +843,12 @@ fn open_topic(
         let dir = partition_dir(data_dir, &record.name, index);
         let partition =
             match Partition::open(&record.name, index, record.id, dir.clone(), log_config, ctx) {
-                Ok(p) => p,
+                Ok(p) => {
+                    if replica_count(&record, index) > 1 {
+                        p.start_as_replica();
+                    }
+                    p
+                }
                 // A new topic (CreateTopics, auto-creation): the request fails instead.
                 Err(e) if !at_start => return Err(e),
                 Err(e) => {

@@ -371,6 +371,15 @@ impl Partition {
         }
     }
 
+    /// At open, for a partition with more than one replica: the durable end of this log says
+    /// nothing of what the other replicas hold, so the high watermark starts at the log start
+    /// offset; a follower takes its leader's, a leader computes it from its followers' fetches
+    /// (or its own durable end while it is the only in-sync replica).
+    pub fn start_as_replica(&self) {
+        let start = self.opened_log().map_or(0, |l| l.log_start_offset());
+        self.high_watermark.send_replace(start);
+    }
+
     /// After a truncation to `end`: the high watermark is never above the log end.
     pub fn truncated(&self, end: i64) {
         self.high_watermark.send_if_modified(|v| {

@@ -1,6 +1,8 @@
 //! `strand cluster status`: DescribeCluster (Metadata on brokers without it) for the cluster
 //! id, controller and brokers, and Metadata for partition health: under-replicated partitions
-//! (ISR smaller than the replica set) and offline ones (no leader).
+//! (ISR smaller than the replica set) and offline ones (no leader). `strand cluster
+//! under-replicated` lists those partitions (Kafka's `kafka-topics --describe
+//! --under-replicated-partitions`).
 
 use kafka_protocol::messages::{DescribeClusterRequest, MetadataRequest};
 use serde_json::json;
@@ -106,5 +108,69 @@ pub async fn status(c: &Common) -> anyhow::Result<()> {
         })
         .collect();
     table::print(&["BROKER", "ADDRESS", "RACK", "CONTROLLER"], &rows);
+    Ok(())
+}
+
+/// `strand cluster under-replicated`: every partition whose ISR is smaller than its replica
+/// set or that has no leader, with its leader, replicas, ISR and offline replicas.
+pub async fn under_replicated(c: &Common) -> anyhow::Result<()> {
+    let mut client = c.connect().await?;
+    let mut req = MetadataRequest::default();
+    req.topics = None;
+    req.allow_auto_topic_creation = false;
+    let (md, _) = client.call(&req).await?;
+    let ids =
+        |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
+    let mut found = Vec::new();
+    for t in md.topics.iter().filter(|t| t.error_code == 0) {
+        let name = t.name.as_ref().map(|n| n.to_string()).unwrap_or_default();
+        for p in &t.partitions {
+            if p.leader_id.0 < 0 || p.isr_nodes.len() < p.replica_nodes.len() {
+                found.push((
+                    name.clone(),
+                    p.partition_index,
+                    p.leader_id.0,
+                    ids(&p.replica_nodes),
+                    ids(&p.isr_nodes),
+                    ids(&p.offline_replicas),
+                ));
+            }
+        }
+    }
+    found.sort();
+    if c.json {
+        let v: Vec<_> = found
+            .iter()
+            .map(|(t, p, l, r, i, o)| {
+                json!({"topic": t, "partition": p, "leader": l, "replicas": r, "isr": i,
+                       "offline": o})
+            })
+            .collect();
+        outln!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let list = |v: &[i32]| {
+        v.iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let rows: Vec<Vec<String>> = found
+        .iter()
+        .map(|(t, p, l, r, i, o)| {
+            vec![
+                t.clone(),
+                p.to_string(),
+                if *l < 0 { "none".into() } else { l.to_string() },
+                list(r),
+                list(i),
+                list(o),
+            ]
+        })
+        .collect();
+    table::print(
+        &["TOPIC", "PARTITION", "LEADER", "REPLICAS", "ISR", "OFFLINE"],
+        &rows,
+    );
     Ok(())
 }

@@ -119,6 +119,8 @@ pub struct ClusterArgs {
 enum ClusterCommand {
     /// Cluster id, controller, brokers, and partition health.
     Status,
+    /// Partitions whose ISR is smaller than their replica set, or that have no leader.
+    UnderReplicated,
 }
 
 #[derive(Args)]
@@ -243,6 +245,7 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<()> {
 pub async fn cluster(args: ClusterArgs) -> anyhow::Result<()> {
     match args.command {
         ClusterCommand::Status => cluster::status(&args.common).await,
+        ClusterCommand::UnderReplicated => cluster::under_replicated(&args.common).await,
     }
 }
 
