@@ -29,4 +29,4 @@ if ((BUILD)) && [ -z "${STRAND_BIN:-}" ]; then
   cargo build --release -q --bin strand --manifest-path "$REPO/Cargo.toml" >&2
 fi
 export STRAND_BIN="${STRAND_BIN:-$REPO/target/release/strand}"
-exec "$REPO/.venv/bin/python" "$REPO/scripts/bench/cluster.py" "${ARGS[@]}"
+exec "$REPO/.venv/bin/python" -u "$REPO/scripts/bench/cluster.py" "${ARGS[@]}"
