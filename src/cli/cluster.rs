@@ -9,12 +9,19 @@ use serde_json::json;
 
 use super::{table, Common};
 
-pub async fn status(c: &Common) -> anyhow::Result<()> {
-    let mut client = c.connect().await?;
+/// Metadata of every topic.
+async fn all_metadata(
+    client: &mut super::client::Client,
+) -> anyhow::Result<kafka_protocol::messages::MetadataResponse> {
     let mut req = MetadataRequest::default();
     req.topics = None;
     req.allow_auto_topic_creation = false;
-    let (md, _) = client.call(&req).await?;
+    Ok(client.call(&req).await?.0)
+}
+
+pub async fn status(c: &Common) -> anyhow::Result<()> {
+    let mut client = c.connect().await?;
+    let md = all_metadata(&mut client).await?;
     let (cluster_id, controller, mut brokers) = if client.supports::<DescribeClusterRequest>() {
         let mut dreq = DescribeClusterRequest::default();
         dreq.endpoint_type = 1;
@@ -114,11 +121,7 @@ pub async fn status(c: &Common) -> anyhow::Result<()> {
 /// `strand cluster under-replicated`: every partition whose ISR is smaller than its replica
 /// set or that has no leader, with its leader, replicas, ISR and offline replicas.
 pub async fn under_replicated(c: &Common) -> anyhow::Result<()> {
-    let mut client = c.connect().await?;
-    let mut req = MetadataRequest::default();
-    req.topics = None;
-    req.allow_auto_topic_creation = false;
-    let (md, _) = client.call(&req).await?;
+    let md = all_metadata(&mut c.connect().await?).await?;
     let ids =
         |v: &[kafka_protocol::messages::BrokerId]| v.iter().map(|b| b.0).collect::<Vec<i32>>();
     let mut found = Vec::new();

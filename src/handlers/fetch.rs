@@ -264,29 +264,26 @@ fn read_all(
                     any_error = true;
                 }
                 Some(p) => {
-                    let end = p.opened_log().map_or(-1, |log| log.log_end_offset());
-                    // A follower's fetch offset is its durable end: counted first, so the
-                    // high watermark this answer carries includes it.
-                    let counted = match replica {
-                        // At another epoch it is refused below, uncounted.
-                        Some(_)
-                            if fp.current_leader_epoch >= 0
-                                && fp.current_leader_epoch != p.leader_epoch() =>
-                        {
-                            true
-                        }
-                        Some(r) if fp.fetch_offset <= end => {
-                            p.follower_fetched(r, fp.fetch_offset)
-                                == crate::broker::replication::Fetched::Counted
-                        }
-                        _ => true,
-                    };
+                    // A follower's fetch offset is its durable end: counted first (only at
+                    // this leader's epoch; another is refused below), so the high watermark
+                    // this answer carries includes it. A consumer's fetch skips all this.
+                    let mut not_replica = false;
+                    let replica_end = replica.map(|r| {
+                        let end = p.opened_log().map_or(-1, |log| log.log_end_offset());
+                        let same_epoch = fp.current_leader_epoch < 0
+                            || fp.current_leader_epoch == p.leader_epoch();
+                        not_replica = same_epoch
+                            && fp.fetch_offset <= end
+                            && p.follower_fetched(r, fp.fetch_offset)
+                                == crate::broker::replication::Fetched::NotReplica;
+                        end
+                    });
                     let hw = p.high_watermark();
                     let lso = p.last_stable_offset();
                     pd.high_watermark = hw;
                     pd.last_stable_offset = lso;
                     pd.log_start_offset = p.opened_log().map_or(-1, |log| log.log_start_offset());
-                    let upper = if replica.is_some() {
+                    let upper = if let Some(end) = replica_end {
                         end
                     } else if req.isolation_level == READ_COMMITTED {
                         lso
@@ -298,7 +295,7 @@ fn read_all(
                     pd.aborted_transactions =
                         (req.isolation_level == READ_COMMITTED).then(Vec::new);
                     let current = p.leader_epoch();
-                    if !counted {
+                    if not_replica {
                         // Not one of this partition's replicas.
                         pd.error_code = ResponseError::NotLeaderOrFollower.code();
                         any_error = true;
