@@ -99,6 +99,18 @@ pub struct Config {
     /// `replica.lag.time.max.ms`: a follower that has not caught up for this long leaves the
     /// ISR.
     pub replica_lag_time_max_ms: i64,
+    /// `auto.leader.rebalance.enable`: the controller gives leadership back to preferred
+    /// replicas.
+    pub auto_leader_rebalance_enable: bool,
+    /// `leader.imbalance.check.interval.seconds`: how often it checks.
+    pub leader_imbalance_check_interval_seconds: u64,
+    /// `leader.imbalance.per.broker.percentage`: the share of a broker's preferred partitions
+    /// led elsewhere above which they are given back.
+    pub leader_imbalance_per_broker_percentage: u32,
+    /// `replica.selector.class` = `org.apache.kafka.common.replica.RackAwareReplicaSelector`
+    /// (KIP-392): a leader sends consumers whose `client.rack` is another rack than its own to
+    /// an in-sync replica in their rack. Empty (Kafka's default): consumers fetch from leaders.
+    pub replica_selector_rack_aware: bool,
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
@@ -181,6 +193,9 @@ impl std::fmt::Debug for ExplicitKeys {
     }
 }
 
+/// The `replica.selector.class` of KIP-392's rack-aware selector.
+pub const RACK_AWARE_SELECTOR: &str = "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
 /// Every key the broker understands, with its default as Kafka writes it.
 /// The order is the order `config.toml` documents them in.
 pub const KEYS: &[(&str, &str)] = &[
@@ -216,6 +231,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("replica.fetch.response.max.bytes", "10485760"),
     ("replica.fetch.max.bytes", "1048576"),
     ("replica.lag.time.max.ms", "30000"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
+    ("replica.selector.class", ""),
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
@@ -470,6 +489,22 @@ impl Config {
                 1,
                 i64::MAX,
             )?,
+            auto_leader_rebalance_enable: parse_bool(
+                "auto.leader.rebalance.enable",
+                &req("auto.leader.rebalance.enable"),
+            )?,
+            leader_imbalance_check_interval_seconds: parse_num(
+                "leader.imbalance.check.interval.seconds",
+                &req("leader.imbalance.check.interval.seconds"),
+                1,
+                86_400 * 365,
+            )?,
+            leader_imbalance_per_broker_percentage: parse_num(
+                "leader.imbalance.per.broker.percentage",
+                &req("leader.imbalance.per.broker.percentage"),
+                0,
+                100,
+            )?,
             max_broker_partitions: parse_num(
                 "max.broker.partitions",
                 &req("max.broker.partitions"),
@@ -572,6 +607,17 @@ impl Config {
                     ));
                 }
                 p
+            },
+            replica_selector_rack_aware: match get("replica.selector.class").map(str::trim) {
+                None | Some("") | Some("null") => false,
+                Some(RACK_AWARE_SELECTOR) => true,
+                Some(other) => {
+                    return Err(invalid(
+                        "replica.selector.class",
+                        other,
+                        format!("the only replica selector is {RACK_AWARE_SELECTOR}"),
+                    ))
+                }
             },
             broker_rack: get("broker.rack")
                 .map(|r| r.trim().to_string())

@@ -211,8 +211,11 @@ start_broker() {  # $1 scenario, $2 log file
   BPID="$! "
   wait_listening "${BPID% }" "$ep" || return 1
   for i in $(seq 1 "$CLUSTER"); do
+    # One rack per broker, named as 0101_fetch_from_follower expects (KIP-392).
     start_one "$BDATA/b$i" "$BLOG" "${settings[@]}" --set "node.id=$i" \
-      --set "etcd.endpoints=127.0.0.1:$ep" || return 1
+      --set "etcd.endpoints=127.0.0.1:$ep" --set "broker.rack=RACK$i" \
+      --set "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector" \
+      || return 1
     BPORTS+="${BPORTS:+ }$BPORT"
   done
   return 0

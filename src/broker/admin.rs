@@ -280,17 +280,18 @@ impl Broker {
         let config = self.config.clone();
         let log_config = self.log_config_of(&record.configs);
         let record = record.clone();
+        let replicas = super::current_replicas(self.store.as_ref(), &record);
         let ctx = self.open_context();
         tokio::task::spawn_blocking(move || {
             range
                 .map(|index| {
-                    if !super::hosts(&record, index, config.node_id) {
+                    if !super::hosts(&replicas, index, config.node_id) {
                         return Ok(None);
                     }
                     let dir = partition_dir(&config.data_dir, &record.name, index);
                     Partition::open(&record.name, index, record.id, dir, log_config, &ctx).map(
                         |p| {
-                            if super::replica_count(&record, index) > 1 {
+                            if super::replica_count(&replicas, index) > 1 {
                                 p.start_as_replica();
                             }
                             Some(Arc::new(p))

@@ -190,6 +190,29 @@ impl Broker {
         }
     }
 
+    /// KIP-392: the replica a consumer in `rack` fetching `p` (led here) from `offset` should
+    /// fetch from instead, with the rack-aware selector: none when this broker is in that rack
+    /// (or no selector is set), else the live in-sync follower in the rack that has fetched
+    /// furthest, if one has reached `offset`.
+    pub fn preferred_read_replica(&self, p: &Partition, rack: &str, offset: i64) -> Option<i32> {
+        if !self.config.replica_selector_rack_aware
+            || rack.is_empty()
+            || self.config.broker_rack.as_deref() == Some(rack)
+        {
+            return None;
+        }
+        let live = self.live_brokers();
+        p.replication()
+            .in_sync_followers_at(offset)
+            .into_iter()
+            .filter(|(id, _)| {
+                live.iter()
+                    .any(|b| b.node_id == *id && b.rack.as_deref() == Some(rack))
+            })
+            .max_by_key(|(_, at)| *at)
+            .map(|(id, _)| id)
+    }
+
     /// Whether the cluster has partition `index` of `topic` (hosted here or not).
     pub fn partition_exists(&self, topic: &str, index: i32) -> bool {
         self.topic(topic)
@@ -294,36 +317,74 @@ impl Broker {
         failed.map_or(Ok(()), Err)
     }
 
-    /// Makes the local topic `name` what `record` says (see [`Broker::reconcile`]).
+    /// Makes the local topic `name` what `record` says (see [`Broker::reconcile`]), and
+    /// hosts the partitions whose replicas name this broker now: a reassignment's added
+    /// replica is opened (it then follows its leader), a removed one, once the reassignment
+    /// completed, is closed and its directory deleted.
     async fn apply_topic(&self, name: &str, record: TopicRecord) -> Result<(), TopicError> {
-        {
-            let current = self.topic(name);
-            match current {
-                Some(t) if t.record == record => {}
-                Some(t) => {
-                    let have = t.record.partition_count();
-                    let mut partitions = t.partitions.clone();
-                    if record.partition_count() > have {
-                        partitions.extend(
-                            self.open_partitions(&record, have..record.partition_count())
-                                .await?,
-                        );
-                    }
-                    if record.configs != t.record.configs {
-                        let log_config = self.log_config_of(&record.configs);
-                        for log in t.hosted().filter_map(|p| p.opened_log()) {
-                            log.update_config(log_config);
+        let me = self.node_id();
+        let replicas = super::current_replicas(self.store.as_ref(), &record);
+        let current = self.topic(name);
+        match current {
+            Some(t) => {
+                let moved = t
+                    .partitions
+                    .iter()
+                    .enumerate()
+                    .any(|(i, p)| p.is_some() != super::hosts(&replicas, i as i32, me));
+                if t.record == record && !moved {
+                    return Ok(());
+                }
+                let have = t.record.partition_count();
+                let mut partitions = t.partitions.clone();
+                let mut removed = Vec::new();
+                for (i, slot) in partitions.iter_mut().enumerate() {
+                    let index = i as i32;
+                    match (slot.as_ref(), super::hosts(&replicas, index, me)) {
+                        (Some(p), false) => {
+                            removed.push(p.clone());
+                            *slot = None;
                         }
+                        (None, true) => {
+                            *slot = self
+                                .open_partitions(&record, index..index + 1)
+                                .await?
+                                .pop()
+                                .flatten();
+                            info!(topic = %name, partition = index, "replica added here");
+                        }
+                        _ => {}
                     }
+                }
+                if record.partition_count() > have {
+                    partitions.extend(
+                        self.open_partitions(&record, have..record.partition_count())
+                            .await?,
+                    );
+                }
+                if record.configs != t.record.configs {
+                    let log_config = self.log_config_of(&record.configs);
+                    for log in partitions.iter().flatten().filter_map(|p| p.opened_log()) {
+                        log.update_config(log_config);
+                    }
+                    info!(topic = %name, "topic configs changed by another broker");
+                }
+                if record.partition_count() != have {
                     info!(topic = %name, partitions = record.partition_count(), "topic changed by another broker");
-                    self.replace_topic(Topic { record, partitions });
                 }
-                None => {
-                    let count = record.partition_count();
-                    let partitions = self.open_partitions(&record, 0..count).await?;
-                    info!(topic = %name, partitions = count, hosted = partitions.iter().flatten().count(), "topic created by another broker");
-                    self.replace_topic(Topic { record, partitions });
+                self.replace_topic(Topic { record, partitions });
+                for p in removed {
+                    self.follow(&p, None);
+                    p.resign();
+                    info!(topic = %name, partition = p.index, "replica removed from here");
+                    self.delete_partition_dirs(t.record.id, vec![p]).await;
                 }
+            }
+            None => {
+                let count = record.partition_count();
+                let partitions = self.open_partitions(&record, 0..count).await?;
+                info!(topic = %name, partitions = count, hosted = partitions.iter().flatten().count(), "topic created by another broker");
+                self.replace_topic(Topic { record, partitions });
             }
         }
         Ok(())

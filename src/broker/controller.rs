@@ -6,7 +6,10 @@
 //! partition whose leader is gone it writes the state [`PartitionState::elect`] chooses
 //! (the first live in-sync replica at `leader_epoch + 1`, or no leader with the ISR kept, and
 //! a returning in-sync replica elected again), and drops followers that are gone from the ISR
-//! (so acks=all writes wait for no dead broker; the leader adds them back once they catch up). The replicas of new partitions are chosen by
+//! (so acks=all writes wait for no dead broker; the leader adds them back once they catch up).
+//! It completes reassignments whose added replicas are all in sync, and every
+//! `leader.imbalance.check.interval.seconds` (with `auto.leader.rebalance.enable`) gives
+//! leadership back to preferred replicas (`super::reassign`). The replicas of new partitions are chosen by
 //! the broker that takes CreateTopics / CreatePartitions (`place_replicas`), so no request
 //! waits for the controller.
 //!
@@ -39,21 +42,22 @@ impl Broker {
                 .is_some_and(|v| v.eq_ignore_ascii_case("true"));
             for index in 0..topic.record.partition_count() {
                 let (state, revision) = self.partition_state(&topic, index);
-                let Some(next) = state.elect(&|b| live.contains(&b), unclean) else {
-                    continue;
+                let is_live = |b| live.contains(&b);
+                let (next, replaced, what) = match state.elect(&is_live, unclean) {
+                    // Only a leader being replaced must be gone.
+                    Some(next) => {
+                        let replaced = Some(state.leader).filter(|l| *l >= 0 && *l != next.leader);
+                        (next, replaced, "partition leader changed")
+                    }
+                    None => match state.complete_reassignment(&is_live) {
+                        Some(next) => (next, None, "partition reassignment completed"),
+                        None => continue,
+                    },
                 };
                 let name = &topic.record.name;
                 match self
                     .store
-                    .put_partition_state(
-                        claim,
-                        name,
-                        index,
-                        revision,
-                        // Only a leader being replaced must be gone.
-                        Some(state.leader).filter(|l| *l >= 0 && *l != next.leader),
-                        next.clone(),
-                    )
+                    .put_partition_state(claim, name, index, revision, replaced, next.clone())
                     .await
                 {
                     Ok(_) => info!(
@@ -62,7 +66,8 @@ impl Broker {
                         leader = next.leader,
                         leader_epoch = next.leader_epoch,
                         isr = ?next.isr,
-                        "partition leader changed"
+                        replicas = ?next.replicas,
+                        "{what}"
                     ),
                     Err(MetadataError::NotController) => return Err(MetadataError::NotController),
                     // Changed or deleted meanwhile: the next pass sees the new state.
@@ -157,6 +162,7 @@ pub(super) async fn controller_loop(
         drop(store);
         let mut every = tokio::time::interval(Duration::from_secs(1));
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_rebalance = tokio::time::Instant::now();
         loop {
             let Some(b) = broker.upgrade() else { return };
             if *shutdown.borrow() {
@@ -176,6 +182,15 @@ pub(super) async fn controller_loop(
                     "this broker is no longer the controller"
                 );
                 break;
+            }
+            let rebalance_every =
+                Duration::from_secs(b.config.leader_imbalance_check_interval_seconds);
+            if b.config.auto_leader_rebalance_enable && last_rebalance.elapsed() >= rebalance_every
+            {
+                last_rebalance = tokio::time::Instant::now();
+                if let Err(MetadataError::NotController) = b.rebalance_leaders(&claim).await {
+                    break;
+                }
             }
             drop::<Arc<Broker>>(b);
             tokio::select! {

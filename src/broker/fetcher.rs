@@ -5,7 +5,8 @@
 //! ([`Broker::follow`]). Each connection to the leader starts by finding where this replica's
 //! log diverged from the leader's (OffsetForLeaderEpoch for this log's latest epoch: the
 //! leader's end of that epoch) and truncating to it, so nothing the old leader wrote that
-//! the new one lacks survives here. Then it fetches from its log end offset, appends what
+//! the new one lacks survives here (every fetch carries this log's latest epoch too, and a
+//! leader that finds it diverged answers DivergingEpoch, truncated to the same way). Then it fetches from its log end offset, appends what
 //! comes exactly as the leader wrote it (`append_replica`), makes it durable (fdatasync, in
 //! the durable default) and only then fetches on: the next fetch offset tells the leader
 //! what this replica holds durably, which is what the leader's high watermark counts. The
@@ -31,6 +32,7 @@ use tracing::{debug, info, warn};
 
 use super::{Broker, Partition};
 use crate::client::Client;
+use crate::storage::PartitionLog;
 
 /// How long a fetch waits at the leader for new data.
 const FETCH_MAX_WAIT_MS: i32 = 500;
@@ -150,6 +152,7 @@ async fn follow_once(
         fp.fetch_offset = offset;
         fp.partition_max_bytes = max_bytes;
         fp.log_start_offset = log.log_start_offset();
+        fp.last_fetched_epoch = log.latest_epoch().unwrap_or(-1);
         let mut topic = FetchTopic::default();
         topic.topic = TopicName(p.topic.clone().into());
         topic.partitions = vec![fp];
@@ -172,6 +175,18 @@ async fn follow_once(
             .flat_map(|t| t.partitions)
             .find(|d| d.partition_index == p.index)
             .context("the fetch response lacks the partition")?;
+        if pd.diverging_epoch.epoch >= 0 || pd.diverging_epoch.end_offset >= 0 {
+            let (epoch, end) = (pd.diverging_epoch.epoch, pd.diverging_epoch.end_offset);
+            let latest = log.latest_epoch().unwrap_or(-1);
+            truncate_to(
+                p,
+                &log,
+                divergence_point(p, &log, latest, epoch, end),
+                leader_epoch,
+            )
+            .await?;
+            continue;
+        }
         if pd.error_code != 0 {
             let e = ResponseError::try_from_code(pd.error_code);
             // Out of range: this log ends past the leader's (it diverged): truncate again.
@@ -226,22 +241,38 @@ async fn truncate_to_leader(
             ResponseError::try_from_code(e.error_code)
         );
     }
-    let end = log.log_end_offset();
-    let target = if e.end_offset < 0 {
+    let target = divergence_point(p, &log, latest, e.leader_epoch, e.end_offset);
+    truncate_to(p, &log, target, leader_epoch).await
+}
+
+/// Where this replica's log must end, given the leader's answer for this log's `latest`
+/// epoch: the leader's largest epoch at or below it (`epoch`) ends at `end`.
+fn divergence_point(p: &Partition, log: &PartitionLog, latest: i32, epoch: i32, end: i64) -> i64 {
+    if end < 0 {
         // The leader knows no epoch this old: keep what is committed (below the high
         // watermark every in-sync replica holds the same records).
         p.high_watermark()
-    } else if e.leader_epoch == latest {
-        e.end_offset
+    } else if epoch == latest {
+        end
     } else {
         // The leader's latest epoch at or below ours ends there; ours may end earlier.
-        let (_, mine) = log.epoch_end_offset(e.leader_epoch);
+        let (_, mine) = log.epoch_end_offset(epoch);
         if mine < 0 {
-            e.end_offset
+            end
         } else {
-            e.end_offset.min(mine)
+            end.min(mine)
         }
-    };
+    }
+}
+
+/// Truncates this replica's log to `target` if it ends past it (on the blocking pool).
+async fn truncate_to(
+    p: &Arc<Partition>,
+    log: &Arc<PartitionLog>,
+    target: i64,
+    leader_epoch: i32,
+) -> anyhow::Result<()> {
+    let end = log.log_end_offset();
     if target < end {
         let cut = log.clone();
         let new_end = tokio::task::spawn_blocking(move || cut.truncate_to(target)).await??;

@@ -26,6 +26,7 @@ pub mod dynamic_config;
 mod fetcher;
 mod isr;
 pub mod partition;
+mod reassign;
 pub mod replication;
 pub mod topic_config;
 
@@ -50,6 +51,7 @@ use cluster::{place_replicas, reconcile_loop};
 pub use cluster::{Located, PartitionView};
 use dynamic_config::DynamicConfigs;
 pub use partition::{OpenContext, Partition};
+pub use reassign::ElectionType;
 
 const CLEAN_SHUTDOWN: &str = ".strand_cleanshutdown";
 const LOCK_FILE: &str = ".lock";
@@ -269,7 +271,15 @@ impl Broker {
             .map_err(|e| anyhow::anyhow!("cannot register the broker: {e}"))?;
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
-        let records = store.topics().await?;
+        let records: BTreeMap<String, (TopicRecord, Vec<Vec<i32>>)> = store
+            .topics()
+            .await?
+            .into_iter()
+            .map(|(name, record)| {
+                let replicas = current_replicas(store.as_ref(), &record);
+                (name, (record, replicas))
+            })
+            .collect();
         let mut stored = store.broker_configs().await?;
         let dynamic = DynamicConfigs {
             broker: stored
@@ -677,8 +687,9 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         let ctx = self.open_context();
         let dynamic = self.dynamic_configs();
+        let replicas = record.assignments.clone();
         let topic = tokio::task::spawn_blocking(move || {
-            open_topic(&config, &data_dir, record, &dynamic, &ctx, false)
+            open_topic(&config, &data_dir, record, &replicas, &dynamic, &ctx, false)
         })
         .await
         .map_err(|e| TopicError::Storage(StorageError::Io(std::io::Error::other(e))))??;
@@ -726,30 +737,37 @@ impl Broker {
         self.stop_following(Some(name));
         let removed = self.write_topics().remove(name);
         if let Some(topic) = removed {
-            let data_dir = self.config.data_dir.clone();
-            let id = topic.record.id;
-            tokio::task::spawn_blocking(move || {
-                for p in topic.hosted() {
-                    let target = data_dir.join(format!(
-                        "{}.{}{DELETE_SUFFIX}",
-                        p.dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
-                        id.simple()
-                    ));
-                    if let Err(e) = fs::rename(&p.dir, &target) {
-                        warn!("cannot rename {} for deletion: {e}", p.dir.display());
-                        continue;
-                    }
-                    let _ = fs::File::open(&data_dir).and_then(|d| d.sync_all());
-                    if let Err(e) = fs::remove_dir_all(&target) {
-                        warn!("cannot remove {}: {e}", target.display());
-                    }
-                }
-            })
-            .await
-            .ok();
+            self.delete_partition_dirs(topic.record.id, topic.hosted().cloned().collect())
+                .await;
         }
         self.groups.topic_deleted(name).await;
         info!(topic = %name, "deleted topic");
+    }
+
+    /// Deletes the directories of partitions this broker no longer hosts (of topic `id`): each
+    /// is first renamed to `<dir>.<topic id>-delete` (fsynced; a start finishes deleting
+    /// such directories), then removed. Runs on the blocking pool.
+    async fn delete_partition_dirs(&self, id: Uuid, partitions: Vec<Arc<Partition>>) {
+        let data_dir = self.config.data_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            for p in partitions {
+                let target = data_dir.join(format!(
+                    "{}.{}{DELETE_SUFFIX}",
+                    p.dir.file_name().and_then(|n| n.to_str()).unwrap_or("x"),
+                    id.simple()
+                ));
+                if let Err(e) = fs::rename(&p.dir, &target) {
+                    warn!("cannot rename {} for deletion: {e}", p.dir.display());
+                    continue;
+                }
+                let _ = fs::File::open(&data_dir).and_then(|d| d.sync_all());
+                if let Err(e) = fs::remove_dir_all(&target) {
+                    warn!("cannot remove {}: {e}", target.display());
+                }
+            }
+        })
+        .await
+        .ok();
     }
 
     /// Applies retention and time-based rolling to every partition. Runs on a blocking thread.
@@ -787,18 +805,35 @@ impl Broker {
 }
 
 /// Whether broker `node` holds a replica of partition `index` of `record`.
-fn hosts(record: &TopicRecord, index: i32, node: i32) -> bool {
-    usize::try_from(index)
-        .ok()
-        .and_then(|i| record.assignments.get(i))
-        .is_some_and(|replicas| replicas.contains(&node))
+/// The replicas of every partition of `record` now: its stored state's (a reassignment
+/// changes them, adding replicas included), else the record's assignment.
+fn current_replicas(store: &dyn MetadataStore, record: &TopicRecord) -> Vec<Vec<i32>> {
+    record
+        .assignments
+        .iter()
+        .enumerate()
+        .map(|(i, assigned)| {
+            store
+                .partition_state(&record.name, i as i32)
+                .filter(|s| s.state.topic_id == record.id)
+                .map_or_else(|| assigned.clone(), |s| s.state.replicas)
+        })
+        .collect()
 }
 
-/// How many replicas partition `index` of `record` has.
-fn replica_count(record: &TopicRecord, index: i32) -> usize {
+/// Whether `node` holds a replica of partition `index`, given every partition's replicas.
+fn hosts(replicas: &[Vec<i32>], index: i32, node: i32) -> bool {
     usize::try_from(index)
         .ok()
-        .and_then(|i| record.assignments.get(i))
+        .and_then(|i| replicas.get(i))
+        .is_some_and(|r| r.contains(&node))
+}
+
+/// How many replicas partition `index` has, given every partition's replicas.
+fn replica_count(replicas: &[Vec<i32>], index: i32) -> usize {
+    usize::try_from(index)
+        .ok()
+        .and_then(|i| replicas.get(i))
         .map_or(0, Vec::len)
 }
 
@@ -826,6 +861,7 @@ fn open_topic(
     config: &Config,
     data_dir: &Path,
     record: TopicRecord,
+    replicas: &[Vec<i32>],
     dynamic: &DynamicConfigs,
     ctx: &OpenContext,
     at_start: bool,
@@ -836,7 +872,7 @@ fn open_topic(
     );
     let mut partitions = Vec::with_capacity(record.assignments.len());
     for index in 0..record.partition_count() {
-        if !hosts(&record, index, config.node_id) {
+        if !hosts(replicas, index, config.node_id) {
             partitions.push(None);
             continue;
         }
@@ -844,7 +880,7 @@ fn open_topic(
         let partition =
             match Partition::open(&record.name, index, record.id, dir.clone(), log_config, ctx) {
                 Ok(p) => {
-                    if replica_count(&record, index) > 1 {
+                    if replica_count(replicas, index) > 1 {
                         p.start_as_replica();
                     }
                     p
@@ -872,7 +908,7 @@ fn open_topic(
 fn open_all(
     config: &Config,
     data_dir: &Path,
-    records: BTreeMap<String, TopicRecord>,
+    records: BTreeMap<String, (TopicRecord, Vec<Vec<i32>>)>,
     dynamic: &DynamicConfigs,
     ctx: &OpenContext,
 ) -> anyhow::Result<HashMap<String, Arc<Topic>>> {
@@ -891,8 +927,8 @@ fn open_all(
         let Some((topic, index)) = data_dir::parse_partition_dir(&name) else {
             continue;
         };
-        let live = records.get(topic).is_some_and(|r| {
-            hosts(r, index, config.node_id)
+        let live = records.get(topic).is_some_and(|(r, replicas)| {
+            hosts(replicas, index, config.node_id)
                 && partition::read_partition_topic_id(&path).is_none_or(|id| id == r.id)
         });
         if !live {
@@ -907,8 +943,8 @@ fn open_all(
     }
     fs::File::open(data_dir)?.sync_all()?;
     let mut topics = HashMap::new();
-    for (name, record) in records {
-        let topic = open_topic(config, data_dir, record, dynamic, ctx, true)?;
+    for (name, (record, replicas)) in records {
+        let topic = open_topic(config, data_dir, record, &replicas, dynamic, ctx, true)?;
         topics.insert(name, Arc::new(topic));
     }
     Ok(topics)

@@ -225,6 +225,21 @@ impl Replication {
         (next.len() != s.isr.len()).then_some(next)
     }
 
+    /// The in-sync followers that have fetched at least to `offset`, with their fetch
+    /// offsets (KIP-392's candidates to serve a consumer fetching from `offset`).
+    pub fn in_sync_followers_at(&self, offset: i64) -> Vec<(i32, i64)> {
+        let s = self.lock();
+        if !s.leading {
+            return Vec::new();
+        }
+        s.isr
+            .iter()
+            .filter(|r| **r != self.me)
+            .filter_map(|r| s.followers.get(r).map(|f| (*r, f.fetch_offset)))
+            .filter(|(_, at)| *at >= offset && *at >= 0)
+            .collect()
+    }
+
     /// Marks `isr` proposed (it counts for the bound only where it adds members).
     pub fn propose(&self, isr: Vec<i32>) {
         self.lock().pending = Some(isr);

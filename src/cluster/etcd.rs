@@ -724,6 +724,18 @@ impl MetadataStore for EtcdStore {
         .await
     }
 
+    async fn change_partition_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: super::PartitionState,
+    ) -> Result<i64> {
+        // The same write as the leader's: compared on the state's revision and the new
+        // leader's registration.
+        self.alter_isr(topic, partition, expected, state).await
+    }
+
     fn coordinator_slots(&self) -> SlotCounts {
         self.slots
     }

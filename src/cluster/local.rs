@@ -412,6 +412,16 @@ impl MetadataStore for LocalStore {
         self.write_state(topic, partition, expected, state).await
     }
 
+    async fn change_partition_state(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: PartitionState,
+    ) -> Result<i64> {
+        self.alter_isr(topic, partition, expected, state).await
+    }
+
     fn coordinator_slots(&self) -> SlotCounts {
         self.slots
     }

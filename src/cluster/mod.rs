@@ -61,7 +61,35 @@ pub struct PartitionState {
     /// In-sync replicas. Kept when the last one goes (leader -1), so that one is elected
     /// again when it returns.
     pub isr: Vec<i32>,
+    /// Every replica, leader candidates first. During a reassignment (KIP-455): the target
+    /// replicas, then the ones being removed.
     pub replicas: Vec<i32>,
+    /// Replicas a reassignment adds (in `replicas`, not yet in sync).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    /// Replicas a reassignment removes once every added one is in sync.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+/// Why an operator's election (ElectLeaders) does not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElectionRefused {
+    /// The partition already has the leader asked for (ELECTION_NOT_NEEDED).
+    NotNeeded,
+    /// The preferred replica is not live or not in sync (PREFERRED_LEADER_NOT_AVAILABLE).
+    PreferredNotAvailable,
+    /// No live replica can lead (ELIGIBLE_LEADERS_NOT_AVAILABLE).
+    NoEligibleLeader,
+}
+
+/// Why a reassignment (AlterPartitionReassignments) is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReassignmentRefused {
+    /// INVALID_REPLICA_ASSIGNMENT, with the message for the client.
+    Invalid(String),
+    /// A cancel with nothing to cancel (NO_REASSIGNMENT_IN_PROGRESS).
+    NoneInProgress,
 }
 
 impl PartitionState {
@@ -73,6 +101,195 @@ impl PartitionState {
             leader_epoch: 0,
             isr: replicas.to_vec(),
             replicas: replicas.to_vec(),
+            adding: Vec::new(),
+            removing: Vec::new(),
+        }
+    }
+
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas before the reassignment in progress (all of them when none is).
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding.contains(r))
+            .collect()
+    }
+
+    /// The replicas the reassignment in progress moves to (all of them when none is).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    /// The state that starts moving the partition to `target` (KIP-455), replacing a
+    /// reassignment in progress: the replicas become the target followed by the original
+    /// replicas not in it; those not in the original are `adding`, the original ones not in
+    /// the target `removing`. The leader and epoch stay unless a replacing reassignment drops
+    /// the leader (a replica an earlier one added, elected since): then the first live
+    /// in-sync replica left leads at the next epoch. `live` checks brokers named in `target`.
+    pub fn reassign(
+        &self,
+        target: &[i32],
+        live: &dyn Fn(i32) -> bool,
+    ) -> std::result::Result<PartitionState, ReassignmentRefused> {
+        if target.is_empty() {
+            return Err(ReassignmentRefused::Invalid(
+                "The replica list is empty.".into(),
+            ));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(dup) = target.iter().find(|r| !seen.insert(**r)) {
+            return Err(ReassignmentRefused::Invalid(format!(
+                "Broker {dup} is named twice in the replica list."
+            )));
+        }
+        if let Some(gone) = target.iter().find(|r| !live(**r)) {
+            return Err(ReassignmentRefused::Invalid(format!(
+                "Broker {gone} is not a live broker of the cluster."
+            )));
+        }
+        let original = self.original_replicas();
+        let mut next = self.clone();
+        next.replicas = target.to_vec();
+        next.replicas
+            .extend(original.iter().copied().filter(|r| !target.contains(r)));
+        next.adding = target
+            .iter()
+            .copied()
+            .filter(|r| !original.contains(r))
+            .collect();
+        next.removing = original
+            .iter()
+            .copied()
+            .filter(|r| !target.contains(r))
+            .collect();
+        next.isr.retain(|r| next.replicas.contains(r));
+        if self.leader >= 0 && !next.replicas.contains(&self.leader) {
+            let Some(leader) = next
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| next.isr.contains(r) && live(*r))
+            else {
+                return Err(ReassignmentRefused::Invalid(
+                    "The reassignment would leave no in-sync replica to lead.".into(),
+                ));
+            };
+            next.leader = leader;
+            next.leader_epoch = self.leader_epoch + 1;
+        }
+        if next.isr.is_empty() {
+            return Err(ReassignmentRefused::Invalid(
+                "The reassignment would leave no in-sync replica.".into(),
+            ));
+        }
+        Ok(next)
+    }
+
+    /// The state that cancels the reassignment in progress: back to the original replicas
+    /// (the added ones leave the ISR; if one of them leads, the first live in-sync original
+    /// replica takes over at the next epoch).
+    pub fn cancel_reassignment(
+        &self,
+        live: &dyn Fn(i32) -> bool,
+    ) -> std::result::Result<PartitionState, ReassignmentRefused> {
+        if !self.reassigning() {
+            return Err(ReassignmentRefused::NoneInProgress);
+        }
+        let mut next = self.clone();
+        next.replicas = self.original_replicas();
+        next.adding.clear();
+        next.removing.clear();
+        next.isr.retain(|r| next.replicas.contains(r));
+        if self.leader >= 0 && !next.replicas.contains(&self.leader) {
+            let leader = next
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| next.isr.contains(r) && live(*r));
+            match leader {
+                Some(l) => next.leader = l,
+                None => {
+                    return Err(ReassignmentRefused::Invalid(
+                        "Cancelling would leave no in-sync replica to lead.".into(),
+                    ))
+                }
+            }
+            next.leader_epoch = self.leader_epoch + 1;
+        }
+        Ok(next)
+    }
+
+    /// The state that completes the reassignment in progress, once every added replica is in
+    /// sync: the replicas become the target, the removed ones leave the ISR, and if the
+    /// leader is removed the first live in-sync target replica leads at the next epoch.
+    /// `None`: nothing in progress, or not ready yet.
+    pub fn complete_reassignment(&self, live: &dyn Fn(i32) -> bool) -> Option<PartitionState> {
+        if !self.reassigning() || !self.adding.iter().all(|r| self.isr.contains(r)) {
+            return None;
+        }
+        let mut next = self.clone();
+        next.replicas = self.target_replicas();
+        next.adding.clear();
+        next.removing.clear();
+        next.isr.retain(|r| next.replicas.contains(r));
+        if next.isr.is_empty() {
+            return None;
+        }
+        if !next.replicas.contains(&self.leader) {
+            next.leader = next
+                .replicas
+                .iter()
+                .copied()
+                .find(|r| next.isr.contains(r) && live(*r))?;
+            next.leader_epoch = self.leader_epoch + 1;
+        }
+        Some(next)
+    }
+
+    /// The state that makes the preferred replica (the first) lead, at the next epoch
+    /// (ElectLeaders PREFERRED, `auto.leader.rebalance.enable`): only if it is live and in
+    /// sync, since only in-sync replicas hold every acknowledged record.
+    pub fn elect_preferred(
+        &self,
+        live: &dyn Fn(i32) -> bool,
+    ) -> std::result::Result<PartitionState, ElectionRefused> {
+        let Some(&preferred) = self.replicas.first() else {
+            return Err(ElectionRefused::PreferredNotAvailable);
+        };
+        if self.leader == preferred {
+            return Err(ElectionRefused::NotNeeded);
+        }
+        if !live(preferred) || !self.isr.contains(&preferred) {
+            return Err(ElectionRefused::PreferredNotAvailable);
+        }
+        let mut next = self.clone();
+        next.leader = preferred;
+        next.leader_epoch = self.leader_epoch + 1;
+        Ok(next)
+    }
+
+    /// The state of an unclean election asked by an operator (ElectLeaders UNCLEAN): for a
+    /// partition without a live leader, the first live in-sync replica, else the first live
+    /// replica (which alone is then in sync: what it lacks is lost, as the operator chose).
+    pub fn elect_unclean(
+        &self,
+        live: &dyn Fn(i32) -> bool,
+    ) -> std::result::Result<PartitionState, ElectionRefused> {
+        if self.leader >= 0 && live(self.leader) {
+            return Err(ElectionRefused::NotNeeded);
+        }
+        match self.elect(live, true) {
+            Some(next) if next.leader >= 0 => Ok(next),
+            _ => Err(ElectionRefused::NoEligibleLeader),
         }
     }
 
@@ -339,6 +556,20 @@ pub trait MetadataStore: Send + Sync {
     /// and the leader is registered; `Conflict` otherwise (the controller or an earlier
     /// change came first: a deposed leader's change fails). Returns the new revision.
     async fn alter_isr(
+        &self,
+        topic: &str,
+        partition: i32,
+        expected: i64,
+        state: PartitionState,
+    ) -> Result<i64>;
+
+    /// An operator's change of a partition's state, written by whichever broker took the
+    /// request (ElectLeaders, AlterPartitionReassignments): only if the stored state is still
+    /// at `expected` (0: never written, and the topic must still be `state.topic_id`) and the
+    /// new leader, if any, is registered; `Conflict` otherwise. The change itself must be
+    /// safe from the state it was computed from (a new leader comes from its ISR), which the
+    /// compare-and-swap makes the state it applies to. Returns the new revision.
+    async fn change_partition_state(
         &self,
         topic: &str,
         partition: i32,

@@ -16,7 +16,9 @@
 //! A replica's fetch (a follower: `replica_id >= 0`) is one of the partition's followers
 //! reporting its durable log end (the fetch offset) to the leader, which counts it towards
 //! the high watermark (`Partition::follower_fetched`); it reads up to the log end offset
-//! rather than the high watermark, and long-polls on the leader's durable offset.
+//! rather than the high watermark, and long-polls on the leader's durable offset. One whose
+//! last fetched epoch diverges from the leader's log gets `diverging_epoch` instead of
+//! records, and truncates (Fetch v12+).
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which clients treat as
 //! "send full fetch requests"; that is always allowed by the protocol.
@@ -86,7 +88,7 @@ fn count_bytes_out(ctx: &RequestContext, out: &FetchOutput, replica: bool) {
             let region = regions.next().and_then(Option::as_ref).map_or(0, |r| r.len);
             let n = pd.records.as_ref().map_or(0, |r| r.len() as u64) + region;
             if n > 0 {
-                if let Some(p) = ctx.broker.partition(&t.topic.0, pd.partition_index) {
+                if let Some(p) = ctx.broker.hosted_partition(&t.topic.0, pd.partition_index) {
                     if replica {
                         p.metrics.replication_bytes_out.increment(n);
                     } else {
@@ -95,6 +97,23 @@ fn count_bytes_out(ctx: &RequestContext, out: &FetchOutput, replica: bool) {
                 }
             }
         }
+    }
+}
+
+/// The replica of partition `index` of `topic` this fetch reads: the leader's for a
+/// follower or an old consumer; for a consumer using v11+ (KIP-392) any replica hosted here,
+/// a follower serving what is below its high watermark.
+fn serving(
+    broker: &Broker,
+    v: i16,
+    req: &FetchRequest,
+    topic: &str,
+    index: i32,
+) -> Option<std::sync::Arc<crate::broker::Partition>> {
+    if v >= 11 && replica_of(v, req).is_none() {
+        broker.hosted_partition(topic, index)
+    } else {
+        broker.partition(topic, index)
     }
 }
 
@@ -117,7 +136,7 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
         .flat_map(|t| {
             t.partitions
                 .iter()
-                .filter_map(|p| ctx.broker.partition(&t.topic.0, p.partition))
+                .filter_map(|p| serving(&ctx.broker, ctx.api_version, req, &t.topic.0, p.partition))
         })
         .filter_map(|p| {
             if replica {
@@ -245,7 +264,7 @@ fn read_all(
         for fp in &topic.partitions {
             let mut pd = empty_partition(fp.partition);
             let mut region = None;
-            match broker.partition(&topic.topic.0, fp.partition) {
+            match serving(broker, v, req, &topic.topic.0, fp.partition) {
                 None => {
                     pd.error_code = broker.not_hosted_error(&topic.topic.0, fp.partition).code();
                     // KIP-951 (v12+): where the partition is served now.
@@ -267,8 +286,20 @@ fn read_all(
                     // A follower's fetch offset is its durable end: counted first (only at
                     // this leader's epoch; another is refused below), so the high watermark
                     // this answer carries includes it. A consumer's fetch skips all this.
+                    // A follower whose last fetched epoch ends earlier here (or is unknown
+                    // here) diverged: it gets the epoch and end offset to truncate to
+                    // (KIP-595's DivergingEpoch, Fetch v12+), no records, and is not counted.
+                    let diverging = replica
+                        .filter(|_| v >= 12 && fp.last_fetched_epoch >= 0)
+                        .filter(|_| fp.current_leader_epoch == p.leader_epoch())
+                        .and_then(|_| p.opened_log())
+                        .and_then(|log| {
+                            let (epoch, end) = log.epoch_end_offset(fp.last_fetched_epoch);
+                            (epoch != fp.last_fetched_epoch || end < fp.fetch_offset)
+                                .then_some((epoch, end))
+                        });
                     let mut not_replica = false;
-                    let replica_end = replica.map(|r| {
+                    let replica_end = replica.filter(|_| diverging.is_none()).map(|r| {
                         let end = p.opened_log().map_or(-1, |log| log.log_end_offset());
                         let same_epoch = fp.current_leader_epoch < 0
                             || fp.current_leader_epoch == p.leader_epoch();
@@ -295,7 +326,19 @@ fn read_all(
                     pd.aborted_transactions =
                         (req.isolation_level == READ_COMMITTED).then(Vec::new);
                     let current = p.leader_epoch();
-                    if not_replica {
+                    // KIP-392: a consumer in another rack than this leader's is sent to an
+                    // in-sync replica in its rack (no records from here).
+                    let preferred = (replica.is_none() && v >= 11 && p.is_leader())
+                        .then(|| broker.preferred_read_replica(&p, &req.rack_id, fp.fetch_offset))
+                        .flatten();
+                    if let Some(id) = preferred {
+                        pd.preferred_read_replica = kafka_protocol::messages::BrokerId(id);
+                        any_error = true; // answered at once
+                    } else if let Some((epoch, end)) = diverging {
+                        pd.diverging_epoch.epoch = epoch;
+                        pd.diverging_epoch.end_offset = end;
+                        any_error = true; // answered at once
+                    } else if not_replica {
                         // Not one of this partition's replicas.
                         pd.error_code = ResponseError::NotLeaderOrFollower.code();
                         any_error = true;

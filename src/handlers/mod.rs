@@ -217,6 +217,27 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
             Order::Whole
         ),
         api!(DescribeLogDirs, 1, 4, admin::describe_log_dirs::handle),
+        // Operators move leaders and replicas (KIP-460, KIP-455, KIP-860).
+        api!(
+            ElectLeaders,
+            0,
+            2,
+            admin::elect_leaders::handle,
+            Order::Whole
+        ),
+        api!(
+            AlterPartitionReassignments,
+            0,
+            1,
+            admin::alter_partition_reassignments::handle,
+            Order::Whole
+        ),
+        api!(
+            ListPartitionReassignments,
+            0,
+            0,
+            admin::list_partition_reassignments::handle
+        ),
         api!(
             ListConfigResources,
             0,
