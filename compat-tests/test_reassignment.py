@@ -170,37 +170,42 @@ def test_a_reassignment_in_progress_is_listed_and_can_be_cancelled(make_cluster)
     listed with its adding and removing replicas until cancelled, then the partition is as
     before and the paused broker, resumed, holds nothing of it."""
     cluster = make_cluster(3)
+    a_id, b_id, added = 1, 2, 3
     topic = unique("cancel")
-    create_assigned(cluster, topic, [[1, 2]])
+    create_assigned(cluster, topic, [[a_id, b_id]])
     p = producer(cluster[0], acks="all")
     for i in range(50):
         p.produce(topic, value=f"c{i}".encode(), partition=0)
     assert p.flush(30) == 0
-    third = by_id(cluster, 3)
-    k = kadmin(cluster)
+    third = by_id(cluster, added)
+    k = KafkaAdminClient(bootstrap_servers=[by_id(cluster, n).bootstrap for n in (a_id, b_id)],
+                         request_timeout_ms=15000)
+    # Every broker takes admin requests (each names itself the controller in Metadata):
+    # kafka-python's are pinned to a broker that is not paused.
+    k._controller_id = a_id
     tp = TopicPartition(topic, 0)
     try:
         third.proc.send_signal(signal.SIGSTOP)
         try:
-            # Broker 3 is still registered (its lease has not expired yet).
-            assert k.alter_partition_reassignments({tp: [3, 1]}) == {tp: None}
+            # The paused broker is still registered (its lease has not expired yet).
+            assert k.alter_partition_reassignments({tp: [added, a_id]}) == {tp: None}
             listed = k.list_partition_reassignments()
-            assert listed == {tp: {"replicas": [3, 1, 2], "adding_replicas": [3],
-                                   "removing_replicas": [2]}}, listed
+            assert listed == {tp: {"replicas": [added, a_id, b_id], "adding_replicas": [added],
+                                   "removing_replicas": [b_id]}}, listed
             assert k.list_partition_reassignments([TopicPartition(topic, 5)]) == {}
-            time.sleep(3)  # past broker 3's lease: the reassignment cannot complete
+            time.sleep(3)  # past its lease: the reassignment cannot complete
             assert k.list_partition_reassignments({topic: [0]}) == listed
-            md = partition_md(cluster[0], topic)
-            assert md.replicas == [3, 1, 2] and sorted(md.isrs) == [1, 2], md
+            md = partition_md(by_id(cluster, a_id), topic)
+            assert md.replicas == [added, a_id, b_id] and sorted(md.isrs) == sorted([a_id, b_id])
             assert k.alter_partition_reassignments({tp: None}) == {tp: None}
             assert k.list_partition_reassignments() == {}
         finally:
             third.proc.send_signal(signal.SIGCONT)
     finally:
         k.close()
-    md = partition_md(cluster[0], topic)
-    assert md.replicas == [1, 2] and sorted(md.isrs) == [1, 2], md
-    wait_for("broker 3 holds nothing of the partition",
+    md = partition_md(by_id(cluster, a_id), topic)
+    assert md.replicas == [a_id, b_id] and sorted(md.isrs) == sorted([a_id, b_id]), md
+    wait_for("the resumed broker holds nothing of the partition",
              lambda: not (third.data_dir / f"{topic}-0").exists())
     assert consume_all(cluster[1].bootstrap, topic, 50) == [f"c{i}" for i in range(50)]
 
@@ -246,3 +251,46 @@ def test_consumers_fetch_from_a_replica_in_their_rack(make_cluster):
     c.close()
     assert got == b"late"
     assert served(3) > 0
+
+
+def test_a_new_replica_starts_at_the_leaders_log_start(make_cluster):
+    """Records deleted at the leader (DeleteRecords, which its follower follows) are not there
+    for a replica a reassignment adds: it starts at the leader's log start offset (the batch
+    holding it kept whole), catches up, and the reassignment completes."""
+    cluster = make_cluster(3)
+    topic = unique("start")
+    create_assigned(cluster, topic, [[1, 2]], config={"segment.bytes": "65536"})
+    p = producer(cluster[0], acks="all", **{"batch.size": 16384})
+    errors = []
+    for i in range(2000):
+        p.produce(topic, value=(f"s{i}-" + "y" * 40).encode(), partition=0,
+                  on_delivery=lambda e, m: e and errors.append(e))
+    assert p.flush(30) == 0 and not errors, errors[:3]
+    a = AdminClient({"bootstrap.servers": cluster.bootstrap})
+    r = a.delete_records([CkTopicPartition(topic, 0, 1500)], request_timeout=15)
+    assert list(r.values())[0].result(20).low_watermark == 1500
+    # The follower's log start follows the leader's.
+    start_file = by_id(cluster, 2).data_dir / f"{topic}-0" / "log-start-offset"
+    wait_for("the follower's log start", lambda: start_file.exists()
+             and start_file.read_text().split() == ["0", "1500"])
+    k = kadmin(cluster)
+    tp = TopicPartition(topic, 0)
+    try:
+        assert k.alter_partition_reassignments({tp: [3, 1]}) == {tp: None}
+        wait_for("reassignment completed", lambda: not k.list_partition_reassignments(),
+                 timeout=60)
+    finally:
+        k.close()
+    md = partition_md(cluster[0], topic)
+    assert md.replicas == [3, 1] and sorted(md.isrs) == [1, 3], md
+    third = by_id(cluster, 3)
+    start = (third.data_dir / f"{topic}-0" / "log-start-offset").read_text().split()
+    assert start == ["0", "1500"], start
+    segments = sorted(int(f.stem) for f in (third.data_dir / f"{topic}-0").glob("*.log"))
+    # Nothing below the batch holding offset 1500 was copied (batches of about 300 records).
+    assert 1000 < segments[0] <= 1500, segments
+    # Broker 3 leads once broker 1 stops, and serves everything from the log start.
+    by_id(cluster, 1).stop()
+    wait_leader([b for b in cluster if b.running()], topic, 3)
+    got = consume_all(third.bootstrap, topic, 500, **{"auto.offset.reset": "earliest"})
+    assert got == [f"s{i}-" + "y" * 40 for i in range(1500, 2000)], got[:3]

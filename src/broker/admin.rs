@@ -173,12 +173,12 @@ impl Broker {
         offset: i64,
     ) -> Result<i64, TopicError> {
         let t = self.topic(topic).ok_or(TopicError::UnknownTopic)?;
-        let p = usize::try_from(partition)
-            .ok()
-            .and_then(|i| t.partitions.get(i))
-            .cloned()
-            .flatten()
-            .ok_or(TopicError::UnknownTopic)?;
+        // Only the leader moves the log start; its followers follow it (the fetcher).
+        let p = match self.partition(topic, partition) {
+            Some(p) => p,
+            None if self.partition_exists(topic, partition) => return Err(TopicError::NotLeader),
+            None => return Err(TopicError::UnknownTopic),
+        };
         let policy = topic_config::effective(
             &self.config,
             &self.topic_configs(&t.record.configs),

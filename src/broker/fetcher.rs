@@ -11,6 +11,9 @@
 //! the durable default) and only then fetches on: the next fetch offset tells the leader
 //! what this replica holds durably, which is what the leader's high watermark counts. The
 //! leader's high watermark in each response becomes this replica's (bounded by its own end).
+//! A replica whose log ends below the leader's log start offset (out of range, the records it
+//! lacks deleted there) empties its log and starts at the leader's log start; every replica
+//! moves its log start up to the leader's (DeleteRecords reaches followers so).
 //!
 //! Every request carries the leader epoch the fetcher follows: a leader at another epoch
 //! refuses it (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH), and the fetcher waits for the
@@ -187,12 +190,31 @@ async fn follow_once(
             .await?;
             continue;
         }
+        if pd.error_code == ResponseError::OffsetOutOfRange.code() && pd.log_start_offset > offset {
+            // What this replica lacks is gone at the leader (retention, DeleteRecords): start
+            // over at the leader's log start.
+            let (cut, start) = (log.clone(), pd.log_start_offset);
+            let end = tokio::task::spawn_blocking(move || cut.truncate_fully_and_start_at(start))
+                .await??;
+            p.truncated(end);
+            continue;
+        }
         if pd.error_code != 0 {
             let e = ResponseError::try_from_code(pd.error_code);
             // Out of range: this log ends past the leader's (it diverged): truncate again.
             bail!("fetch from {offset}: {e:?}");
         }
         let records = pd.records.unwrap_or_default();
+        // The leader's log start may fall inside a batch, which comes whole: an empty replica
+        // (one that started over at the leader's log start) starts at the batch's first
+        // offset instead.
+        let first = records
+            .get(..8)
+            .map(|b| i64::from_be_bytes(b.try_into().unwrap_or_default()));
+        if let Some(first) = first.filter(|f| *f < offset && log.log_start_offset() == offset) {
+            let cut = log.clone();
+            tokio::task::spawn_blocking(move || cut.truncate_fully_and_start_at(first)).await??;
+        }
         if !records.is_empty() {
             let part = p.clone();
             let now = super::now_ms();
@@ -204,6 +226,14 @@ async fn follow_once(
             }
         }
         p.follow_high_watermark(pd.high_watermark);
+        // The leader's log start (DeleteRecords, retention) moves this replica's too, as far
+        // as this replica's log reaches.
+        let leader_start = pd.log_start_offset;
+        if leader_start > log.log_start_offset() && leader_start <= log.log_end_offset() {
+            let moved = log.clone();
+            tokio::task::spawn_blocking(move || moved.advance_log_start_offset(leader_start))
+                .await??;
+        }
     }
 }
 

@@ -84,6 +84,8 @@ pub enum TopicError {
     InvalidRequest(String),
     #[error("This server does not host this topic-partition.")]
     UnknownTopic,
+    #[error("This broker does not lead the partition")]
+    NotLeader,
     #[error("Topic deletion is disabled.")]
     DeletionDisabled,
     #[error("{0}")]
@@ -116,6 +118,7 @@ impl TopicError {
             TopicError::InvalidConfig(_) => E::InvalidConfig,
             TopicError::InvalidRequest(_) => E::InvalidRequest,
             TopicError::UnknownTopic => E::UnknownTopicOrPartition,
+            TopicError::NotLeader => E::NotLeaderOrFollower,
             TopicError::DeletionDisabled => E::TopicDeletionDisabled,
             TopicError::PolicyViolation(_) => E::PolicyViolation,
             TopicError::Storage(e) => e.error_code(),

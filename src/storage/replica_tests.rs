@@ -301,3 +301,97 @@ fn a_failed_sync_in_a_truncation_takes_the_log_offline() {
     reopened.truncate_to(target).unwrap();
     assert_eq!(state(&reopened), state(&straight));
 }
+
+/// A follower whose log ends below the leader's log start starts over there: empty, at that
+/// offset, and so after a restart; then it takes the leader's batches from there.
+#[test]
+fn a_follower_below_the_leaders_log_start_starts_over_there() {
+    let tmp = tempfile::tempdir().unwrap();
+    let leader = leader_log(&tmp.path().join("leader"));
+    let all = batches_of(&dump(&leader, 0));
+    let dir = tmp.path().join("behind");
+    let log = replica_of(&dir, &all[..2].concat());
+    let behind = log.log_end_offset();
+    let start = split_and_validate(&all[4]).unwrap()[0].1.base_offset;
+    assert!(start > behind);
+    // Not past the end: nothing happens.
+    assert_eq!(log.truncate_fully_and_start_at(behind).unwrap(), behind);
+    assert_eq!(log.truncate_fully_and_start_at(start).unwrap(), start);
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, start)
+    );
+    assert_eq!(log.durable_offset(), start);
+    assert!(dump(&log, start).is_empty());
+    for b in &all[4..] {
+        log.append_replica(b, 3_000).unwrap();
+    }
+    let want = dump(&log, start);
+    assert_eq!(want, all[4..].concat());
+    drop(log);
+    let reopened = open(&dir, cfg(), false);
+    assert_eq!(reopened.log_start_offset(), start);
+    assert_eq!(dump(&reopened, start), want);
+}
+
+/// A crash right after the new start offset was written (before the reopen deleted the old
+/// segments): the next open deletes them and starts empty at the new start.
+#[test]
+fn a_crash_while_starting_over_leaves_the_old_log_or_the_empty_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let leader = leader_log(&tmp.path().join("leader"));
+    let all = batches_of(&dump(&leader, 0));
+    let dir = tmp.path().join("crashed");
+    let log = replica_of(&dir, &all[..3].concat());
+    let old = state(&log);
+    drop(log);
+    // Before the write: the old log, unchanged.
+    assert_eq!(state(&open(&dir, cfg(), false)), old);
+    // After it (as a crash between the write and the reopen leaves the directory).
+    let start = old.end + 100;
+    super::files::write_atomic(
+        &dir,
+        super::log::LOG_START_OFFSET_FILE,
+        format!("0\n{start}\n").as_bytes(),
+    )
+    .unwrap();
+    let log = open(&dir, cfg(), false);
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, start)
+    );
+    assert_eq!(log.segment_base_offsets(), vec![start]);
+}
+
+/// The leader's log start may fall inside a batch: an empty replica may move its start back
+/// to the batch's first offset (a non-empty one may not), and keeps that batch whole.
+#[test]
+fn an_empty_replica_may_start_at_the_batch_holding_the_leaders_log_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let leader = leader_log(&tmp.path().join("leader"));
+    let all = batches_of(&dump(&leader, 0));
+    let (base, last) = {
+        let (_, h) = &split_and_validate(&all[4]).unwrap()[0];
+        (h.base_offset, h.last_offset())
+    };
+    assert!(last > base, "a batch of several records");
+    let dir = tmp.path().join("inside");
+    let log = open(&dir, cfg(), false);
+    log.truncate_fully_and_start_at(base + 1).unwrap();
+    assert_eq!(log.truncate_fully_and_start_at(base).unwrap(), base);
+    assert_eq!((log.log_start_offset(), log.log_end_offset()), (base, base));
+    for b in &all[4..] {
+        log.append_replica(b, 3_000).unwrap();
+    }
+    log.advance_log_start_offset(base + 1).unwrap();
+    // Not empty now: no moving back.
+    assert_eq!(
+        log.truncate_fully_and_start_at(base).unwrap(),
+        log.log_end_offset()
+    );
+    assert_eq!(log.log_start_offset(), base + 1);
+    drop(log);
+    let reopened = open(&dir, cfg(), false);
+    assert_eq!(reopened.log_start_offset(), base + 1);
+    assert_eq!(dump(&reopened, base + 1), all[4..].concat());
+}

@@ -1,6 +1,8 @@
 //! What a follower replica does to its log (replication, docs/cluster.md): append batches the
 //! leader already numbered ([`PartitionLog::append_replica`]), and cut the log back to where it
-//! diverged from the leader's ([`PartitionLog::truncate_to`]).
+//! diverged from the leader's ([`PartitionLog::truncate_to`]), or empty it to start at the
+//! leader's log start offset when it ends below it
+//! ([`PartitionLog::truncate_fully_and_start_at`]).
 //!
 //! Invariants:
 //! - A replica append keeps every byte of the leader's batches (offsets, leader epochs,
@@ -158,7 +160,19 @@ impl PartitionLog {
             fault::check(seg.log_path(), FaultOp::Sync)?;
             file.sync_data()?;
         }
-        // Rebuilt exactly as a restart would open it.
+        let end = self.reopen_in_place(&mut inner)?;
+        drop(inner);
+        self.durable.send_if_modified(|d| {
+            let lowered = (*d).min(end);
+            std::mem::replace(d, lowered) != lowered
+        });
+        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = end, "log truncated");
+        Ok(end)
+    }
+
+    /// Rebuilds the in-memory state exactly as a restart would open the directory; returns
+    /// the log end offset.
+    fn reopen_in_place(&self, inner: &mut Inner) -> Result<i64> {
         let config = inner.config;
         let files = inner.files.clone();
         let fresh = Self::open_inner(&self.dir, config, false, self.health.clone(), files)?;
@@ -166,12 +180,54 @@ impl PartitionLog {
         rebuilt.durable = self.durable.clone();
         let end = rebuilt.log_end_offset;
         *inner = rebuilt;
+        Ok(end)
+    }
+
+    /// Empties the log and starts it at `offset` (Kafka's `truncateFullyAndStartAt`): for a
+    /// follower whose log ends below its leader's log start offset, since what it lacks is
+    /// gone at the leader too. The new start is written first (`log-start-offset`, atomically
+    /// and durably); then the log is reopened, and an open with a start offset beyond every
+    /// segment deletes them and starts empty there. So a crash before that write leaves the old
+    /// log (the follower asks again), after it an empty log at `offset`. A no-op unless
+    /// `offset` is past the log end offset, or the log is empty (it may then start earlier:
+    /// the leader's log start can fall inside a batch, which the replica keeps whole).
+    /// Blocking: call it off the async workers.
+    pub fn truncate_fully_and_start_at(&self, offset: i64) -> Result<i64> {
+        self.online()?;
+        let _flush = self.flush_lock.blocking_lock();
+        let r = self.start_at_inner(offset);
+        self.guard("truncate", r)
+    }
+
+    fn start_at_inner(&self, offset: i64) -> Result<i64> {
+        let mut inner = self.lock();
+        let empty = inner.log_start_offset == inner.log_end_offset;
+        if offset == inner.log_end_offset || (offset < inner.log_end_offset && !empty) {
+            return Ok(inner.log_end_offset);
+        }
+        let from = inner.log_end_offset;
+        if offset < from {
+            // An empty log moving its start back (to the first offset of the leader's batch
+            // holding the leader's log start): an open takes the start from the first
+            // segment, so the (empty) segments go first; a crash meanwhile leaves an empty
+            // log at the old start.
+            inner.active.delete_files()?;
+            for seg in inner.closed.values().rev() {
+                seg.delete_files()?;
+            }
+            fsync_dir(&self.dir)?;
+        }
+        write_atomic(
+            &self.dir,
+            LOG_START_OFFSET_FILE,
+            format!("0\n{offset}\n").as_bytes(),
+        )?;
+        let end = self.reopen_in_place(&mut inner)?;
         drop(inner);
-        self.durable.send_if_modified(|d| {
-            let lowered = (*d).min(end);
-            std::mem::replace(d, lowered) != lowered
-        });
-        tracing::info!(dir = %self.dir.display(), offset, log_end_offset = end, "log truncated");
+        // Nothing below the new start exists: all of it is as durable as it will be.
+        self.durable
+            .send_if_modified(|d| std::mem::replace(d, end) != end);
+        tracing::warn!(dir = %self.dir.display(), from, log_start_offset = end, "log emptied to start at the leader's log start");
         Ok(end)
     }
 }
