@@ -350,3 +350,73 @@ def test_a_paused_leader_acknowledges_nothing_after_it_is_replaced(make_cluster)
     got = consume_all(other.bootstrap, topic, load.count() + 1, timeout=10)
     assert "stale" not in got
     wait_same_logs(cluster, topic)
+
+
+def test_transactions_and_read_committed_across_a_leader_kill(make_cluster):
+    """A transactional producer (librdkafka) runs transactions while the partition leader is
+    killed -9 in the middle of one; a read_committed consumer reads throughout. Every
+    committed transaction's records are read exactly once, in order; no record of an aborted
+    one is."""
+    from confluent_kafka import Producer
+    cluster = make_cluster(3)
+    topic = unique("txfail")
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    leader = by_id(cluster, partition_md(cluster[0], topic).leader)
+    bootstrap = cluster.bootstrap
+    p = Producer({"bootstrap.servers": bootstrap, "transactional.id": unique("tx"),
+                  "linger.ms": 5, "transaction.timeout.ms": 60000, "log_level": 3})
+    p.init_transactions(30)
+    seen, committed = [], {}
+    stop = threading.Event()
+
+    def consume():
+        c = consumer(type("B", (), {"bootstrap": bootstrap})(), **{"isolation.level":
+                                                                   "read_committed"})
+        c.assign([TopicPartition(topic, 0, 0)])
+        while not stop.is_set() or len(seen) < sum(len(v) for v in committed.values()):
+            m = c.poll(0.2)
+            if m is not None and not m.error():
+                seen.append(m.value().decode())
+            if stop.is_set() and time.monotonic() > stop.deadline:
+                break
+        c.close()
+
+    reader = threading.Thread(target=consume)
+    reader.start()
+    aborted = []
+    try:
+        for t in range(12):
+            values = [f"t{t}-{i}" for i in range(50)]
+            p.begin_transaction()
+            for i, v in enumerate(values):
+                p.produce(topic, value=v.encode(), partition=0)
+                if t == 4 and i == 25:
+                    p.flush(30)
+                    leader.kill9()
+                p.poll(0)
+            while True:
+                try:
+                    p.commit_transaction(60)
+                    committed[t] = values
+                    break
+                except KafkaException as e:
+                    err = e.args[0]
+                    if err.retriable():
+                        continue
+                    assert err.txn_requires_abort(), err
+                    p.abort_transaction(60)
+                    aborted.extend(values)
+                    break
+    finally:
+        stop.deadline = time.monotonic() + 60
+        stop.set()
+        reader.join(90)
+    assert not reader.is_alive()
+    want = [v for t in sorted(committed) for v in committed[t]]
+    assert len(committed) >= 10, (sorted(committed), len(aborted))
+    assert seen == want, (len(seen), len(want), seen[:3])
+    assert not set(aborted) & set(seen)
+    leader.start()
+    wait_isr(cluster, topic, [1, 2, 3], timeout=60)
+    wait_same_logs(cluster, topic)
