@@ -152,7 +152,7 @@ def read_ci(ci_txt):
     for ln in open(ci_txt):
         f = ln.split("#", 1)[0].split()
         if f:
-            mode = next((w for w in f[1:] if w not in ("noquick", "cluster")), "classic")
+            mode = next((w for w in f[1:] if w not in ("noquick", "cluster", "single")), "classic")
             if "cluster" in f[1:]:
                 mode += "+cluster3"
             ci.setdefault(f[0], []).append(mode + (" noquick" if "noquick" in f[1:] else ""))

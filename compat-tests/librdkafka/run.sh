@@ -142,17 +142,18 @@ must_pass() { case "${CAT[$1]}" in basic|groups|idempotence|admin) return 0 ;; *
 SELECT=()   # "test-entry-name mode quick(1|0)" to consider
 case "$MODE" in
   full) for n in "${ORDER[@]}"; do SELECT+=("$n $RMODE $QUICK"); done ;;
-  ci)  # ci-tests.txt: "name [mode] [noquick] [cluster]" (mode: classic, idempotent or consumer; default classic)
+  ci)  # ci-tests.txt: "name [mode] [noquick] [cluster|single]" (mode: classic, idempotent or consumer; default classic)
     while read -r n rest; do
-      m=classic q=$QUICK c=0
+      m=classic q=$QUICK c=0 one=0
       for w in $rest; do
         if [ "$w" = noquick ]; then q=0
         elif [ "$w" = cluster ]; then c=1
+        elif [ "$w" = single ]; then one=1
         elif mode_opts "$w" >/dev/null; then m="$w"
-        else die "ci-tests.txt: unknown word '$w' for $n (a mode, noquick or cluster)"; fi
+        else die "ci-tests.txt: unknown word '$w' for $n (a mode, noquick, cluster or single)"; fi
       done
-      # "cluster" entries need replicas: only with --cluster.
-      if ((c && !CLUSTER)); then continue; fi
+      # "cluster" entries need replicas: only with --cluster; "single" ones only without.
+      if ((c && !CLUSTER)) || ((one && CLUSTER)); then continue; fi
       SELECT+=("$n $m $q")
     done < <(grep -v '^\s*#' "$HERE/ci-tests.txt" | sed 's/#.*//' | awk 'NF') ;;
   tests) for n in "${ORDER[@]}"; do [[ ",$TESTS_ARG," == *",${n:0:4},"* ]] && SELECT+=("$n $RMODE $QUICK"); done ;;
