@@ -101,15 +101,15 @@ impl Broker {
 /// Fetches from `leader` for as long as the task lives (see the module docs).
 async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader_epoch: i32) {
     let mut last_error = String::new();
+    let mut refused = 0;
     loop {
         let Some(b) = broker.upgrade() else { return };
         if *b.shutdown_signal().borrow() {
             return;
         }
-        let addr = b
-            .live_brokers()
-            .into_iter()
-            .find(|r| r.node_id == leader)
+        let registration = b.live_brokers().into_iter().find(|r| r.node_id == leader);
+        let addr = registration
+            .as_ref()
             .map(|r| format!("{}:{}", r.host, r.port));
         let me = b.node_id();
         let max_bytes = b.config.replica_fetch_max_bytes;
@@ -118,6 +118,29 @@ async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader
             Some(addr) => follow_once(&broker, &p, &addr, me, leader_epoch, max_bytes).await,
             None => Err(anyhow!("leader {leader} is not registered")),
         };
+        // A registered broker listens (it binds before it registers, and closes its listener
+        // only when it stops, ending its registration then): a listener refusing connections
+        // twice in a row means its process is gone or going, so its registration is ended now
+        // rather than when its lease expires, and the controller moves its partitions at once.
+        refused = if r.as_ref().err().is_some_and(connection_refused) {
+            refused + 1
+        } else {
+            0
+        };
+        if refused >= 2 {
+            refused = 0;
+            if let (Some(reg), Some(b)) = (registration.as_ref(), broker.upgrade()) {
+                match b.store.expire_registration(reg.node_id, reg.epoch).await {
+                    Ok(true) => warn!(
+                        leader,
+                        epoch = reg.epoch,
+                        "the leader's listener refuses connections: its registration is ended"
+                    ),
+                    Ok(false) => {}
+                    Err(e) => debug!(leader, "cannot end the leader's registration: {e}"),
+                }
+            }
+        }
         if let Err(e) = r {
             let e = format!("{e:#}");
             if e != last_error {
@@ -127,6 +150,14 @@ async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// Whether connecting was refused (nothing listens at the address).
+fn connection_refused(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+    })
 }
 
 /// One connection to the leader: truncate to the divergence point, then fetch until an error.

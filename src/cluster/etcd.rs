@@ -564,13 +564,32 @@ impl MetadataStore for EtcdStore {
         self.shared.live_until_ms.store(0, Ordering::Release);
         let lease = self.shared.lease_id.swap(0, Ordering::AcqRel);
         if lease != 0 {
-            self.client()
-                .lease_revoke(lease)
-                .await
-                .map_err(unavailable)?;
-            info!("broker registration ended (its lease revoked)");
+            match self.client().lease_revoke(lease).await {
+                Ok(_) => info!("broker registration ended (its lease revoked)"),
+                // A peer ended it already (it found the listener closed).
+                Err(e) if lease_not_found(&e) => {}
+                Err(e) => return Err(unavailable(e)),
+            }
         }
         Ok(())
+    }
+
+    async fn expire_registration(&self, node_id: i32, epoch: i64) -> Result<bool> {
+        let key = self.keys().broker(node_id);
+        let got = self.client().get(key, None).await.map_err(unavailable)?;
+        let Some(kv) = got.kvs().first() else {
+            return Ok(false);
+        };
+        // Only the registration seen refusing: a restarted broker's new one is not touched.
+        if kv.create_revision() != epoch || kv.lease() == 0 {
+            return Ok(false);
+        }
+        match self.client().lease_revoke(kv.lease()).await {
+            Ok(_) => Ok(true),
+            // Expired or revoked meanwhile.
+            Err(e) if lease_not_found(&e) => Ok(false),
+            Err(e) => Err(unavailable(e)),
+        }
     }
 
     fn live_brokers(&self) -> Vec<BrokerRegistration> {
@@ -976,4 +995,9 @@ impl MetadataStore for EtcdStore {
         ));
         self.fenced_write(&claim, ops).await
     }
+}
+
+/// Whether etcd answered that a lease does not exist (expired or revoked already).
+fn lease_not_found(e: &etcd_client::Error) -> bool {
+    matches!(e, etcd_client::Error::GRpcStatus(s) if s.message().contains("lease not found"))
 }

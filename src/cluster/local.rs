@@ -398,6 +398,10 @@ impl MetadataStore for LocalStore {
         Ok(())
     }
 
+    async fn expire_registration(&self, _node_id: i32, _epoch: i64) -> Result<bool> {
+        Ok(false)
+    }
+
     async fn alter_isr(
         &self,
         topic: &str,

@@ -503,6 +503,13 @@ pub trait MetadataStore: Send + Sync {
     /// candidacy) is gone, so the controller moves its partitions' leadership without waiting
     /// for a lease to expire. It never registers again. Embedded: nothing to hand over.
     async fn deregister(&self) -> Result<()>;
+    /// Ends broker `node_id`'s registration at once if it is still the one at `epoch` (a peer
+    /// found its listener refusing connections: its process is gone), so the controller moves
+    /// its partitions without waiting for its lease to expire. Safety never rests on this
+    /// (leadership is fenced by epochs and the registration compares); it only makes the
+    /// lease end sooner, and a broker that was alive after all registers again with a new
+    /// epoch. Returns whether a registration was ended. Embedded: nothing to end.
+    async fn expire_registration(&self, node_id: i32, epoch: i64) -> Result<bool>;
     /// Brokers registered and alive now, by node id.
     fn live_brokers(&self) -> Vec<BrokerRegistration>;
     /// Whether this broker's registration is certainly alive: false from a safety margin
