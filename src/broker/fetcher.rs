@@ -102,6 +102,9 @@ impl Broker {
 async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader_epoch: i32) {
     let mut last_error = String::new();
     let mut refused = 0;
+    // Whether the leader's listener ever took this fetcher's connection: only a listener that
+    // did and then refuses is taken for a process gone (never a wrong advertised address).
+    let mut reached = false;
     loop {
         let Some(b) = broker.upgrade() else { return };
         if *b.shutdown_signal().borrow() {
@@ -115,19 +118,31 @@ async fn fetch_loop(broker: Weak<Broker>, p: Arc<Partition>, leader: i32, leader
         let max_bytes = b.config.replica_fetch_max_bytes;
         drop(b);
         let r = match addr {
-            Some(addr) => follow_once(&broker, &p, &addr, me, leader_epoch, max_bytes).await,
+            Some(addr) => {
+                follow_once(
+                    &broker,
+                    &p,
+                    &addr,
+                    me,
+                    leader_epoch,
+                    max_bytes,
+                    &mut reached,
+                )
+                .await
+            }
             None => Err(anyhow!("leader {leader} is not registered")),
         };
         // A registered broker listens (it binds before it registers, and closes its listener
-        // only when it stops, ending its registration then): a listener refusing connections
-        // twice in a row means its process is gone or going, so its registration is ended now
-        // rather than when its lease expires, and the controller moves its partitions at once.
+        // only when it stops, ending its registration then): a listener that took this
+        // fetcher's connections and now refuses them twice in a row means its process is gone
+        // or going, so its registration is ended now rather than when its lease expires, and
+        // the controller moves its partitions at once.
         refused = if r.as_ref().err().is_some_and(connection_refused) {
             refused + 1
         } else {
             0
         };
-        if refused >= 2 {
+        if refused >= 2 && reached {
             refused = 0;
             if let (Some(reg), Some(b)) = (registration.as_ref(), broker.upgrade()) {
                 match b.store.expire_registration(reg.node_id, reg.epoch).await {
@@ -168,8 +183,10 @@ async fn follow_once(
     me: i32,
     leader_epoch: i32,
     max_bytes: i32,
+    reached: &mut bool,
 ) -> anyhow::Result<()> {
     let mut client = Client::connect_as(addr, Duration::from_secs(10), "strand-replica").await?;
+    *reached = true;
     truncate_to_leader(&mut client, p, me, leader_epoch).await?;
     loop {
         if broker
