@@ -9,7 +9,9 @@ from __future__ import annotations
 import signal
 import time
 
-from confluent_kafka import ElectionType, TopicPartition as CkTopicPartition
+import pytest
+
+from confluent_kafka import ElectionType, KafkaException, TopicPartition as CkTopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import (ElectionNotNeededError, InvalidReplicationAssignmentError,
@@ -294,3 +296,72 @@ def test_a_new_replica_starts_at_the_leaders_log_start(make_cluster):
     wait_leader([b for b in cluster if b.running()], topic, 3)
     got = consume_all(third.bootstrap, topic, 500, **{"auto.offset.reset": "earliest"})
     assert got == [f"s{i}-" + "y" * 40 for i in range(1500, 2000)], got[:3]
+
+
+def _replica_bytes(broker, topic):
+    d = broker.data_dir / f"{topic}-0"
+    return sum(f.stat().st_size for f in d.glob("*.log")) if d.exists() else 0
+
+
+@pytest.mark.parametrize("side", ["leader", "follower"])
+def test_a_replication_throttle_paces_a_reassignment(make_cluster, side):
+    """kafka-reassign-partitions' throttle: a rate on the leader (or on the added follower)
+    and the topic's throttled-replicas list for it hold the added replica's catch-up to about
+    the rate; lifting the rate lets the reassignment complete. In-sync replicas are never
+    throttled (acks=all keeps going)."""
+    from confluent_kafka.admin import (AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       ResourceType)
+    cluster = make_cluster(3)
+    topic = unique(f"thr-{side}")
+    create_assigned(cluster, topic, [[1, 2]])
+    p = producer(cluster[0], acks="all", **{"batch.size": 65536})
+    payload = b"z" * 1000
+    for i in range(12000):
+        p.produce(topic, value=payload, partition=0)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+    total = _replica_bytes(by_id(cluster, 1), topic)
+    assert total > 11_000_000
+    node, lst = (1, "leader") if side == "leader" else (3, "follower")
+    a = AdminClient({"bootstrap.servers": cluster.bootstrap})
+
+    def alter(rtype, name, key, value):
+        op = AlterConfigOpType.SET if value is not None else AlterConfigOpType.DELETE
+        r = ConfigResource(rtype, name, incremental_configs=[
+            ConfigEntry(key, value or "", incremental_operation=op)])
+        for f in a.incremental_alter_configs([r]).values():
+            f.result(20)
+
+    rate = 1_000_000
+    alter(ResourceType.BROKER, str(node), f"{lst}.replication.throttled.rate", str(rate))
+    alter(ResourceType.TOPIC, topic, f"{lst}.replication.throttled.replicas", f"0:{node}")
+    k = kadmin(cluster)
+    tp = TopicPartition(topic, 0)
+    try:
+        assert k.alter_partition_reassignments({tp: [3, 1]}) == {tp: None}
+        t0 = time.monotonic()
+        wait_for("the added replica fetching", lambda: _replica_bytes(by_id(cluster, 3), topic) > 0)
+        time.sleep(4)
+        moved = _replica_bytes(by_id(cluster, 3), topic)
+        elapsed = time.monotonic() - t0
+        # At most the rate over the time (plus a second's burst and one fetch of 1 MiB).
+        assert moved <= rate * (elapsed + 1) + (1 << 20) + 200_000, (moved, elapsed)
+        assert k.list_partition_reassignments(), "completed despite the throttle"
+        # acks=all goes on meanwhile: the in-sync replicas are not throttled.
+        p.produce(topic, value=b"during", partition=0)
+        assert p.flush(30) == 0
+        alter(ResourceType.BROKER, str(node), f"{lst}.replication.throttled.rate", None)
+        wait_for("reassignment completed", lambda: not k.list_partition_reassignments(),
+                 timeout=60)
+    finally:
+        k.close()
+    md = partition_md(cluster[0], topic)
+    assert md.replicas == [3, 1] and sorted(md.isrs) == [1, 3], md
+    # Bad values are refused.
+    bad = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[ConfigEntry(
+        "leader.replication.throttled.replicas", "0:x",
+        incremental_operation=AlterConfigOpType.SET)])
+    with pytest.raises(KafkaException):
+        for f in a.incremental_alter_configs([bad]).values():
+            f.result(20)

@@ -111,6 +111,12 @@ pub struct Config {
     /// (KIP-392): a leader sends consumers whose `client.rack` is another rack than its own to
     /// an in-sync replica in their rack. Empty (Kafka's default): consumers fetch from leaders.
     pub replica_selector_rack_aware: bool,
+    /// `leader.replication.throttled.rate` (bytes/s; dynamic too): a leader's bytes to
+    /// throttled followers (`broker::throttle`).
+    pub leader_replication_throttled_rate: u64,
+    /// `follower.replication.throttled.rate` (bytes/s; dynamic too): a throttled follower's
+    /// bytes from its leaders.
+    pub follower_replication_throttled_rate: u64,
     /// `log.flush.max.delay.ms` (Strand's): how long an acks=0/1 write may wait for the
     /// background fdatasync that makes it visible to consumers.
     pub log_flush_max_delay_ms: u64,
@@ -235,6 +241,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("leader.imbalance.check.interval.seconds", "300"),
     ("leader.imbalance.per.broker.percentage", "10"),
     ("replica.selector.class", ""),
+    ("leader.replication.throttled.rate", "9223372036854775807"),
+    ("follower.replication.throttled.rate", "9223372036854775807"),
     ("log.message.timestamp.type", "CreateTime"),
     ("min.insync.replicas", "1"),
     ("log.cleanup.policy", "delete"),
@@ -619,6 +627,18 @@ impl Config {
                     ))
                 }
             },
+            leader_replication_throttled_rate: parse_num(
+                "leader.replication.throttled.rate",
+                &req("leader.replication.throttled.rate"),
+                0,
+                i64::MAX as u64,
+            )?,
+            follower_replication_throttled_rate: parse_num(
+                "follower.replication.throttled.rate",
+                &req("follower.replication.throttled.rate"),
+                0,
+                i64::MAX as u64,
+            )?,
             broker_rack: get("broker.rack")
                 .map(|r| r.trim().to_string())
                 .filter(|r| !r.is_empty()),

@@ -1,7 +1,8 @@
 //! Dynamic broker configs: the broker settings AlterConfigs / IncrementalAlterConfigs may change
 //! at runtime, as in Kafka, persisted in the metadata store and applied without a restart.
 //!
-//! Which: the topic-config defaults (`log.retention.ms` for `retention.ms`, `message.max.bytes`
+//! Which: the replication throttles' rates (`leader.replication.throttled.rate`,
+//! `follower.replication.throttled.rate`), and the topic-config defaults (`log.retention.ms` for `retention.ms`, `message.max.bytes`
 //! for `max.message.bytes`, ...; Kafka's `DynamicLogConfig`). Each takes effect on every topic
 //! that has no override of its own, at once (partition logs get their new settings, retention
 //! runs) and after a restart. Two layers, as in Kafka: a broker's own (resource name = its node
@@ -53,9 +54,16 @@ pub const DYNAMIC_KEYS: &[(&str, &str, i64)] = &[
     ("compression.type", "compression.type", 1),
 ];
 
+/// Dynamic broker configs that are no topic config's default: the replication throttles'
+/// rates (bytes/s, `super::throttle`).
+pub const BROKER_DYNAMIC_KEYS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
+
 /// Whether `key` may be changed at runtime.
 pub fn is_dynamic(key: &str) -> bool {
-    DYNAMIC_KEYS.iter().any(|(k, ..)| *k == key)
+    DYNAMIC_KEYS.iter().any(|(k, ..)| *k == key) || BROKER_DYNAMIC_KEYS.contains(&key)
 }
 
 /// The topic config a dynamic broker config is the default of.
@@ -114,6 +122,14 @@ pub fn check<'a>(
         )));
     }
     for (k, v) in wanted {
+        if BROKER_DYNAMIC_KEYS.contains(&k.as_str()) {
+            if !v.trim().parse::<i64>().is_ok_and(|r| r >= 0) {
+                return Err(Refused::Invalid(format!(
+                    "Invalid value {v} for configuration {k}: expected bytes per second (0 or more)"
+                )));
+            }
+            continue;
+        }
         let (topic, value) = as_topic_value(k, v)
             .ok_or_else(|| Refused::Invalid(format!("Invalid value {v} for configuration {k}")))?;
         topic_config::validate(topic, Some(&value)).map_err(|e| {
@@ -142,6 +158,15 @@ pub struct DynamicConfigs {
 }
 
 impl DynamicConfigs {
+    /// The value of a broker-only dynamic config (this broker's own, else the cluster
+    /// default), if set.
+    pub fn broker_value(&self, key: &str) -> Option<&str> {
+        self.broker
+            .get(key)
+            .or_else(|| self.cluster_default.get(key))
+            .map(String::as_str)
+    }
+
     /// The configs of one layer.
     pub fn layer(&self, layer: Layer) -> &BTreeMap<String, String> {
         match layer {

@@ -15,6 +15,10 @@
 //! lacks deleted there) empties its log and starts at the leader's log start; every replica
 //! moves its log start up to the leader's (DeleteRecords reaches followers so).
 //!
+//! A replica out of the ISR that the topic lists in `follower.replication.throttled.replicas`
+//! for this broker fetches only while `follower.replication.throttled.rate` allows
+//! (`super::throttle`).
+//!
 //! Every request carries the leader epoch the fetcher follows: a leader at another epoch
 //! refuses it (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH), and the fetcher waits for the
 //! state that names the current leader. Errors end the connection; it is retried after a
@@ -39,6 +43,8 @@ use crate::storage::PartitionLog;
 
 /// How long a fetch waits at the leader for new data.
 const FETCH_MAX_WAIT_MS: i32 = 500;
+/// How long a throttled replica waits before it looks at the follower rate again.
+const THROTTLE_WAIT: Duration = Duration::from_millis(50);
 /// The pause before a failed connection is tried again.
 const RETRY: Duration = Duration::from_millis(200);
 
@@ -195,6 +201,17 @@ async fn follow_once(
         {
             return Ok(());
         }
+        // A throttled replica (out of the ISR) waits while the follower rate is used up.
+        let throttle = broker.upgrade().and_then(|b| b.follower_throttle(p));
+        if let Some(rate) = throttle {
+            if broker
+                .upgrade()
+                .is_some_and(|b| b.follower_quota.exceeded(rate))
+            {
+                tokio::time::sleep(THROTTLE_WAIT).await;
+                continue;
+            }
+        }
         let log = p.log()?.clone();
         let offset = log.log_end_offset();
         let mut fp = FetchPartition::default();
@@ -262,6 +279,9 @@ async fn follow_once(
         if let Some(first) = first.filter(|f| *f < offset && log.log_start_offset() == offset) {
             let cut = log.clone();
             tokio::task::spawn_blocking(move || cut.truncate_fully_and_start_at(first)).await??;
+        }
+        if let (Some(rate), Some(b)) = (throttle, broker.upgrade()) {
+            b.follower_quota.record(rate, records.len() as u64);
         }
         if !records.is_empty() {
             let part = p.clone();

@@ -28,6 +28,7 @@ mod isr;
 pub mod partition;
 mod reassign;
 pub mod replication;
+pub mod throttle;
 pub mod topic_config;
 
 use std::collections::{BTreeMap, HashMap};
@@ -190,6 +191,10 @@ pub struct Broker {
     dynamic: RwLock<DynamicConfigs>,
     /// The replica fetchers of the partitions this broker follows.
     fetchers: std::sync::Mutex<HashMap<(String, i32), fetcher::Follow>>,
+    /// Replication throttles: bytes this broker sends throttled followers as a leader, and
+    /// fetches for throttled replicas as a follower.
+    leader_quota: throttle::Quota,
+    follower_quota: throttle::Quota,
     /// This broker, for the tasks it starts.
     weak: std::sync::OnceLock<std::sync::Weak<Broker>>,
     _lock: fs::File,
@@ -363,6 +368,8 @@ impl Broker {
             files,
             dynamic: RwLock::new(dynamic),
             fetchers: std::sync::Mutex::new(HashMap::new()),
+            leader_quota: throttle::Quota::default(),
+            follower_quota: throttle::Quota::default(),
             weak: std::sync::OnceLock::new(),
             _lock: lock,
         });
@@ -412,6 +419,60 @@ impl Broker {
     }
 
     /// The dynamic broker configs in effect.
+    /// The replication throttle rate `key` in effect (bytes/s): dynamic (this broker's own,
+    /// else the cluster default), else the static setting.
+    pub fn replication_rate(&self, key: &str) -> u64 {
+        let dynamic = self
+            .dynamic
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .broker_value(key)
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        dynamic.unwrap_or(if key == throttle::LEADER_RATE {
+            self.config.leader_replication_throttled_rate
+        } else {
+            self.config.follower_replication_throttled_rate
+        })
+    }
+
+    /// Whether this broker, leading partition `index` of `topic`, throttles what it sends
+    /// `follower` (listed in the topic's `leader.replication.throttled.replicas` and out of
+    /// the ISR) and the leader rate is used up now; `Some(rate)` to count the bytes sent when
+    /// the replica is throttled but the rate is not used up.
+    pub fn leader_throttle(&self, p: &Partition, follower: i32) -> Option<(bool, u64)> {
+        let t = self.topic(&p.topic)?;
+        if !throttle::throttled(
+            &t.record.configs,
+            throttle::LEADER_REPLICAS,
+            p.index,
+            self.node_id(),
+        ) || p.replication().in_isr(follower)
+        {
+            return None;
+        }
+        let rate = self.replication_rate(throttle::LEADER_RATE);
+        (rate < throttle::UNLIMITED).then(|| (self.leader_quota.exceeded(rate), rate))
+    }
+
+    /// Whether this broker, following partition `p`, throttles its fetches of it (listed in
+    /// the topic's `follower.replication.throttled.replicas`, out of the ISR): the rate then.
+    fn follower_throttle(&self, p: &Partition) -> Option<u64> {
+        let t = self.topic(&p.topic)?;
+        let me = self.node_id();
+        if !throttle::throttled(&t.record.configs, throttle::FOLLOWER_REPLICAS, p.index, me)
+            || self.partition_state(&t, p.index).0.isr.contains(&me)
+        {
+            return None;
+        }
+        let rate = self.replication_rate(throttle::FOLLOWER_RATE);
+        (rate < throttle::UNLIMITED).then_some(rate)
+    }
+
+    /// Counts `bytes` sent to a throttled follower.
+    pub fn leader_throttled_bytes(&self, rate: u64, bytes: u64) {
+        self.leader_quota.record(rate, bytes);
+    }
+
     pub fn dynamic_configs(&self) -> DynamicConfigs {
         self.dynamic
             .read()

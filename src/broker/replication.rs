@@ -225,6 +225,11 @@ impl Replication {
         (next.len() != s.isr.len()).then_some(next)
     }
 
+    /// Whether `replica` is in the stored ISR.
+    pub fn in_isr(&self, replica: i32) -> bool {
+        self.lock().isr.contains(&replica)
+    }
+
     /// The in-sync followers that have fetched at least to `offset`, with their fetch
     /// offsets (KIP-392's candidates to serve a consumer fetching from `offset`).
     pub fn in_sync_followers_at(&self, offset: i64) -> Vec<(i32, i64)> {

@@ -22,8 +22,9 @@ enum Kind {
     OneOf(&'static [&'static str]),
     CleanupPolicy,
     Ratio,
-    /// Free-form list (throttled replicas): accepted as text.
-    Text,
+    /// A throttled-replicas list: `*`, empty, or `partition:broker` pairs
+    /// (`super::throttle`).
+    ReplicaList,
 }
 
 const I32: i64 = i32::MAX as i64;
@@ -46,9 +47,9 @@ const TOPIC_CONFIGS: &[(&str, Kind)] = &[
     ("file.delete.delay.ms", Kind::Long(0, I64)),
     ("flush.messages", Kind::Long(1, I64)),
     ("flush.ms", Kind::Long(0, I64)),
-    ("follower.replication.throttled.replicas", Kind::Text),
+    ("follower.replication.throttled.replicas", Kind::ReplicaList),
     ("index.interval.bytes", Kind::Long(0, I32)),
-    ("leader.replication.throttled.replicas", Kind::Text),
+    ("leader.replication.throttled.replicas", Kind::ReplicaList),
     ("local.retention.bytes", Kind::Long(-2, I64)),
     ("local.retention.ms", Kind::Long(-2, I64)),
     ("max.compaction.lag.ms", Kind::Long(1, I64)),
@@ -126,7 +127,13 @@ pub fn validate(name: &str, value: Option<&str>) -> Result<(), String> {
                 return Err(bad());
             }
         }
-        Kind::Text => {}
+        Kind::ReplicaList => {
+            if !super::throttle::valid_list(value) {
+                return Err(format!(
+                    "Invalid value {value} for configuration {name}: expected * or a list of partition:broker"
+                ));
+            }
+        }
     }
     Ok(())
 }

@@ -18,7 +18,9 @@
 //! the high watermark (`Partition::follower_fetched`); it reads up to the log end offset
 //! rather than the high watermark, and long-polls on the leader's durable offset. One whose
 //! last fetched epoch diverges from the leader's log gets `diverging_epoch` instead of
-//! records, and truncates (Fetch v12+).
+//! records, and truncates (Fetch v12+). One out of the ISR that the topic lists in
+//! `leader.replication.throttled.replicas` for this leader gets no records while
+//! `leader.replication.throttled.rate` is used up (`broker::throttle`).
 //!
 //! Fetch sessions (KIP-227) are declined by answering session id 0, which clients treat as
 //! "send full fetch requests"; that is always allowed by the protocol.
@@ -326,6 +328,9 @@ fn read_all(
                     pd.aborted_transactions =
                         (req.isolation_level == READ_COMMITTED).then(Vec::new);
                     let current = p.leader_epoch();
+                    let throttle = replica
+                        .filter(|_| diverging.is_none())
+                        .and_then(|r| broker.leader_throttle(&p, r));
                     // KIP-392: a consumer in another rack than this leader's is sent to an
                     // in-sync replica in its rack (no records from here).
                     let preferred = (replica.is_none() && v >= 11 && p.is_leader())
@@ -352,6 +357,9 @@ fn read_all(
                             ResponseError::UnknownLeaderEpoch.code()
                         };
                         any_error = true;
+                    } else if throttle.is_some_and(|(used_up, _)| used_up) {
+                        // A throttled follower while the leader rate is used up: no records
+                        // from this partition this time (Kafka's leader replication quota).
                     } else {
                         let limit = (fp.partition_max_bytes.max(0) as usize).min(remaining);
                         let read = p.log().and_then(|log| {
@@ -370,6 +378,9 @@ fn read_all(
                                 }
                                 remaining = remaining.saturating_sub(n);
                                 total += n;
+                                if let Some((_, rate)) = throttle {
+                                    broker.leader_throttled_bytes(rate, n as u64);
+                                }
                                 if req.isolation_level == READ_COMMITTED {
                                     if let Some(last) = r.region.as_ref().map(|g| g.last_offset) {
                                         let aborted = p

@@ -253,13 +253,22 @@ mod tests {
         assert!(!read_exact_at_nowait(&f, &mut buf, data.len() as u64 - 10).expect("eof"));
         // Drop the (clean) pages: the no-wait read refuses, cachestat says not cached,
         // prefetch brings the range back.
-        // SAFETY: plain syscall on a valid descriptor.
-        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        // Under load (other tests writing meanwhile) the kernel may keep or bring back some
+        // pages: dropped again, up to a few times.
+        let dropped = (0..20).any(|_| {
+            // SAFETY: plain syscall on a valid descriptor.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            let gone = !cached(&f, 0, data.len() as u64)
+                && !read_exact_at_nowait(&f, &mut buf, 700_000).expect("cold read");
+            if !gone {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            gone
+        });
         assert!(
-            !cached(&f, 0, data.len() as u64),
-            "DONTNEED dropped the clean pages"
+            dropped,
+            "DONTNEED dropped the clean pages and the no-wait read refused"
         );
-        assert!(!read_exact_at_nowait(&f, &mut buf, 700_000).expect("cold read"));
         prefetch(&f, 600_000, 200_000).expect("prefetch");
         assert!(cached(&f, 600_000, 200_000));
         assert!(read_exact_at_nowait(&f, &mut buf, 700_000).expect("prefetched read"));
