@@ -55,6 +55,30 @@ class Procs:
             self.kill(name, signal.SIGTERM)
 
 
+class Cluster:
+    """etcd and brokers 1..3 started under `procs`, data in `work`, output to `log`."""
+
+    def __init__(self, procs: Procs, work: Path, log, binary: str):
+        self.procs, self.work, self.log, self.binary = procs, work, log, binary
+        self.client, peer = free_port(), free_port()
+        curl, purl = f"http://127.0.0.1:{self.client}", f"http://127.0.0.1:{peer}"
+        procs.start("etcd", ["etcd", "--name", "e0", "--data-dir", str(work / "etcd"),
+                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
+                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
+                             "--initial-cluster", f"e0={purl}", "--auto-compaction-retention", "1h"], log)
+        wait_port(self.client)
+        self.ports: dict[int, int] = {}
+        for n in (1, 2, 3):
+            self.start_broker(n)
+
+    def start_broker(self, n: int) -> None:
+        self.ports.setdefault(n, free_port())
+        self.procs.start(f"b{n}", [self.binary, "serve", "--node-id", str(n), "--listen",
+                                   f"127.0.0.1:{self.ports[n]}", "--data-dir", str(self.work / f"d{n}"),
+                                   "--etcd-endpoints", f"127.0.0.1:{self.client}"], self.log)
+        wait_port(self.ports[n])
+
+
 def summary(xs):
     xs = sorted(xs)
     return f"min {xs[0]*1000:.0f} ms, median {statistics.median(xs)*1000:.0f} ms, max {xs[-1]*1000:.0f} ms (n={len(xs)})"
@@ -72,23 +96,8 @@ def main() -> int:
     procs = Procs()
     log = open(work / "log", "ab")
     try:
-        client, peer = free_port(), free_port()
-        curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-        procs.start("etcd", ["etcd", "--name", "e0", "--data-dir", str(work / "etcd"),
-                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
-                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-                             "--initial-cluster", f"e0={purl}", "--auto-compaction-retention", "1h"], log)
-        wait_port(client)
-        ports = {}
-
-        def start_broker(n):
-            ports.setdefault(n, free_port())
-            procs.start(f"b{n}", [binary, "serve", "--node-id", str(n), "--listen", f"127.0.0.1:{ports[n]}",
-                                  "--data-dir", str(work / f"d{n}"), "--etcd-endpoints", f"127.0.0.1:{client}"], log)
-            wait_port(ports[n])
-
-        for n in (1, 2, 3):
-            start_broker(n)
+        cluster = Cluster(procs, work, log, binary)
+        client, ports, start_broker = cluster.client, cluster.ports, cluster.start_broker
         admins = {n: AdminClient({"bootstrap.servers": f"127.0.0.1:{p}"}) for n, p in ports.items()}
         for a in admins.values():
             a.list_topics(timeout=10)

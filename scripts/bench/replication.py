@@ -22,7 +22,7 @@ from pathlib import Path
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).parent))
-from cluster import Procs, free_port, wait_port  # noqa: E402
+from cluster import Cluster, Procs  # noqa: E402
 
 HERE = Path(__file__).parent
 
@@ -53,29 +53,13 @@ def main() -> int:
     procs = Procs()
     log = open(work / "log", "ab")
     try:
-        client, peer = free_port(), free_port()
-        curl, purl = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-        procs.start("etcd", ["etcd", "--name", "e0", "--data-dir", str(work / "etcd"),
-                             "--listen-client-urls", curl, "--advertise-client-urls", curl,
-                             "--listen-peer-urls", purl, "--initial-advertise-peer-urls", purl,
-                             "--initial-cluster", f"e0={purl}", "--auto-compaction-retention", "1h"], log)
-        wait_port(client)
-        ports: dict[int, int] = {}
-
-        def start_broker(n: int) -> None:
-            ports.setdefault(n, free_port())
-            procs.start(f"b{n}", [binary, "serve", "--node-id", str(n), "--listen",
-                                  f"127.0.0.1:{ports[n]}", "--data-dir", str(work / f"d{n}"),
-                                  "--etcd-endpoints", f"127.0.0.1:{client}"], log)
-            wait_port(ports[n])
-
-        for n in (1, 2, 3):
-            start_broker(n)
+        cluster = Cluster(procs, work, log, binary)
+        ports, start_broker = cluster.ports, cluster.start_broker
         bootstrap = ",".join(f"127.0.0.1:{p}" for p in ports.values())
         admin = AdminClient({"bootstrap.servers": bootstrap})
         while len(admin.list_topics(timeout=10).brokers) < 3:
             time.sleep(0.1)
-        print(f"etcd 127.0.0.1:{client}, brokers {sorted(ports.values())}, work dir {work}")
+        print(f"etcd 127.0.0.1:{cluster.client}, brokers {sorted(ports.values())}, work dir {work}")
 
         def create(name: str) -> None:
             admin.create_topics([NewTopic(name, args.partitions, 3,
