@@ -791,7 +791,9 @@ def test_a_paused_coordinator_cannot_overwrite_its_successors_commits(make_clust
     wait_everywhere(cluster, topic)
     group = key_coordinated_by(cluster, 3, prefix="g")
     victim = cluster[2]
-    assert offset_commit_v2(victim.address, group, topic, 0, 5) == 0
+    # COORDINATOR_LOAD_IN_PROGRESS (14) while the victim is still loading the slot it claimed.
+    wait_for("the victim takes commits", lambda: offset_commit_v2(
+        victim.address, group, topic, 0, 5) == 0)
     stale = kwire.connect(victim.address)
     victim.proc.send_signal(sig.SIGSTOP)
     try:

@@ -46,7 +46,7 @@ impl Running {
         }
         // The recorder must exist before partitions are opened (they create their counters).
         let mut exporter = match config.metrics_listen {
-            Some(addr) => Some(metrics::install(addr)?),
+            Some(addr) => Some(metrics::install(addr).await?),
             None => None,
         };
         let broker = broker::Broker::open(config).await?;

@@ -106,7 +106,7 @@ impl Drop for Exporter {
 
 /// Installs the global recorder and starts serving `/metrics` on `addr`. Must run inside the
 /// tokio runtime, before the broker is opened.
-pub fn install(addr: SocketAddr) -> anyhow::Result<Exporter> {
+pub async fn install(addr: SocketAddr) -> anyhow::Result<Exporter> {
     let (recorder, exporter) = PrometheusBuilder::new()
         .with_http_listener(addr)
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), BUCKETS)?
@@ -145,6 +145,14 @@ pub fn install(addr: SocketAddr) -> anyhow::Result<Exporter> {
         offloaded: ["fetch_read", "fetch_prefetch", "produce_append"]
             .map(|kind| counter!("strand_offloaded_io_total", "kind" => kind)),
     });
+    // The exporter binds its listener when its task first runs: the endpoint is up before the
+    // broker serves (a scrape right after start must not be refused).
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     tracing::info!("serving metrics on http://{addr}/metrics");
     Ok(Exporter { tasks: vec![serve] })
 }
