@@ -46,6 +46,16 @@ def create_topic(broker, name: str, partitions: int = 1, config: dict | None = N
     return name
 
 
+def topic_id(broker, name: str) -> bytes:
+    """The topic's id as its 16 bytes, as confluent-kafka's describe_topics reports it."""
+    from confluent_kafka import TopicCollection
+
+    d = admin(broker).describe_topics(TopicCollection([name]))[name].result(15)
+    msb = d.topic_id.get_most_significant_bits() & (2**64 - 1)
+    lsb = d.topic_id.get_least_significant_bits() & (2**64 - 1)
+    return msb.to_bytes(8, "big") + lsb.to_bytes(8, "big")
+
+
 def topic_names(broker, timeout: float = 10) -> set:
     """All topic names (a Metadata request for all topics: never auto-creates)."""
     md = admin(broker).list_topics(timeout=timeout)

@@ -505,3 +505,68 @@ def parse_fetch_response(r: Reader) -> dict:
 def fetch(addr, topic, partition, offset, **kw) -> FetchPartition:
     resp = parse_fetch_response(roundtrip(addr, fetch_request(topic, partition, offset, **kw)))
     return resp[(topic, partition)]
+
+
+# ---------------------------------------------------------------- Fetch v15+ (topic ids)
+UNKNOWN_TOPIC_ID = 100
+NOT_LEADER_OR_FOLLOWER = 6
+
+
+def fetch_request_by_id(topic_id: bytes, partition: int, offset: int, version: int = 16,
+                        max_wait_ms: int = 100, min_bytes: int = 1,
+                        max_bytes: int = 10 * 1024 * 1024, partition_max_bytes: int = 1024 * 1024,
+                        current_leader_epoch: int = -1, replica: tuple[int, int] | None = None,
+                        correlation_id: int = 11) -> bytes:
+    """Fetch v15-v17 (flexible; the topic by its 16-byte id). `replica` = (replica id, broker
+    epoch) sends a follower's ReplicaState (tagged field 1, KIP-903)."""
+    assert 15 <= version <= 17 and len(topic_id) == 16
+    part = (i32(partition) + i32(current_leader_epoch) + i64(offset) + i32(-1)  # last fetched epoch
+            + i64(-1) + i32(partition_max_bytes) + uvarint(0))
+    body = (
+        i32(max_wait_ms) + i32(min_bytes) + i32(max_bytes) + i8(0)
+        + i32(0) + i32(-1)  # session id, epoch: no session
+        + uvarint(2) + topic_id + uvarint(2) + part + uvarint(0)  # one topic, one partition
+        + uvarint(1)  # no forgotten topics
+        + compact_string("")  # rack id
+    )
+    if replica is None:
+        body += uvarint(0)
+    else:
+        state = i32(replica[0]) + i64(replica[1]) + uvarint(0)
+        body += uvarint(1) + uvarint(1) + uvarint(len(state)) + state
+    return request(API_FETCH, version, correlation_id, body, header_version=2)
+
+
+@dataclass
+class FetchPartitionById:
+    topic_id: bytes
+    partition: int
+    error_code: int
+    high_watermark: int
+    records: bytes
+
+    def batches(self) -> list[Batch]:
+        return parse_batches(self.records or b"")
+
+
+def parse_fetch_response_by_id(r: Reader) -> list[FetchPartitionById]:
+    """A Fetch v13+ response, after the correlation id (response header v1: tags first)."""
+    r.skip_tagged_fields()
+    r.i32(), r.i16(), r.i32()  # throttle, error code, session id
+    out = []
+    for _ in range(r.compact_array_len() or 0):
+        tid = r.take(16)
+        for _ in range(r.compact_array_len() or 0):
+            p, err, hw = r.i32(), r.i16(), r.i64()
+            r.i64(), r.i64()  # last stable offset, log start offset
+            for _ in range(r.compact_array_len() or 0):
+                r.i64(), r.i64()
+                r.skip_tagged_fields()
+            r.i32()  # preferred read replica
+            n = r.uvarint()
+            recs = r.take(n - 1) if n > 0 else b""
+            r.skip_tagged_fields()
+            out.append(FetchPartitionById(tid, p, err, hw, recs))
+        r.skip_tagged_fields()
+    r.skip_tagged_fields()
+    return out

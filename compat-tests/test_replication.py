@@ -227,6 +227,48 @@ def test_a_replica_fetch_from_a_non_replica_is_refused(make_cluster):
     assert kwire.fetch(leader.address, topic, 0, 0, replica_id=-1).error_code == 0
 
 
+def test_a_fetch_from_an_earlier_incarnation_of_a_follower_is_refused(make_cluster):
+    """KIP-903: a follower's Fetch (v15+) carries its broker epoch. One older than the
+    follower's live registration (sent by a process of that broker that has since restarted)
+    is answered NOT_LEADER_OR_FOLLOWER and counts for nothing: the high watermark does not
+    move on it, and the real follower still keeps the ISR whole."""
+    import kwire
+    from helpers import topic_id
+    cluster = make_cluster(3)
+    topic = unique("kip903")
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    md = partition_md(cluster[0], topic)
+    wait_isr(cluster, topic, md.replicas)
+    leader = by_id(cluster, md.leader)
+    follower = next(r for r in md.replicas if r != md.leader)
+    tid = topic_id(cluster[0], topic)
+    prod = producer(cluster[0], acks="all")
+    for i in range(10):
+        prod.produce(topic, value=b"v%d" % i, partition=0)
+    assert prod.flush(30) == 0
+
+    def fetch(epoch, offset):
+        r = kwire.roundtrip(leader.address, kwire.fetch_request_by_id(
+            tid, 0, offset, version=15,
+            replica=(follower, epoch)))
+        [p] = kwire.parse_fetch_response_by_id(r)
+        return p
+
+    # Epoch 0 is older than any registration (etcd revisions start at 1).
+    stale = fetch(0, 0)
+    assert stale.error_code == kwire.NOT_LEADER_OR_FOLLOWER and stale.records == b""
+    # The stale fetch from offset 0 did not count as the follower's position: the high
+    # watermark stays at the end, and produce with acks=all still completes.
+    assert fetch(0, 0).error_code == kwire.NOT_LEADER_OR_FOLLOWER
+    assert kwire.fetch(leader.address, topic, 0, 0).high_watermark == 10
+    prod.produce(topic, value=b"after", partition=0)
+    assert prod.flush(30) == 0
+    wait_isr(cluster, topic, md.replicas)
+    # The same fetch without an epoch (Fetch v4, before KIP-903) is a follower's fetch.
+    assert kwire.fetch(leader.address, topic, 0, 11, replica_id=follower).error_code == 0
+
+
 class Load:
     """An idempotent acks=all producer writing numbered records to every partition of a
     topic in a thread, recording what was acknowledged (per partition, in order) and what

@@ -86,3 +86,41 @@ def test_fetch_respects_partition_max_bytes(broker):
     assert fp.error_code == 0 and fp.high_watermark == 20
     assert len(fp.records) <= 5000 + 1200, f"{len(fp.records)} bytes returned for a 5000-byte limit"
     assert 1 <= len(fp.batches()) <= 5
+
+
+@pytest.mark.parametrize("version", [15, 16, 17])
+def test_fetch_by_topic_id(broker, version):
+    """Fetch v13+ names topics by id (the id Metadata and DescribeTopics report); an id no
+    topic has is answered UNKNOWN_TOPIC_ID, and so is the id of a topic deleted and created
+    again under its name."""
+    from helpers import admin, topic_id
+
+    topic = create_topic(broker, unique("byid"))
+    batch = kwire.record_batch([kwire.Record(b"k", b"by-id-%d" % i) for i in range(3)])
+    assert kwire.produce(broker.address, topic, 0, batch) == (0, 0)
+    tid = topic_id(broker, topic)
+    assert tid != bytes(16)
+    r = kwire.roundtrip(broker.address, kwire.fetch_request_by_id(tid, 0, 0, version=version))
+    [p] = kwire.parse_fetch_response_by_id(r)
+    assert (p.topic_id, p.partition, p.error_code, p.high_watermark) == (tid, 0, 0, 3)
+    [b] = p.batches()
+    assert [rec[3] for rec in b.records] == [b"by-id-0", b"by-id-1", b"by-id-2"]
+
+    unknown = bytes(range(1, 17))
+    r = kwire.roundtrip(broker.address, kwire.fetch_request_by_id(unknown, 0, 0, version=version))
+    [p] = kwire.parse_fetch_response_by_id(r)
+    assert (p.topic_id, p.error_code, p.records) == (unknown, kwire.UNKNOWN_TOPIC_ID, b"")
+
+    admin(broker).delete_topics([topic])[topic].result(15)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            create_topic(broker, topic)
+            break
+        except Exception:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    assert topic_id(broker, topic) != tid
+    r = kwire.roundtrip(broker.address, kwire.fetch_request_by_id(tid, 0, 0, version=version))
+    [p] = kwire.parse_fetch_response_by_id(r)
+    assert p.error_code == kwire.UNKNOWN_TOPIC_ID

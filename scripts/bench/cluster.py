@@ -68,14 +68,18 @@ class Cluster:
                              "--initial-cluster", f"e0={purl}", "--auto-compaction-retention", "1h"], log)
         wait_port(self.client)
         self.ports: dict[int, int] = {}
+        # Each broker serves Prometheus metrics too (GET http://127.0.0.1:PORT/metrics).
+        self.metrics: dict[int, int] = {}
         for n in (1, 2, 3):
             self.start_broker(n)
 
     def start_broker(self, n: int) -> None:
         self.ports.setdefault(n, free_port())
+        self.metrics.setdefault(n, free_port())
         self.procs.start(f"b{n}", [self.binary, "serve", "--node-id", str(n), "--listen",
                                    f"127.0.0.1:{self.ports[n]}", "--data-dir", str(self.work / f"d{n}"),
-                                   "--etcd-endpoints", f"127.0.0.1:{self.client}"], self.log)
+                                   "--etcd-endpoints", f"127.0.0.1:{self.client}",
+                                   "--metrics-listen", f"127.0.0.1:{self.metrics[n]}"], self.log)
         wait_port(self.ports[n])
 
 

@@ -47,6 +47,8 @@ def main() -> int:
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=int, default=10)
     ap.add_argument("--catchup-mb", type=int, default=1024)
+    ap.add_argument("--steps", default="throughput,latency,catchup",
+                    help="which of throughput,latency,catchup to run")
     args = ap.parse_args()
     binary, perf_bin = os.environ["STRAND_BIN"], os.environ["PERF"]
     work = Path(tempfile.mkdtemp(prefix="strand-bench-replication-"))
@@ -79,45 +81,62 @@ def main() -> int:
 
         common = ("-s", "1024", "-a", "-1", "-X", "enable.idempotence=true")
 
+        steps = set(args.steps.split(","))
+
+        steps = set(args.steps.split(","))
+
         # 1. Throughput.
-        create("rep-tput")
-        perf(perf_bin, work / "warm.log", bootstrap, "-t", "rep-tput", "-c", "20000", *common)
-        wall = perf(perf_bin, work / "tput.log", bootstrap, "-t", "rep-tput",
-                    "-c", str(args.messages), *common)
-        msgs, byts, ms, rate, mbs, failed = report("produce", str(work / "tput.log"))
-        print(f"RF=3 acks=all 1 KiB, {args.partitions} partitions: {int(rate):,} msgs/s, {mbs} MB/s "
-              f"({msgs} msgs in {int(ms) / 1000:.1f} s, {failed} failed; wall {wall:.1f} s)")
+        if "throughput" in steps:
+            create("rep-tput")
+            perf(perf_bin, work / "warm.log", bootstrap, "-t", "rep-tput", "-c", "20000", *common)
+            wall = perf(perf_bin, work / "tput.log", bootstrap, "-t", "rep-tput",
+                        "-c", str(args.messages), *common)
+            msgs, byts, ms, rate, mbs, failed = report("produce", str(work / "tput.log"))
+            print(f"RF=3 acks=all 1 KiB, {args.partitions} partitions: {int(rate):,} msgs/s, "
+                  f"{mbs} MB/s ({msgs} msgs in {int(ms) / 1000:.1f} s, {failed} failed; "
+                  f"wall {wall:.1f} s)")
 
         # 2. Latency at 20 MB/s.
-        create("rep-lat")
-        perf(perf_bin, work / "latwarm.log", bootstrap, "-t", "rep-lat", "-c", "5000", *common)
-        lat_rate = 20000
-        latf = work / "lat.txt"
-        perf(perf_bin, work / "lat.log", bootstrap, "-t", "rep-lat",
-             "-c", str(lat_rate * args.latency_seconds), *common, "-X", "linger.ms=0",
-             "-l", "-A", str(latf), "-r", str(lat_rate))
-        p50, p99, n = report("latency", str(latf), str(lat_rate))
-        msgs, byts, ms, rate, mbs, failed = report("produce", str(work / "lat.log"))
-        print(f"RF=3 acks=all 1 KiB at {lat_rate:,} msgs/s (~20 MB/s): p50 {p50} ms, p99 {p99} ms "
-              f"({n} samples after the first second; achieved {int(rate):,} msgs/s, {failed} failed)")
+        if "latency" in steps:
+            create("rep-lat")
+            perf(perf_bin, work / "latwarm.log", bootstrap, "-t", "rep-lat", "-c", "5000", *common)
+            lat_rate = 20000
+            for linger in ("1", "0", "5"):
+                out = subprocess.run([os.environ["LATENCY"], bootstrap, "rep-lat", str(lat_rate),
+                                      str(args.latency_seconds), "1024", f"linger.ms={linger}"],
+                                     capture_output=True, text=True, timeout=600)
+                line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+                if out.returncode != 0 or not line:
+                    print(f"latency run failed: {out.stderr[-2000:]}")
+                    continue
+                p50, p99, p999, mx, n, achieved, failed = line.split("\t")
+                print(f"RF=3 acks=all 1 KiB at {lat_rate:,} msgs/s (~20 MB/s), linger.ms={linger}: "
+                      f"p50 {p50} ms, p99 {p99} ms, p99.9 {p999} ms, max {mx} ms ({n} samples "
+                      f"after the first second; achieved {int(achieved):,} msgs/s, {failed} failed)")
 
         # 3. A follower CATCHUP_MB behind.
-        create("rep-catch")
-        procs.kill("b3")
-        while 3 in admin.list_topics(timeout=5).brokers:
-            time.sleep(0.1)
-        count = args.catchup_mb * 1024
-        perf(perf_bin, work / "fill.log", bootstrap, "-t", "rep-catch", "-c", str(count), *common)
-        msgs, byts, ms, rate, mbs, failed = report("produce", str(work / "fill.log"))
-        print(f"while broker 3 was down: {msgs} msgs ({int(byts) // 1_000_000} MB) produced at "
-              f"{mbs} MB/s with 2 in-sync replicas, {failed} failed")
-        t0 = time.monotonic()
-        start_broker(3)
-        while not isr_complete("rep-catch"):
-            time.sleep(0.05)
-        caught = time.monotonic() - t0
-        print(f"follower {int(byts) / 2**30:.2f} GiB behind -> back in every partition's ISR: "
-              f"{caught:.1f} s from its restart ({int(byts) / caught / 1e6:.0f} MB/s)")
+        if "catchup" in steps:
+            create("rep-catch")
+            procs.kill("b3")
+            while 3 in admin.list_topics(timeout=5).brokers:
+                time.sleep(0.1)
+            count = args.catchup_mb * 1024
+            perf(perf_bin, work / "fill.log", bootstrap, "-t", "rep-catch", "-c", str(count),
+                 *common)
+            msgs, byts, ms, rate, mbs, failed = report("produce", str(work / "fill.log"))
+            print(f"while broker 3 was down: {msgs} msgs ({int(byts) // 1_000_000} MB) produced "
+                  f"at {mbs} MB/s with 2 in-sync replicas, {failed} failed")
+            t0 = time.monotonic()
+            start_broker(3)
+            while not isr_complete("rep-catch"):
+                time.sleep(0.05)
+            caught = time.monotonic() - t0
+            print(f"follower {int(byts) / 2**30:.2f} GiB behind -> back in every partition's "
+                  f"ISR: {caught:.1f} s from its restart ({int(byts) / caught / 1e6:.0f} MB/s)")
+        if os.environ.get("BENCH_HOLD"):
+            print(f"holding the cluster (bootstrap {bootstrap}, metrics "
+                  f"{sorted(cluster.metrics.values())}) until stdin closes", flush=True)
+            sys.stdin.read()
     finally:
         procs.stop_all()
         log.close()

@@ -19,6 +19,11 @@
 //! for this broker fetches only while `follower.replication.throttled.rate` allows
 //! (`super::throttle`).
 //!
+//! Fetches use the highest version both brokers serve: from v13 the topic goes by its id (a
+//! topic deleted and created again under its name is another topic), from v15 the request
+//! carries this broker's epoch (KIP-903: the leader does not count a fetch from an earlier
+//! incarnation of this broker, nor takes it into the ISR).
+//!
 //! Every request carries the leader epoch the fetcher follows: a leader at another epoch
 //! refuses it (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH), and the fetcher waits for the
 //! state that names the current leader. Errors end the connection; it is retried after a
@@ -193,6 +198,13 @@ async fn follow_once(
 ) -> anyhow::Result<()> {
     let mut client = Client::connect_as(addr, Duration::from_secs(10), "strand-replica").await?;
     *reached = true;
+    // Fetch v13+ names the topic by id, v15+ carries this broker's epoch (KIP-903).
+    let version = client.version::<FetchRequest>()?;
+    let (topic_id, broker_epoch) = {
+        let b = broker.upgrade().context("the broker stopped")?;
+        let id = b.topic(&p.topic).map(|t| t.record.id);
+        (id.context("the topic is gone")?, b.epoch())
+    };
     truncate_to_leader(&mut client, p, me, leader_epoch).await?;
     loop {
         if broker
@@ -223,9 +235,15 @@ async fn follow_once(
         fp.last_fetched_epoch = log.latest_epoch().unwrap_or(-1);
         let mut topic = FetchTopic::default();
         topic.topic = TopicName(p.topic.clone().into());
+        topic.topic_id = topic_id;
         topic.partitions = vec![fp];
         let mut req = FetchRequest::default();
-        req.replica_id = BrokerId(me);
+        if version >= 15 {
+            req.replica_state.replica_id = BrokerId(me);
+            req.replica_state.replica_epoch = broker_epoch;
+        } else {
+            req.replica_id = BrokerId(me);
+        }
         req.max_wait_ms = FETCH_MAX_WAIT_MS;
         req.min_bytes = 1;
         req.max_bytes = max_bytes;

@@ -25,13 +25,18 @@ impl Broker {
     async fn maintain_isr(&self) {
         let lag = self.config.replica_lag_time_max_ms;
         let topics: Vec<Arc<Topic>> = self.topics();
+        let live = self.live_brokers();
+        let registered = |id: i32| live.iter().find(|b| b.node_id == id).map(|b| b.epoch);
         for topic in topics {
             for p in topic.hosted().filter(|p| p.is_leader()) {
                 let r = p.replication();
                 let change = r
                     .shrink(now_ms(), lag)
                     .map(|isr| (isr, "shrink"))
-                    .or_else(|| r.expand(p.high_watermark()).map(|isr| (isr, "expand")));
+                    .or_else(|| {
+                        r.expand(p.high_watermark(), registered)
+                            .map(|isr| (isr, "expand"))
+                    });
                 if let Some((isr, kind)) = change {
                     self.propose_isr(&topic, p, isr, kind).await;
                 }

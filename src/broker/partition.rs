@@ -305,14 +305,27 @@ impl Partition {
     /// A follower `replica` fetched from `fetch_offset` (its durable end): counted towards
     /// the high watermark, which advances if it can. `NotReplica` if it is not one of this
     /// partition's followers (or this broker does not lead).
-    pub fn follower_fetched(&self, replica: i32, fetch_offset: i64) -> Fetched {
+    /// `broker_epoch` is the one the fetch carried (`-1` before Fetch v15), `registered` the
+    /// epoch of the follower's live registration.
+    pub fn follower_fetched(
+        &self,
+        replica: i32,
+        broker_epoch: i64,
+        registered: Option<i64>,
+        fetch_offset: i64,
+    ) -> Fetched {
         let Some(log) = self.opened_log() else {
             return Fetched::NotReplica;
         };
         let end = log.log_end_offset();
-        let r = self
-            .replication
-            .follower_fetched(replica, fetch_offset, end, super::now_ms());
+        let r = self.replication.follower_fetched(
+            replica,
+            broker_epoch,
+            registered,
+            fetch_offset,
+            end,
+            super::now_ms(),
+        );
         if r == Fetched::Counted {
             self.refresh_high_watermark();
         }

@@ -14,6 +14,10 @@
 //!   was at this fetch, or at its previous fetch: Kafka's `lastCaughtUpTime` rule). One that
 //!   has not caught up for `replica.lag.time.max.ms` leaves the ISR; one out of it rejoins
 //!   once it has fetched up to the high watermark and to the start of the leader's epoch.
+//! - KIP-903: a follower's fetch (v15+) carries its broker epoch. One older than the
+//!   follower's live registration comes from an earlier incarnation of it (a process that
+//!   restarted, perhaps without its data) and is not counted; a replica joins the ISR only
+//!   while it is registered and its last fetch came from that registration.
 //! - ISR changes are only proposed here ([`Replication::shrink`], [`Replication::expand`]);
 //!   they count once the store has them (a compare-and-swap carrying the state's revision:
 //!   `MetadataStore::alter_isr`), and the broker applies the stored ISR with
@@ -33,6 +37,9 @@ struct Follower {
     leader_end_at_fetch: i64,
     last_fetch_ms: i64,
     last_caught_up_ms: i64,
+    /// The broker epoch its last counted fetch carried (Fetch v15+, KIP-903); `-1` for an
+    /// older fetch or none yet.
+    broker_epoch: i64,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +70,9 @@ pub enum Fetched {
     Counted,
     /// Not a replica of this partition, or this broker does not lead it.
     NotReplica,
+    /// From an earlier incarnation of the follower: its fetch carries a broker epoch older
+    /// than its live registration's (KIP-903). Not counted; answered NOT_LEADER_OR_FOLLOWER.
+    Stale,
 }
 
 impl Replication {
@@ -116,6 +126,7 @@ impl Replication {
                 leader_end_at_fetch: -1,
                 last_fetch_ms: now_ms,
                 last_caught_up_ms: now_ms,
+                broker_epoch: -1,
             });
         }
     }
@@ -132,10 +143,14 @@ impl Replication {
         self.lock().leading
     }
 
-    /// A follower fetched from `fetch_offset` while the leader's log ended at `log_end`.
+    /// A follower fetched from `fetch_offset` while the leader's log ended at `log_end`. The
+    /// fetch carried `broker_epoch` (`-1` before Fetch v15); `registered` is the epoch of the
+    /// follower's live registration, if it has one.
     pub fn follower_fetched(
         &self,
         replica: i32,
+        broker_epoch: i64,
+        registered: Option<i64>,
         fetch_offset: i64,
         log_end: i64,
         now_ms: i64,
@@ -147,6 +162,10 @@ impl Replication {
         let Some(f) = s.followers.get_mut(&replica) else {
             return Fetched::NotReplica;
         };
+        if broker_epoch >= 0 && registered.is_some_and(|r| r > broker_epoch) {
+            return Fetched::Stale;
+        }
+        f.broker_epoch = broker_epoch;
         if fetch_offset >= log_end {
             f.last_caught_up_ms = now_ms;
         } else if f.fetch_offset >= 0 && fetch_offset >= f.leader_end_at_fetch {
@@ -205,8 +224,15 @@ impl Replication {
     }
 
     /// The ISR with every replica out of it that has fetched up to `high_watermark` and to the
-    /// start of the leader's epoch, if there is one and no change is pending.
-    pub fn expand(&self, high_watermark: i64) -> Option<Vec<i32>> {
+    /// start of the leader's epoch, if there is one and no change is pending. Only a replica
+    /// with a live registration (`registered` gives its epoch) is eligible, and only if its
+    /// last fetch came from that registration (KIP-903; a fetch without an epoch, before
+    /// Fetch v15, is taken as it is).
+    pub fn expand(
+        &self,
+        high_watermark: i64,
+        registered: impl Fn(i32) -> Option<i64>,
+    ) -> Option<Vec<i32>> {
         let s = self.lock();
         if !s.leading || s.pending.is_some() {
             return None;
@@ -217,6 +243,7 @@ impl Replication {
                 f.fetch_offset >= 0
                     && f.fetch_offset >= high_watermark
                     && f.fetch_offset >= s.epoch_start
+                    && registered(*r).is_some_and(|e| f.broker_epoch < 0 || f.broker_epoch == e)
             });
             if caught_up && !next.contains(r) {
                 next.push(*r);
@@ -287,9 +314,9 @@ mod tests {
         let r = leader(&[1, 2, 3], 2);
         // Nobody fetched yet: the bound is unknown.
         assert_eq!(r.high_watermark_bound(120), None);
-        r.follower_fetched(2, 110, 120, 1);
+        r.follower_fetched(2, -1, None, 110, 120, 1);
         assert_eq!(r.high_watermark_bound(120), None, "3 not heard from");
-        r.follower_fetched(3, 105, 120, 1);
+        r.follower_fetched(3, -1, None, 105, 120, 1);
         assert_eq!(r.high_watermark_bound(120), Some(105));
         // The leader's own durable offset bounds it too.
         assert_eq!(r.high_watermark_bound(101), Some(101));
@@ -311,8 +338,8 @@ mod tests {
     #[test]
     fn a_proposed_addition_counts_but_a_proposed_removal_does_not() {
         let r = leader(&[1, 2, 3], 1);
-        r.follower_fetched(2, 110, 120, 1);
-        r.follower_fetched(3, 90, 120, 1);
+        r.follower_fetched(2, -1, None, 110, 120, 1);
+        r.follower_fetched(3, -1, None, 90, 120, 1);
         r.propose(vec![1, 2]);
         assert_eq!(
             r.high_watermark_bound(120),
@@ -320,8 +347,8 @@ mod tests {
             "3 still stored in sync"
         );
         let r = leader(&[1, 2], 1);
-        r.follower_fetched(2, 110, 120, 1);
-        r.follower_fetched(3, 95, 120, 1);
+        r.follower_fetched(2, -1, None, 110, 120, 1);
+        r.follower_fetched(3, -1, None, 95, 120, 1);
         r.propose(vec![1, 2, 3]);
         assert_eq!(r.high_watermark_bound(120), Some(95), "3 proposed to join");
         r.proposal_failed();
@@ -333,12 +360,12 @@ mod tests {
         let r = leader(&[1, 2, 3], 1);
         // 2 keeps up; 3 fetches but stays behind the log end.
         for t in [1000, 2000, 3000] {
-            r.follower_fetched(2, 120, 120, t);
-            r.follower_fetched(3, 50 + t / 100, 120, t);
+            r.follower_fetched(2, -1, None, 120, 120, t);
+            r.follower_fetched(3, -1, None, 50 + t / 100, 120, t);
         }
         assert_eq!(r.shrink(3000, 30_000), None, "within the lag time");
-        r.follower_fetched(2, 120, 120, 31_000);
-        r.follower_fetched(3, 90, 120, 31_000);
+        r.follower_fetched(2, -1, None, 120, 120, 31_000);
+        r.follower_fetched(3, -1, None, 90, 120, 31_000);
         assert_eq!(r.shrink(31_000, 30_000), Some(vec![1, 2]));
         // Nothing is proposed twice.
         r.propose(vec![1, 2]);
@@ -350,13 +377,13 @@ mod tests {
         let r = leader(&[1, 2], 1);
         // Produce keeps the leader ahead at every fetch, but each fetch reaches where the log
         // ended at the previous one: the follower is keeping up.
-        r.follower_fetched(2, 100, 110, 1000);
-        r.follower_fetched(2, 110, 120, 20_000);
-        r.follower_fetched(2, 120, 130, 40_000);
+        r.follower_fetched(2, -1, None, 100, 110, 1000);
+        r.follower_fetched(2, -1, None, 110, 120, 20_000);
+        r.follower_fetched(2, -1, None, 120, 130, 40_000);
         assert_eq!(r.shrink(40_000, 30_000), None);
         // It falls behind: no longer reaches the previous end.
-        r.follower_fetched(2, 121, 140, 60_000);
-        r.follower_fetched(2, 122, 150, 80_000);
+        r.follower_fetched(2, -1, None, 121, 140, 60_000);
+        r.follower_fetched(2, -1, None, 122, 150, 80_000);
         assert_eq!(r.shrink(80_000, 30_000), Some(vec![1]));
     }
 
@@ -364,26 +391,69 @@ mod tests {
     fn a_replica_rejoins_once_at_the_high_watermark_and_the_epoch_start() {
         let r = Replication::new(1);
         r.lead(4, &[1, 2, 3], &[1, 2], 200, 1, 0);
-        r.follower_fetched(3, 150, 260, 1);
-        assert_eq!(r.expand(180), None, "below the high watermark");
-        r.follower_fetched(3, 190, 260, 2);
-        assert_eq!(r.expand(180), None, "below the epoch's start (200)");
-        r.follower_fetched(3, 230, 260, 3);
-        assert_eq!(r.expand(180), Some(vec![1, 2, 3]));
+        r.follower_fetched(3, -1, None, 150, 260, 1);
+        assert_eq!(r.expand(180, |_| Some(1)), None, "below the high watermark");
+        r.follower_fetched(3, -1, None, 190, 260, 2);
+        assert_eq!(
+            r.expand(180, |_| Some(1)),
+            None,
+            "below the epoch's start (200)"
+        );
+        r.follower_fetched(3, -1, None, 230, 260, 3);
+        assert_eq!(r.expand(180, |_| Some(1)), Some(vec![1, 2, 3]));
     }
 
     #[test]
     fn a_new_epoch_forgets_the_followers_and_a_non_leader_counts_nothing() {
         let r = leader(&[1, 2], 1);
-        r.follower_fetched(2, 120, 120, 1);
+        r.follower_fetched(2, -1, None, 120, 120, 1);
         assert_eq!(r.high_watermark_bound(120), Some(120));
         r.lead(4, &[1, 2], &[1, 2], 120, 1, 2);
         assert_eq!(r.high_watermark_bound(120), None);
         r.resign();
-        assert_eq!(r.follower_fetched(2, 120, 120, 3), Fetched::NotReplica);
+        assert_eq!(
+            r.follower_fetched(2, -1, None, 120, 120, 3),
+            Fetched::NotReplica
+        );
         assert_eq!(r.high_watermark_bound(120), None);
         assert!(!r.enough_in_sync());
         let r = leader(&[1, 2], 1);
-        assert_eq!(r.follower_fetched(9, 1, 1, 1), Fetched::NotReplica);
+        assert_eq!(
+            r.follower_fetched(9, -1, None, 1, 1, 1),
+            Fetched::NotReplica
+        );
+    }
+
+    #[test]
+    fn a_fetch_from_an_earlier_incarnation_neither_counts_nor_joins_the_isr() {
+        let r = Replication::new(1);
+        r.lead(4, &[1, 2, 3], &[1, 2], 100, 1, 0);
+        r.follower_fetched(2, 50, Some(50), 120, 120, 1);
+        // Broker 3 restarted (registration 70): a fetch its old process (epoch 60) sent is
+        // refused and does not move anything.
+        assert_eq!(
+            r.follower_fetched(3, 60, Some(70), 120, 120, 2),
+            Fetched::Stale
+        );
+        assert_eq!(r.expand(100, |b| Some(if b == 3 { 70 } else { 50 })), None);
+        // Its new process's fetch counts, and it may join.
+        assert_eq!(
+            r.follower_fetched(3, 70, Some(70), 120, 120, 3),
+            Fetched::Counted
+        );
+        assert_eq!(
+            r.expand(100, |b| Some(if b == 3 { 70 } else { 50 })),
+            Some(vec![1, 2, 3])
+        );
+        // Caught up, but its registration changed since that fetch (it restarted again), or
+        // it has none: not eligible.
+        assert_eq!(r.expand(100, |b| Some(if b == 3 { 80 } else { 50 })), None);
+        assert_eq!(r.expand(100, |b| (b != 3).then_some(50)), None);
+        // A fetch without an epoch (before Fetch v15) counts and is eligible while registered.
+        r.follower_fetched(3, -1, Some(80), 120, 120, 4);
+        assert_eq!(
+            r.expand(100, |b| Some(if b == 3 { 80 } else { 50 })),
+            Some(vec![1, 2, 3])
+        );
     }
 }

@@ -16,7 +16,9 @@
 //! A replica's fetch (a follower: `replica_id >= 0`) is one of the partition's followers
 //! reporting its durable log end (the fetch offset) to the leader, which counts it towards
 //! the high watermark (`Partition::follower_fetched`); it reads up to the log end offset
-//! rather than the high watermark, and long-polls on the leader's durable offset. One whose
+//! rather than the high watermark, and long-polls on the leader's appends (not its durable
+//! offset: the follower's copy and fsync overlap the leader's fsync; the high watermark
+//! still counts only what every in-sync replica, the leader included, made durable). One whose
 //! last fetched epoch diverges from the leader's log gets `diverging_epoch` instead of
 //! records, and truncates (Fetch v12+). One out of the ISR that the topic lists in
 //! `leader.replication.throttled.replicas` for this leader gets no records while
@@ -30,9 +32,9 @@ use std::time::Duration;
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_response::{
-    AbortedTransaction, FetchableTopicResponse, PartitionData,
+    AbortedTransaction, FetchableTopicResponse, NodeEndpoint, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use kafka_protocol::protocol::Encodable;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
@@ -52,6 +54,10 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
         return Ok(Some(FetchOutput::whole(resp)));
     }
     let deadline = Instant::now() + Duration::from_millis(req.max_wait_ms.max(0) as u64);
+    let mut req = req;
+    if v >= 13 {
+        name_topics(&ctx.broker, &mut req);
+    }
     let req = std::sync::Arc::new(req);
     loop {
         // Subscribe before reading so that an append between the read and the wait wakes us.
@@ -67,7 +73,7 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
             return Ok(Some(resp));
         }
         let _waiting = crate::metrics::Purgatory::Fetch.enter();
-        let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        let changed = select_all(watches.iter_mut().map(|w| w.changed()));
         let mut stopping = ctx.broker.shutdown_signal();
         let woke = tokio::select! {
             r = tokio::time::timeout_at(deadline, changed) => r.is_ok(),
@@ -78,6 +84,38 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
             let (resp, _, _) = read(&ctx, &req).await;
             count_bytes_out(&ctx, &resp, replica_of(v, &req).is_some());
             return Ok(Some(resp));
+        }
+    }
+}
+
+/// Fetch v13+ names topics by id: each gets its topic's name here, so the rest of the handler
+/// works by name; an id no topic has gets the empty name, which [`read_all`] answers
+/// UNKNOWN_TOPIC_ID (a topic deleted and created again under its name has another id).
+fn name_topics(broker: &Broker, req: &mut FetchRequest) {
+    for t in &mut req.topics {
+        t.topic = broker
+            .topic_by_id(t.topic_id)
+            .filter(|_| !t.topic_id.is_nil())
+            .map(|topic| TopicName(topic.record.name.clone().into()))
+            .unwrap_or_default();
+    }
+}
+
+/// One partition's wake-up for a long poll.
+enum Wake {
+    HighWatermark(watch::Receiver<i64>),
+    Appends(watch::Receiver<u64>),
+}
+
+impl Wake {
+    fn changed(
+        &mut self,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<(), watch::error::RecvError>> + Send + '_>,
+    > {
+        match self {
+            Wake::HighWatermark(w) => Box::pin(w.changed()),
+            Wake::Appends(w) => Box::pin(w.changed()),
         }
     }
 }
@@ -130,8 +168,9 @@ fn replica_of(v: i16, req: &FetchRequest) -> Option<i32> {
 }
 
 /// What a long poll waits on: the high watermark of each partition for a consumer, the
-/// leader's durable offset for a replica.
-fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i64>> {
+/// leader's appends for a replica (it reads up to the log end offset: a follower copies and
+/// fsyncs new records while the leader's own fdatasync of them runs).
+fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<Wake> {
     let replica = replica_of(ctx.api_version, req).is_some();
     req.topics
         .iter()
@@ -142,9 +181,9 @@ fn subscribe(ctx: &RequestContext, req: &FetchRequest) -> Vec<watch::Receiver<i6
         })
         .filter_map(|p| {
             if replica {
-                p.opened_log().map(|l| l.subscribe_durable())
+                p.opened_log().map(|l| Wake::Appends(l.subscribe_appends()))
             } else {
-                Some(p.subscribe())
+                Some(Wake::HighWatermark(p.subscribe()))
             }
         })
         .collect()
@@ -229,6 +268,7 @@ fn failed(req: &FetchRequest) -> FetchOutput {
     for topic in &req.topics {
         let mut out = FetchableTopicResponse::default();
         out.topic = topic.topic.clone();
+        out.topic_id = topic.topic_id;
         for fp in &topic.partitions {
             let mut pd = empty_partition(fp.partition);
             pd.error_code = ResponseError::UnknownServerError.code();
@@ -260,12 +300,33 @@ fn read_all(
     let mut total = 0usize;
     let mut any_error = false;
     let mut min_one = true;
+    let mut leaders: Vec<crate::cluster::BrokerRegistration> = Vec::new();
+    // KIP-903 (v15+): the follower's broker epoch, checked against its live registration.
+    let broker_epoch = if v >= 15 {
+        req.replica_state.replica_epoch
+    } else {
+        -1
+    };
+    let live = if replica.is_some() {
+        broker.live_brokers()
+    } else {
+        Vec::new()
+    };
+    let registered = |id: i32| live.iter().find(|b| b.node_id == id).map(|b| b.epoch);
     for topic in &req.topics {
         let mut out = FetchableTopicResponse::default();
         out.topic = topic.topic.clone();
+        out.topic_id = topic.topic_id;
         for fp in &topic.partitions {
             let mut pd = empty_partition(fp.partition);
             let mut region = None;
+            if v >= 13 && topic.topic.0.is_empty() {
+                pd.error_code = ResponseError::UnknownTopicId.code();
+                any_error = true;
+                out.partitions.push(pd);
+                regions.push(region);
+                continue;
+            }
             match serving(broker, v, req, &topic.topic.0, fp.partition) {
                 None => {
                     pd.error_code = broker.not_hosted_error(&topic.topic.0, fp.partition).code();
@@ -281,6 +342,10 @@ fn read_all(
                         pd.current_leader.leader_id =
                             kafka_protocol::messages::BrokerId(leader.node_id);
                         pd.current_leader.leader_epoch = leader_epoch;
+                        // v16+: the leaders named carry their endpoints.
+                        if v >= 16 && !leaders.iter().any(|l| l.node_id == leader.node_id) {
+                            leaders.push(leader);
+                        }
                     }
                     any_error = true;
                 }
@@ -307,8 +372,8 @@ fn read_all(
                             || fp.current_leader_epoch == p.leader_epoch();
                         not_replica = same_epoch
                             && fp.fetch_offset <= end
-                            && p.follower_fetched(r, fp.fetch_offset)
-                                == crate::broker::replication::Fetched::NotReplica;
+                            && p.follower_fetched(r, broker_epoch, registered(r), fp.fetch_offset)
+                                != crate::broker::replication::Fetched::Counted;
                         end
                     });
                     let hw = p.high_watermark();
@@ -344,7 +409,8 @@ fn read_all(
                         pd.diverging_epoch.end_offset = end;
                         any_error = true; // answered at once
                     } else if not_replica {
-                        // Not one of this partition's replicas.
+                        // Not one of this partition's replicas, or (KIP-903) a fetch from an
+                        // earlier incarnation of one.
                         pd.error_code = ResponseError::NotLeaderOrFollower.code();
                         any_error = true;
                     } else if v >= 9
@@ -430,6 +496,17 @@ fn read_all(
         }
         resp.responses.push(out);
     }
+    resp.node_endpoints = leaders
+        .into_iter()
+        .map(|b| {
+            let mut e = NodeEndpoint::default();
+            e.node_id = kafka_protocol::messages::BrokerId(b.node_id);
+            e.host = b.host.into();
+            e.port = i32::from(b.port);
+            e.rack = b.rack.map(Into::into);
+            e
+        })
+        .collect();
     Some((FetchOutput { resp, regions }, total, any_error))
 }
 
@@ -466,11 +543,11 @@ impl FetchOutput {
         Ok(self.resp)
     }
 
-    /// Whether the splice in `into_frame` covers this response: versions 4–12 (the ones
+    /// Whether the splice in `into_frame` covers this response: versions 4–17 (the ones
     /// advertised) and no tagged field set anywhere (the records field is then the last one
     /// before a partition's empty tag buffer).
     fn spliceable(&self, version: i16) -> bool {
-        (4..=12).contains(&version)
+        (4..=17).contains(&version)
             && self.resp.unknown_tagged_fields.is_empty()
             && self.resp.node_endpoints.is_empty()
             && self.resp.responses.iter().all(|t| {
@@ -507,9 +584,9 @@ impl Respond for FetchOutput {
         &self.resp
     }
 
-    /// Fetch's layout (v4–12): `throttle_time_ms i32 | [v7+] error_code i16, session_id i32 |
-    /// responses [topic string | partitions [PartitionData]] | [v12] tags`, where PartitionData
-    /// ends with `records` then (v12) its tags. Each partition is encoded by kafka-protocol with
+    /// Fetch's layout (v4–17): `throttle_time_ms i32 | [v7+] error_code i16, session_id i32 |
+    /// responses [topic string, or (v13+) topic id uuid | partitions [PartitionData]] |
+    /// [v12+] tags`, where PartitionData ends with `records` then (v12+) its tags. Each partition is encoded by kafka-protocol with
     /// `records: None`; for a partition with a region, that null (`i32 -1`, or v12 `0` plus the
     /// empty tag buffer `0`) is cut off and replaced by the region's length, the region itself
     /// (a file part) and (v12) the empty tag buffer.
@@ -529,12 +606,15 @@ impl Respond for FetchOutput {
         let mut regions = self.regions.iter();
         for t in &resp.responses {
             let name = t.topic.0.as_bytes();
-            if flexible {
+            if version >= 13 {
+                out.put_slice(t.topic_id.as_bytes());
+            } else if flexible {
                 put_uvarint(&mut out, name.len() as u64 + 1);
+                out.put_slice(name);
             } else {
                 out.put_i16(i16::try_from(name.len())?);
+                out.put_slice(name);
             }
-            out.put_slice(name);
             put_len(&mut out, t.partitions.len(), flexible);
             for pd in &t.partitions {
                 let Some(region) = regions.next().and_then(Option::as_ref) else {
@@ -635,7 +715,7 @@ mod tests {
             .and_then(|mut f| f.write_all(&data))
             .expect("write");
         let file = Arc::new(std::fs::File::open(&path).expect("open"));
-        for version in 4..=12i16 {
+        for version in 4..=17i16 {
             let mut resp = FetchResponse::default();
             resp.throttle_time_ms = 3;
             if version >= 7 {
@@ -646,6 +726,7 @@ mod tests {
             for (t, name) in ["alpha", "b"].iter().enumerate() {
                 let mut topic = FetchableTopicResponse::default();
                 topic.topic = TopicName(StrBytes::from_static_str(name));
+                topic.topic_id = uuid::Uuid::from_u128(0x1234_5678_9abc_def0 + t as u128);
                 for i in 0..3i32 {
                     let mut pd = PartitionData::default();
                     pd.partition_index = i;

@@ -168,7 +168,7 @@ pub static APIS: LazyLock<Vec<Api>> = LazyLock::new(|| {
         // Produce v0-2 are advertised only because librdkafka < 2.11 decides whether it may
         // compress by looking for v0; requests below v3 are refused (closed), as in Kafka 4.
         api!(Produce, 0, 11, produce::handle, Order::Handler),
-        api!(Fetch, 4, 12, fetch::handle),
+        api!(Fetch, 4, 17, fetch::handle),
         api!(ListOffsets, 1, 10, list_offsets::handle),
         api!(Metadata, 0, 12, metadata::handle),
         api!(ApiVersions, 0, 3, api_versions::handle),

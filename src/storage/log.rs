@@ -200,6 +200,9 @@ pub struct PartitionLog {
     health: Arc<LogDirHealth>,
     /// fdatasyncs run by `flush_until` (observability of group commit).
     group_commit_syncs: AtomicU64,
+    /// Counts appends (of any kind) and truncations: replica fetches long-poll on it, so a
+    /// follower learns of new records before the leader's own fdatasync ends.
+    appends: watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for PartitionLog {
@@ -398,7 +401,20 @@ impl PartitionLog {
     pub fn append(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {
         self.online()?;
         let r = self.append_inner(records, leader_epoch, now_ms);
+        self.appended();
         self.guard("append", r)
+    }
+
+    /// Wakes whoever waits on [`PartitionLog::subscribe_appends`].
+    pub(crate) fn appended(&self) {
+        self.appends.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A receiver that sees every later append or truncation (the log end offset may have
+    /// moved; it carries no offset). Subscribe before reading the log end offset, so an append
+    /// between the two still wakes the receiver.
+    pub fn subscribe_appends(&self) -> watch::Receiver<u64> {
+        self.appends.subscribe()
     }
 
     fn append_inner(&self, records: &[u8], leader_epoch: i32, now_ms: i64) -> Result<AppendInfo> {

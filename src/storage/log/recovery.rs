@@ -296,6 +296,7 @@ impl PartitionLog {
             durable,
             health,
             group_commit_syncs: AtomicU64::new(0),
+            appends: watch::channel(0).0,
         })
     }
 }

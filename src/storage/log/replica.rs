@@ -28,6 +28,7 @@ impl PartitionLog {
     pub fn append_replica(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo> {
         self.online()?;
         let r = self.append_replica_inner(records, now_ms);
+        self.appended();
         self.guard("append", r)
     }
 
@@ -166,6 +167,7 @@ impl PartitionLog {
             let lowered = (*d).min(end);
             std::mem::replace(d, lowered) != lowered
         });
+        self.appended();
         tracing::info!(dir = %self.dir.display(), offset, log_end_offset = end, "log truncated");
         Ok(end)
     }
@@ -196,6 +198,7 @@ impl PartitionLog {
         self.online()?;
         let _flush = self.flush_lock.blocking_lock();
         let r = self.start_at_inner(offset);
+        self.appended();
         self.guard("truncate", r)
     }
 
