@@ -269,6 +269,42 @@ def test_a_fetch_from_an_earlier_incarnation_of_a_follower_is_refused(make_clust
     assert kwire.fetch(leader.address, topic, 0, 11, replica_id=follower).error_code == 0
 
 
+def test_a_follower_that_registers_again_rejoins_the_isr(make_cluster):
+    """A follower whose lease is lost (revoked here, as a fetcher that finds a listener
+    refusing connections does) registers again with a new broker epoch and sends that epoch
+    in its fetches from then on (KIP-903): the leader takes them and it rejoins the ISR."""
+    import json
+    import subprocess
+    cluster = make_cluster(3)
+    topic = unique("rereg")
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    md = partition_md(cluster[0], topic)
+    wait_isr(cluster, topic, md.replicas)
+    follower = next(r for r in md.replicas if r != md.leader)
+    key = f"{cluster.prefix}/brokers/{follower}"
+
+    def registration():
+        out = subprocess.run(["etcdctl", "--endpoints", cluster.etcd.endpoint, "get", key,
+                              "-w", "json"], capture_output=True, text=True, timeout=10,
+                             check=True).stdout
+        kvs = json.loads(out).get("kvs") or []
+        return kvs[0] if kvs else None
+
+    before = registration()
+    subprocess.run(["etcdctl", "--endpoints", cluster.etcd.endpoint, "lease", "revoke",
+                    format(before["lease"], "x")], check=True, capture_output=True, timeout=10)
+    after = wait_for("registered again", lambda: (r := registration())
+                     and r["create_revision"] > before["create_revision"] and r, timeout=15)
+    assert after["lease"] != before["lease"]
+    prod = producer(cluster[0], acks="all")
+    for i in range(100):
+        prod.produce(topic, value=b"r%d" % i, partition=0)
+    assert prod.flush(30) == 0
+    wait_isr(cluster, topic, md.replicas, timeout=30)
+    wait_same_logs(cluster, topic)
+
+
 class Load:
     """An idempotent acks=all producer writing numbered records to every partition of a
     topic in a thread, recording what was acknowledged (per partition, in order) and what

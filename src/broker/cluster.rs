@@ -39,9 +39,16 @@ pub enum Located {
 }
 
 impl Broker {
-    /// This broker's epoch (see [`BrokerRegistration::epoch`]).
+    /// This broker's epoch now (see [`BrokerRegistration::epoch`]): its live registration's,
+    /// which grows when the broker registers again after losing its lease, or the one it
+    /// started with while the store has none.
     pub fn epoch(&self) -> i64 {
-        self.epoch
+        let me = self.node_id();
+        self.store
+            .live_brokers()
+            .iter()
+            .find(|b| b.node_id == me)
+            .map_or(self.epoch, |b| b.epoch.max(self.epoch))
     }
 
     /// Whether this is one broker of a cluster sharing metadata in etcd.
@@ -81,7 +88,7 @@ impl Broker {
                 host: self.config.advertised_host.clone(),
                 port: self.config.advertised_port,
                 rack: self.config.broker_rack.clone(),
-                epoch: self.epoch,
+                epoch: self.epoch(),
             });
             all.sort_by_key(|b| b.node_id);
         }

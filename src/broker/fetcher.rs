@@ -200,11 +200,10 @@ async fn follow_once(
     *reached = true;
     // Fetch v13+ names the topic by id, v15+ carries this broker's epoch (KIP-903).
     let version = client.version::<FetchRequest>()?;
-    let (topic_id, broker_epoch) = {
-        let b = broker.upgrade().context("the broker stopped")?;
-        let id = b.topic(&p.topic).map(|t| t.record.id);
-        (id.context("the topic is gone")?, b.epoch())
-    };
+    let topic_id = broker
+        .upgrade()
+        .and_then(|b| b.topic(&p.topic).map(|t| t.record.id))
+        .context("the topic is gone")?;
     truncate_to_leader(&mut client, p, me, leader_epoch).await?;
     loop {
         if broker
@@ -239,6 +238,9 @@ async fn follow_once(
         topic.partitions = vec![fp];
         let mut req = FetchRequest::default();
         if version >= 15 {
+            // Read for every request: a broker that lost its lease registers again with a
+            // new epoch, and the leader refuses fetches carrying the old one.
+            let broker_epoch = broker.upgrade().context("the broker stopped")?.epoch();
             req.replica_state.replica_id = BrokerId(me);
             req.replica_state.replica_epoch = broker_epoch;
         } else {

@@ -307,7 +307,7 @@ fn read_all(
     } else {
         -1
     };
-    let live = if replica.is_some() {
+    let live = if replica.is_some() && broker_epoch >= 0 {
         broker.live_brokers()
     } else {
         Vec::new()
@@ -320,7 +320,12 @@ fn read_all(
         for fp in &topic.partitions {
             let mut pd = empty_partition(fp.partition);
             let mut region = None;
-            if v >= 13 && topic.topic.0.is_empty() {
+            // v13+: the id must still be the topic's (not one deleted and created again under
+            // its name during a long poll).
+            if v >= 13
+                && (topic.topic.0.is_empty()
+                    || broker.topic(&topic.topic.0).map(|t| t.record.id) != Some(topic.topic_id))
+            {
                 pd.error_code = ResponseError::UnknownTopicId.code();
                 any_error = true;
                 out.partitions.push(pd);

@@ -200,8 +200,9 @@ pub struct PartitionLog {
     health: Arc<LogDirHealth>,
     /// fdatasyncs run by `flush_until` (observability of group commit).
     group_commit_syncs: AtomicU64,
-    /// Counts appends (of any kind) and truncations: replica fetches long-poll on it, so a
-    /// follower learns of new records before the leader's own fdatasync ends.
+    /// Counts appends (of any kind), truncations and log start moves: replica fetches
+    /// long-poll on it, so a follower learns of new records before the leader's own
+    /// fdatasync ends.
     appends: watch::Sender<u64>,
 }
 
@@ -941,6 +942,8 @@ impl PartitionLog {
     pub fn advance_log_start_offset(&self, offset: i64) -> Result<()> {
         self.online()?;
         let r = self.advance_log_start_offset_inner(offset);
+        // Followers long-polling here learn of the new log start at once.
+        self.appended();
         self.guard("moving the log start offset", r)
     }
 
