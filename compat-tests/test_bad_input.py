@@ -48,7 +48,7 @@ def test_api_versions(broker, version):
     assert r[18][0] == 0 and r[18][1] >= 3
     assert r[0][0] == 0, "Produce must be advertised from v0 (librdkafka < 2.11 compression detection)"
     assert 7 <= r[0][1] <= 12, f"Produce range {r[0]}"
-    assert r[1][0] <= 4 <= r[1][1] <= 12, f"Fetch range {r[1]}"
+    assert r[1][0] <= 4 <= r[1][1] <= 17, f"Fetch range {r[1]}"
     assert r[2][0] <= 1 <= r[2][1], f"ListOffsets range {r[2]}"
     assert r[19][0] <= 2 <= r[19][1], f"CreateTopics range {r[19]}"
     assert r[23][0] <= 2 <= r[23][1], f"OffsetForLeaderEpoch range {r[23]}"
