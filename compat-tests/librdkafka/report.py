@@ -87,9 +87,11 @@ def parse(log, rc, tmout, names):
         print("%s\t%s\t%s" % (name, st, clean(d)[:600]))
 
 
-MODE_ORDER = ["classic", "idempotent", "consumer", "idempotent+consumer", "classic+cluster3"]
+MODE_ORDER = ["classic", "idempotent", "consumer", "idempotent+consumer", "classic+cluster3",
+              "idempotent+cluster3", "consumer+cluster3"]
 MODE_LABEL = {"classic": "classic", "idempotent": "-P", "consumer": "consumer",
-              "classic+cluster3": "3 brokers",
+              "classic+cluster3": "3 brokers", "idempotent+cluster3": "-P, 3 brokers",
+              "consumer+cluster3": "consumer, 3 brokers",
               "idempotent+consumer": "-P consumer"}
 MODE_MEANING = {
     "classic": "default: classic consumer group protocol, producers as each test configures them",
@@ -99,7 +101,11 @@ MODE_MEANING = {
     "idempotent+consumer": "`-P --consumer-protocol`",
     "classic+cluster3": "`--cluster 3`: classic mode against a cluster of etcd and three brokers "
                         "(group and transaction coordinators and partition leaders spread over them; "
-                        "one replica per partition until replication)",
+                        "topics with the replication factor each test asks for, racks RACK1-3 and "
+                        "the rack-aware replica selector)",
+    "idempotent+cluster3": "`-P --cluster 3`: idempotent mode against the 3-broker cluster",
+    "consumer+cluster3": "`--consumer-protocol --cluster 3`: KIP-848 consumers against the 3-broker "
+                         "cluster",
 }
 CATEGORIES = OrderedDict([
     ("basic", ("produce / consume / metadata / topic admin only", "must pass")),
@@ -112,7 +118,7 @@ CATEGORIES = OrderedDict([
                "IncrementalAlterConfigs, DeleteRecords, DescribeCluster, DescribeTopics, ListOffsets, "
                "group admin (0081's ACL/SCRAM subtests are skipped: TEST_NO_ACLS)", "must pass")),
     ("cluster", ("needs replication (topics with replication factor 2 or 3, follower fetching): "
-                 "they fail against one broker", "must pass against 3 brokers (except follower fetching, not served yet)")),
+                 "they fail against one broker", "must pass against 3 brokers")),
     ("local", ("not a broker test (no broker, or an rd_kafka_mock cluster)", "not run")),
     ("sockem", ("needs librdkafka's socket emulation (`-E` excludes it)", "not run")),
     ("security", ("SSL / SASL / OAUTHBEARER listeners, ACLs, SCRAM credentials: Strand has none", "not run")),

@@ -219,6 +219,18 @@ start_broker() {  # $1 scenario, $2 log file
       || return 1
     BPORTS+="${BPORTS:+ }$BPORT"
   done
+  # A broker listens before it registers, and learns of the others through the etcd watch:
+  # wait until each one names all of them (a test's first CreateTopics with replication factor
+  # 3 would otherwise find too few brokers registered, as Kafka's would just after start).
+  local p n
+  for p in $BPORTS; do
+    for i in $(seq 1 150); do
+      n="$("$STRAND" cluster status -b "127.0.0.1:$p" --json 2>/dev/null | grep -c '"id":')" || true
+      ((n >= CLUSTER)) && break
+      sleep 0.1
+    done
+    ((n >= CLUSTER)) || return 1
+  done
   return 0
 }
 brokers_alive() { local p; for p in $BPID; do kill -0 "$p" 2>/dev/null || return 1; done; }
