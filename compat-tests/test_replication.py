@@ -227,6 +227,17 @@ def test_a_replica_fetch_from_a_non_replica_is_refused(make_cluster):
     assert kwire.fetch(leader.address, topic, 0, 0, replica_id=-1).error_code == 0
 
 
+def in_sync_topic(cluster, prefix):
+    """A new RF=3 topic with min.insync.replicas=2, once all replicas are in sync: (name,
+    partition 0's metadata)."""
+    topic = unique(prefix)
+    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
+    wait_everywhere(cluster, topic)
+    md = partition_md(cluster[0], topic)
+    wait_isr(cluster, topic, md.replicas)
+    return topic, md
+
+
 def test_a_fetch_from_an_earlier_incarnation_of_a_follower_is_refused(make_cluster):
     """KIP-903: a follower's Fetch (v15+) carries its broker epoch. One older than the
     follower's live registration (sent by a process of that broker that has since restarted)
@@ -235,11 +246,7 @@ def test_a_fetch_from_an_earlier_incarnation_of_a_follower_is_refused(make_clust
     import kwire
     from helpers import topic_id
     cluster = make_cluster(3)
-    topic = unique("kip903")
-    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
-    wait_everywhere(cluster, topic)
-    md = partition_md(cluster[0], topic)
-    wait_isr(cluster, topic, md.replicas)
+    topic, md = in_sync_topic(cluster, "kip903")
     leader = by_id(cluster, md.leader)
     follower = next(r for r in md.replicas if r != md.leader)
     tid = topic_id(cluster[0], topic)
@@ -276,11 +283,7 @@ def test_a_follower_that_registers_again_rejoins_the_isr(make_cluster):
     import json
     import subprocess
     cluster = make_cluster(3)
-    topic = unique("rereg")
-    create(cluster[0], topic, rf=3, config={"min.insync.replicas": "2"})
-    wait_everywhere(cluster, topic)
-    md = partition_md(cluster[0], topic)
-    wait_isr(cluster, topic, md.replicas)
+    topic, md = in_sync_topic(cluster, "rereg")
     follower = next(r for r in md.replicas if r != md.leader)
     key = f"{cluster.prefix}/brokers/{follower}"
 

@@ -92,11 +92,12 @@ pub async fn handle(ctx: RequestContext, req: FetchRequest) -> HandlerResult<Fet
 /// works by name; an id no topic has gets the empty name, which [`read_all`] answers
 /// UNKNOWN_TOPIC_ID (a topic deleted and created again under its name has another id).
 fn name_topics(broker: &Broker, req: &mut FetchRequest) {
+    let topics = broker.topics_view();
     for t in &mut req.topics {
-        t.topic = broker
-            .topic_by_id(t.topic_id)
+        t.topic = topics
+            .name_of(&t.topic_id)
             .filter(|_| !t.topic_id.is_nil())
-            .map(|topic| TopicName(topic.record.name.clone().into()))
+            .map(|name| TopicName(name.to_string().into()))
             .unwrap_or_default();
     }
 }
