@@ -395,6 +395,25 @@ def make_cluster(make_broker, etcd):
     def make(n: int = 3, settings: dict | None = None) -> Cluster:
         for i in range(1, n + 1):
             cluster.add(i, settings)
+        wait_until_each_names_all(cluster, n)
         return cluster
 
     return make
+
+
+def wait_until_each_names_all(brokers: list[Broker], n: int, timeout: float = 15.0) -> None:
+    """Every broker's Metadata lists `n` brokers. A broker learns of the others through its
+    etcd watch, a few milliseconds after they register; a test that creates an RF=n topic the
+    moment the last broker listens could otherwise be told only some are registered."""
+    from confluent_kafka.admin import AdminClient
+
+    deadline = time.monotonic() + timeout
+    for b in brokers:
+        admin = AdminClient({"bootstrap.servers": b.bootstrap})
+        while True:
+            seen = len(admin.list_topics(timeout=5).brokers)
+            if seen >= n:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{b.name} names {seen} of {n} brokers after {timeout}s")
+            time.sleep(0.05)
