@@ -8,8 +8,12 @@
 # kill -9s of a replicated partition's leader under an acks=all producer (time until a record
 # produced after the kill is acknowledged; every acknowledged record checked afterwards).
 #
-#   scripts/bench-cluster.sh [--consumers N] [--partitions N] [--seconds N] [--failovers N] [--no-build]
+#   scripts/bench-cluster.sh [--consumers N] [--partitions N] [--seconds N] [--failovers N]
+#                            [--steps metadata,controller,coordinator,failover,commits]
+#                            [--committers rdkafka,wire] [--no-build]
 #
+# The commits are made by examples/commit_latency.rs (librdkafka consumers in one Rust process),
+# built here unless --no-build finds it built.
 # Needs etcd (apt install etcd-server) and the compat-tests venv (.venv with confluent-kafka;
 # scripts/install-test-deps.sh). STRAND_BIN overrides the broker binary.
 set -euo pipefail
@@ -18,9 +22,9 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD=1 ARGS=()
 while (($#)); do
   case "$1" in
-    --consumers|--partitions|--seconds|--failovers) ARGS+=("$1" "$2"); shift ;;
+    --consumers|--partitions|--seconds|--failovers|--steps|--committers) ARGS+=("$1" "$2"); shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n "2,10p" "$0"; exit 0 ;;
+    -h|--help) sed -n "2,15p" "$0"; exit 0 ;;
     *) echo "bench-cluster.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
@@ -28,5 +32,9 @@ done
 if ((BUILD)) && [ -z "${STRAND_BIN:-}" ]; then
   cargo build --release -q --bin strand --manifest-path "$REPO/Cargo.toml" >&2
 fi
+if ((BUILD)) || [ ! -x "$REPO/target/release/examples/commit_latency" ]; then
+  cargo build --release -q --example commit_latency --manifest-path "$REPO/Cargo.toml" >&2
+fi
+export COMMIT_LATENCY="$REPO/target/release/examples/commit_latency"
 export STRAND_BIN="${STRAND_BIN:-$REPO/target/release/strand}"
 exec "$REPO/.venv/bin/python" -u "$REPO/scripts/bench/cluster.py" "${ARGS[@]}"

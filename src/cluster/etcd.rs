@@ -49,6 +49,7 @@ use super::{
 
 mod commits;
 mod follow;
+mod offsets;
 mod partitions;
 mod registration;
 
@@ -176,6 +177,8 @@ pub struct EtcdStore {
     keeper: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// Offset commits waiting for [`commit_writer`].
     commits: tokio::sync::mpsc::UnboundedSender<CommitJob>,
+    /// This broker's copy of the committed offsets of the group slots it holds.
+    offset_cache: offsets::OffsetCache,
 }
 
 impl Drop for EtcdStore {
@@ -316,6 +319,7 @@ impl EtcdStore {
             tasks: Mutex::new(vec![writer]),
             keeper: Mutex::new(None),
             commits,
+            offset_cache: offsets::OffsetCache::default(),
         };
         // Both watches start after this read, so nothing between it and them is missed; the
         // broker reads the topics itself after opening (and reconciles at once).
@@ -473,30 +477,6 @@ impl EtcdStore {
             }
         }
         Ok(())
-    }
-
-    /// One put per offset key (the last of duplicates wins, as applying them in order would):
-    /// etcd refuses a transaction that writes a key twice, which would fail every request
-    /// sharing it.
-    fn offset_puts(
-        &self,
-        slot: u32,
-        group: &str,
-        offsets: &[(String, i32, CommittedOffset)],
-    ) -> Result<Vec<TxnOp>> {
-        let mut latest: BTreeMap<(&str, i32), &CommittedOffset> = BTreeMap::new();
-        for (topic, partition, o) in offsets {
-            latest.insert((topic.as_str(), *partition), o);
-        }
-        let mut ops = Vec::with_capacity(latest.len());
-        for ((topic, partition), o) in latest {
-            ops.push(TxnOp::put(
-                self.keys().offset(slot, group, topic, partition),
-                encode(o)?,
-                None,
-            ));
-        }
-        Ok(ops)
     }
 }
 
@@ -798,6 +778,9 @@ impl MetadataStore for EtcdStore {
             self.shared
                 .apply_claim((claim.kind, claim.slot), None, revision);
         }
+        if claim.kind == CoordinatorKind::Group {
+            self.offset_cache.forget_slot(claim.slot);
+        }
         Ok(())
     }
 
@@ -895,19 +878,11 @@ impl MetadataStore for EtcdStore {
     }
 
     async fn load_offsets(&self, claim: SlotClaim) -> Result<SlotOffsets> {
-        let mut out = SlotOffsets::default();
+        let mut out = SlotOffsets {
+            committed: self.read_slot_offsets(&claim).await?,
+            ..SlotOffsets::default()
+        };
         let slot = claim.slot;
-        for (key, value) in self.get_prefix(self.keys().offsets(slot)).await? {
-            let Some((group, topic, partition)) = self.keys().parse_offset(slot, &key) else {
-                warn!("ignoring malformed offset key {key}");
-                continue;
-            };
-            let o: CommittedOffset = decode(&key, &value)?;
-            out.committed
-                .entry(group)
-                .or_default()
-                .insert((topic, partition), o);
-        }
         for (key, value) in self
             .get_prefix(self.keys().pending_offsets_of_slot(slot))
             .await?
@@ -927,22 +902,24 @@ impl MetadataStore for EtcdStore {
         group: &str,
         offsets: Vec<(String, i32, CommittedOffset)>,
     ) -> Result<()> {
-        let ops = self.offset_puts(claim.slot, group, &offsets)?;
-        if ops.len() > MAX_TXN_OPS {
-            // Too big to share a transaction: on its own, in several.
-            return self.fenced_write(&claim, ops).await;
-        }
-        let (done, wait) = tokio::sync::oneshot::channel();
-        self.commits
-            .send(CommitJob {
-                fence: fence(self.keys(), &claim),
-                claim,
-                ops,
-                done,
-            })
-            .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?;
-        wait.await
-            .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?
+        self.change_offsets(&claim, group, &offsets, &[], vec![], |ops| async {
+            if ops.len() > MAX_TXN_OPS {
+                // Too big to share a transaction: on its own, in several.
+                return self.fenced_write(&claim, ops).await;
+            }
+            let (done, wait) = tokio::sync::oneshot::channel();
+            self.commits
+                .send(CommitJob {
+                    fence: fence(self.keys(), &claim),
+                    claim,
+                    ops,
+                    done,
+                })
+                .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?;
+            wait.await
+                .map_err(|_| MetadataError::Unavailable("the offset writer stopped".into()))?
+        })
+        .await
     }
 
     async fn delete_offsets(
@@ -951,17 +928,15 @@ impl MetadataStore for EtcdStore {
         group: &str,
         partitions: Option<Vec<(String, i32)>>,
     ) -> Result<()> {
-        let ops = match partitions {
-            None => vec![TxnOp::delete(
-                self.keys().group_offsets(claim.slot, group),
-                Some(DeleteOptions::new().with_prefix()),
-            )],
-            Some(parts) => parts
-                .iter()
-                .map(|(t, p)| TxnOp::delete(self.keys().offset(claim.slot, group, t, *p), None))
-                .collect(),
-        };
-        self.fenced_write(&claim, ops).await
+        match partitions {
+            None => self.drop_group_offsets(&claim, group).await,
+            Some(parts) => {
+                self.change_offsets(&claim, group, &[], &parts, vec![], |ops| {
+                    self.fenced_write(&claim, ops)
+                })
+                .await
+            }
+        }
     }
 
     async fn put_pending_offsets(
@@ -983,17 +958,18 @@ impl MetadataStore for EtcdStore {
         producer_id: i64,
         commit: Option<Vec<(String, i32, CommittedOffset)>>,
     ) -> Result<()> {
-        let mut ops = match commit {
-            Some(offsets) => self.offset_puts(claim.slot, group, &offsets)?,
-            None => vec![],
-        };
-        // Last: if a big commit is split over transactions and interrupted, the pending
-        // offsets are still there and the marker's retry applies them again.
-        ops.push(TxnOp::delete(
+        // The pending key's delete goes last: if a big commit is split over transactions and
+        // interrupted, the pending offsets are still there and the marker's retry applies
+        // them again.
+        let done = TxnOp::delete(
             self.keys().pending_offsets(claim.slot, group, producer_id),
             None,
-        ));
-        self.fenced_write(&claim, ops).await
+        );
+        let offsets = commit.unwrap_or_default();
+        self.change_offsets(&claim, group, &offsets, &[], vec![done], |ops| {
+            self.fenced_write(&claim, ops)
+        })
+        .await
     }
 }
 

@@ -16,7 +16,7 @@
 //! | `<p>/cluster/slots` | [`SlotCounts`](super::SlotCounts) | once, by the first broker (create-if-absent) |
 //! | `<p>/coordinators/<group\|txn>/<slot>` | [`SlotHolder`](super::SlotHolder) (epoch 0: the claim's create revision is the epoch) | the claiming broker, create-if-absent under its lease |
 //! | `<p>/txns/<slot>/<transactional id>` | [`TxnRecord`](super::TxnRecord) | the transaction coordinator holding the slot, fenced by its claim |
-//! | `<p>/offsets/<slot>/<group>/<topic>/<partition>` | [`CommittedOffset`](super::CommittedOffset) | the group coordinator holding the slot, fenced by its claim; one etcd transaction per request (or per [`MAX_TXN_OPS`] partitions) |
+//! | `<p>/offsets/<slot>/<group>/<topic>/b<n>` | partitions `16n..16n+15` of the topic: `{"<partition>": CommittedOffset}` ([`CommittedOffset`](super::CommittedOffset)) | the group coordinator holding the slot, fenced by its claim; written whole from its copy (`etcd/offsets.rs`); concurrent requests share transactions of at most [`MAX_TXN_OPS`] keys |
 //! | `<p>/txn-offsets/<slot>/<group>/<producer id>` | [`PendingTxnOffsets`](super::PendingTxnOffsets) | TxnOffsetCommit; deleted by the transaction's marker |
 //!
 //! Group ids and transactional ids are arbitrary strings: in keys they are escaped
@@ -156,8 +156,9 @@ impl Keys {
         format!("{}{}/", self.offsets(slot), escape(group))
     }
 
-    pub fn offset(&self, slot: u32, group: &str, topic: &str, partition: i32) -> String {
-        format!("{}{topic}/{partition}", self.group_offsets(slot, group))
+    /// The key of bucket `n` (partitions `n*16 .. n*16+15`) of `topic`'s offsets in `group`.
+    pub fn offset_bucket(&self, slot: u32, group: &str, topic: &str, n: i32) -> String {
+        format!("{}{topic}/b{n}", self.group_offsets(slot, group))
     }
 
     pub fn pending_offsets_of_slot(&self, slot: u32) -> String {
@@ -189,12 +190,16 @@ impl Keys {
         })
     }
 
-    /// `(group, topic, partition)` of a key under [`Keys::offsets`] of `slot`.
-    pub fn parse_offset(&self, slot: u32, key: &str) -> Option<(String, String, i32)> {
+    /// `(group, topic, bucket)` of a key under [`Keys::offsets`] of `slot`.
+    pub fn parse_offset_bucket(&self, slot: u32, key: &str) -> Option<(String, String, i32)> {
         let rest = key.strip_prefix(&self.offsets(slot))?;
         let (group, rest) = rest.split_once('/')?;
-        let (topic, partition) = rest.rsplit_once('/')?;
-        Some((unescape(group)?, topic.to_string(), partition.parse().ok()?))
+        let (topic, bucket) = rest.rsplit_once('/')?;
+        let n: i32 = bucket.strip_prefix('b')?.parse().ok()?;
+        if n < 0 {
+            return None;
+        }
+        Some((unescape(group)?, topic.to_string(), n))
     }
 
     /// The node id of a key under [`Keys::brokers`].
@@ -247,15 +252,18 @@ mod tests {
     fn ids_with_any_characters_round_trip_and_stay_in_their_segment() {
         let k = Keys::new("/strand/");
         for group in ["g", "a/b", "100%", "ünïcode group", "", "../x"] {
-            let key = k.offset(3, group, "t.x_y-1", 7);
+            let key = k.offset_bucket(3, group, "t.x_y-1", 7);
             assert!(key.starts_with("/strand/offsets/3/"));
             let segment = key["/strand/offsets/3/".len()..].split('/').next().unwrap();
             assert!(!segment.contains('/'));
             assert_eq!(
-                k.parse_offset(3, &key),
+                k.parse_offset_bucket(3, &key),
                 Some((group.to_string(), "t.x_y-1".to_string(), 7))
             );
-            assert_eq!(k.parse_offset(4, &key), None);
+            assert_eq!(k.parse_offset_bucket(4, &key), None);
+            // Not a bucket key (the per-partition keys of earlier builds): ignored.
+            let old = format!("{}{}", k.group_offsets(3, group), "t/7");
+            assert_eq!(k.parse_offset_bucket(3, &old), None);
             let pending = k.pending_offsets(3, group, 42);
             assert_eq!(
                 k.parse_pending_offsets(3, &pending),

@@ -246,6 +246,103 @@ async fn coordinator_writes_are_fenced_by_the_slot_claim() {
     ));
 }
 
+/// Committed offsets are stored 16 partitions of a topic per etcd key, each written whole
+/// from the holder's copy: a commit of some partitions keeps the others of its bucket,
+/// deletes remove only theirs, and a holder whose copy predates another holder's writes
+/// (the slot went away and came back) reads the group again instead of writing back its
+/// stale copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_in_buckets_survive_partial_commits_deletes_and_moves() {
+    use std::collections::BTreeMap;
+    use strand::cluster::etcd::{EtcdStore, LeaseSettings};
+    use strand::cluster::{CommittedOffset, CoordinatorKind, MetadataStore};
+    let etcd = Etcd::start();
+    let lease = LeaseSettings {
+        session_timeout: Duration::from_secs(2),
+        heartbeat_interval: Duration::from_millis(500),
+    };
+    let endpoints = std::slice::from_ref(&etcd.endpoint);
+    let a = EtcdStore::open(endpoints, "/buckets", lease, SLOTS)
+        .await
+        .unwrap();
+    let b = EtcdStore::open(endpoints, "/buckets", lease, SLOTS)
+        .await
+        .unwrap();
+    a.register_broker(registration(1)).await.unwrap();
+    b.register_broker(registration(2)).await.unwrap();
+    let group = "g";
+    let slot = strand::cluster::slots::slot_of(group, SLOTS.group);
+    let off = |o: i64| CommittedOffset {
+        offset: o,
+        leader_epoch: 3,
+        metadata: format!("m{o}"),
+        commit_timestamp: 1,
+    };
+    let mut want: BTreeMap<(String, i32), CommittedOffset> = BTreeMap::new();
+    let claim = a
+        .claim_slot(CoordinatorKind::Group, slot)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(a.load_offsets(claim).await.unwrap().committed.is_empty());
+    // 40 partitions of t (buckets 0, 1, 2) and one of u, in one request.
+    let mut first: Vec<(String, i32, CommittedOffset)> = (0..40)
+        .map(|p| ("t".into(), p, off(100 + i64::from(p))))
+        .collect();
+    first.push(("u".into(), 5, off(7)));
+    a.commit_offsets(claim, group, first.clone()).await.unwrap();
+    for (t, p, o) in first {
+        want.insert((t, p), o);
+    }
+    // One partition of bucket 1 again: the other 15 stay.
+    a.commit_offsets(claim, group, vec![("t".into(), 17, off(1017))])
+        .await
+        .unwrap();
+    want.insert(("t".into(), 17), off(1017));
+    // Deletes: one of bucket 0, and every partition of bucket 2 (32..40).
+    let mut gone: Vec<(String, i32)> = vec![("t".into(), 3)];
+    gone.extend((32..40).map(|p| ("t".to_string(), p)));
+    a.delete_offsets(claim, group, Some(gone.clone()))
+        .await
+        .unwrap();
+    for k in &gone {
+        want.remove(k);
+    }
+    a.release_slot(claim).await.unwrap();
+    let taken = b
+        .claim_slot(CoordinatorKind::Group, slot)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.load_offsets(taken).await.unwrap().committed[group], want);
+    // b commits partition 0; then the slot goes back to a, whose copy is from before that.
+    b.commit_offsets(taken, group, vec![("t".into(), 0, off(5000))])
+        .await
+        .unwrap();
+    want.insert(("t".into(), 0), off(5000));
+    b.release_slot(taken).await.unwrap();
+    let again = a
+        .claim_slot(CoordinatorKind::Group, slot)
+        .await
+        .unwrap()
+        .unwrap();
+    // A commit of partition 1 (bucket 0) without a load first must keep b's partition 0.
+    a.commit_offsets(again, group, vec![("t".into(), 1, off(6001))])
+        .await
+        .unwrap();
+    want.insert(("t".into(), 1), off(6001));
+    assert_eq!(a.load_offsets(again).await.unwrap().committed[group], want);
+    // Deleting the whole group leaves nothing to load, and commits start afresh.
+    a.delete_offsets(again, group, None).await.unwrap();
+    assert!(a.load_offsets(again).await.unwrap().committed.is_empty());
+    a.commit_offsets(again, group, vec![("t".into(), 2, off(1))])
+        .await
+        .unwrap();
+    let loaded = a.load_offsets(again).await.unwrap().committed;
+    assert_eq!(loaded[group].len(), 1);
+    assert_eq!(loaded[group][&("t".to_string(), 2)], off(1));
+}
+
 /// Topic changes through the etcd store are compare-and-swap on what they were computed from:
 /// a change based on a stale record, or a delete of a re-created name, is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

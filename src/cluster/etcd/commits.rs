@@ -12,8 +12,11 @@ pub(super) struct CommitJob {
     pub(super) done: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
-/// Transactions the offset writer keeps in flight at once.
-pub(super) const COMMIT_TXNS_IN_FLIGHT: usize = 4;
+/// Transactions the offset writer keeps in flight at once. etcd's WAL fsync is the serial
+/// cost (about 2.4 ms each on the bench machine, with a few proposals per fsync): with fewer
+/// transactions in flight each carries more commits. 2 gave 12,400-12,700 commits/s at p99
+/// 17-18 ms where 4 gave 4,900-8,300 at p99 27-61 ms (docs/cluster.md, Figures).
+pub(super) const COMMIT_TXNS_IN_FLIGHT: usize = 2;
 
 /// Group commit of offsets: concurrent OffsetCommit requests share etcd transactions. It
 /// takes whatever is queued, packs whole requests into transactions of at most
