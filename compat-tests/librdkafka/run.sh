@@ -343,6 +343,11 @@ run_group() {  # $1 "num scenario mode", $2 file for the result lines; run in a 
     fi
     if [ "$st" = fail ] && ! must_pass "$n"; then d="expected (${REASON[$n]}): $d"; fi
     if [ "$st" = fail ] && must_pass "$n" && ((alive)); then d="$d | broker stderr: $(broker_tail "$blog")"; fi
+    if [ "$st" = fail ] && must_pass "$n"; then  # for the summary: what the test said last
+      { echo "--- $n ($m): last lines of $tlog"; tail -n 30 "$tlog" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-300
+        echo "--- broker: last lines of $blog"; tail -n 15 "$blog" | sed 's/\x1b\[[0-9;]*m//g' | cut -c1-300
+      } >"$RUN_DIR/tail.$tag.$n"
+    fi
     printf '%s\t%s\t%s\t%s\t%s\n' "$n" "$m" "${CAT[$n]}" "$st" "$d" >>"$2"
     log "$(printf '%-40s %-10s %-11s %-4s %4ss  %s' "$n" "$m" "${CAT[$n]}" "$st" "$dt" "${d:0:150}")"
   done < <(python3 "$HERE/report.py" parse "$tlog" "$rc" "$tm" "${names[@]}")
@@ -389,6 +394,7 @@ if [ "$MODE" = full ]; then
   exit 0
 fi
 if [ "$MODE" = ci ]; then
+  for f in "$RUN_DIR"/tail.*; do [ -f "$f" ] && cat "$f" >&2; done
   awk -F'\t' 'NR>1 && $4!="pass"{print "  NOT PASSED (" $2 "): " $1 ": " $4 " " $5}' "$RESULTS" >&2
   nf=$(awk -F'\t' 'NR>1 && $4!="pass"' "$RESULTS" | wc -l)
   if ((nf)); then log "CI subset: $nf test(s) did not pass (in ${DUR}s)"; exit 1; fi

@@ -135,7 +135,7 @@ pub struct Heartbeat {
 pub struct HeartbeatResult {
     pub member_id: String,
     pub member_epoch: i32,
-    /// Sent only when it changed since the last response.
+    /// Sent when it changed since the last response, and in answer to every full request.
     pub assignment: Option<Assignment>,
 }
 
@@ -324,6 +324,13 @@ impl ConsumerGroup {
             }
         }
 
+        // A full request (every non-optional field set: a client sends one when it joins or
+        // after an error, e.g. a lost connection) gets the whole assignment back even if the
+        // previous response carried it: that response may be the one the client never saw.
+        let full_request = hb.member_epoch == 0
+            || (hb.rebalance_timeout.is_some()
+                && (hb.subscribed.is_some() || hb.regex.is_some())
+                && hb.owned.is_some());
         // Update what the member told us. A join always starts a new group epoch.
         let mut changed = hb.member_epoch == 0;
         if let Some(m) = self.members.get_mut(&hb.member_id) {
@@ -380,7 +387,7 @@ impl ConsumerGroup {
             .members
             .get_mut(&hb.member_id)
             .ok_or(GroupError::UnknownMemberId)?;
-        let assignment = if m.sent.as_ref() != Some(&m.assigned) {
+        let assignment = if full_request || m.sent.as_ref() != Some(&m.assigned) {
             m.sent = Some(m.assigned.clone());
             Some(m.assigned.clone())
         } else {
@@ -729,6 +736,30 @@ mod tests {
 
     fn count(a: &Option<Assignment>) -> usize {
         a.as_ref().map_or(0, |a| a.values().map(|p| p.len()).sum())
+    }
+
+    #[test]
+    fn a_full_request_gets_the_assignment_again() {
+        // The response that carried the assignment was lost (say the connection dropped):
+        // the client's next heartbeat is a full one and must learn the assignment anew.
+        let t = topics();
+        let now = Instant::now();
+        let s = Duration::from_secs(45);
+        let mut g = ConsumerGroup::new("g");
+        let r = g
+            .heartbeat(hb("m1", 0, Some(Assignment::new())), &t, now, s)
+            .unwrap();
+        assert_eq!(count(&r.assignment), 4);
+        let r = g.heartbeat(hb("m1", 1, None), &t, now, s).unwrap();
+        assert!(
+            r.assignment.is_none(),
+            "an incremental heartbeat: nothing new"
+        );
+        let mut full = hb("m1", 1, Some(Assignment::new()));
+        full.subscribed = Some(vec!["a".into()]);
+        let r = g.heartbeat(full, &t, now, s).unwrap();
+        assert_eq!(r.member_epoch, 1);
+        assert_eq!(count(&r.assignment), 4);
     }
 
     #[test]
