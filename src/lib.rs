@@ -17,6 +17,8 @@ pub mod metrics;
 pub mod server;
 pub mod storage;
 pub mod txn;
+#[cfg(feature = "verify")]
+pub mod verify;
 
 use std::sync::Arc;
 

@@ -31,6 +31,10 @@ enum Command {
     Cluster(strand::cli::ClusterArgs),
     /// Inspect, reset and delete consumer groups on any Kafka-compatible broker.
     Groups(strand::cli::GroupsArgs),
+    /// Check what a Kafka-compatible cluster promises under a workload (lost, duplicated,
+    /// reordered, aborted or uncommitted records; committed offsets going backwards).
+    #[cfg(feature = "verify")]
+    Verify(strand::verify::VerifyArgs),
 }
 
 #[derive(Args, Default)]
@@ -181,6 +185,8 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Topics(a)) => admin(strand::cli::topics(a)),
         Some(Command::Cluster(a)) => admin(strand::cli::cluster(a)),
         Some(Command::Groups(a)) => admin(strand::cli::groups(a)),
+        #[cfg(feature = "verify")]
+        Some(Command::Verify(a)) => std::process::exit(strand::verify::run(a)),
     };
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(serve(args))
