@@ -113,7 +113,7 @@ def test_a_run_across_broker_kills_and_restarts_loses_nothing(make_cluster, stra
     def run():
         out["result"] = verify(strand_bin, cluster.bootstrap, "--topic", topic, "--partitions",
                                "3", "--duration", "20", "--rate", "800", "--settle", "90",
-                               "--set", "message.timeout.ms=60000")
+                               "--delivery-timeout", "60")
 
     t = threading.Thread(target=run)
     t.start()

@@ -12,7 +12,7 @@ log() { printf '\n==> %s\n' "$*"; }
 APT_PACKAGES=(
   protobuf-compiler libprotobuf-dev cmake kcat librdkafka-dev libssl-dev libsasl2-dev
   libzstd-dev liblz4-dev zlib1g-dev etcd-server etcd-client python3-venv
-  build-essential pkg-config rapidjson-dev
+  build-essential pkg-config rapidjson-dev iproute2 nftables faketime
 )
 
 # --- Debian packages -------------------------------------------------------

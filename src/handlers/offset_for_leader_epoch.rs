@@ -36,7 +36,11 @@ pub async fn handle(
                     } else {
                         match part.log() {
                             Ok(log) => {
-                                let (epoch, end) = log.epoch_end_offset(p.leader_epoch);
+                                let (epoch, end) = if part.is_leader() {
+                                    log.leader_epoch_end_offset(p.leader_epoch, current)
+                                } else {
+                                    log.epoch_end_offset(p.leader_epoch)
+                                };
                                 e.leader_epoch = epoch;
                                 e.end_offset = end;
                             }

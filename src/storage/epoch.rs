@@ -118,6 +118,28 @@ impl LeaderEpochCache {
         }
     }
 
+    /// [`LeaderEpochCache::end_offset_for`] on a leader at `leader_epoch`: Kafka records a
+    /// leader's epoch as starting at its log end offset the moment it is elected, so a new
+    /// leader that has appended nothing yet still knows its own epoch (an empty partition
+    /// answers `(epoch, 0)`, not `(-1, -1)`, which clients read as log truncation). Until
+    /// the leader's first append in that epoch the log end offset is where the epoch starts.
+    pub fn end_offset_for_leader(
+        &self,
+        requested: i32,
+        log_end_offset: i64,
+        leader_epoch: i32,
+    ) -> (i32, i64) {
+        if leader_epoch >= 0 && self.latest_epoch().is_none_or(|l| l < leader_epoch) {
+            let mut with = self.clone();
+            with.entries.push(EpochEntry {
+                epoch: leader_epoch,
+                start_offset: log_end_offset,
+            });
+            return with.end_offset_for(requested, log_end_offset);
+        }
+        self.end_offset_for(requested, log_end_offset)
+    }
+
     /// Writes the checkpoint atomically.
     pub fn persist(&self, dir: &Path) -> io::Result<()> {
         let mut text = format!("0\n{}\n", self.entries.len());
@@ -222,5 +244,25 @@ mod tests {
             }]
         );
         assert!(!c.assign(1, 30), "older epochs are ignored");
+    }
+
+    #[test]
+    fn a_new_leader_knows_its_epoch_before_its_first_append() {
+        let empty = LeaderEpochCache::default();
+        assert_eq!(
+            empty.end_offset_for(0, 0),
+            (UNDEFINED_EPOCH, UNDEFINED_EPOCH_OFFSET)
+        );
+        assert_eq!(empty.end_offset_for_leader(0, 0, 0), (0, 0));
+        // Epoch 1 wrote offsets 0..10; this broker now leads at epoch 3 with nothing new.
+        let mut c = LeaderEpochCache::default();
+        assert!(c.assign(1, 0));
+        assert_eq!(c.end_offset_for_leader(3, 10, 3), (3, 10));
+        assert_eq!(c.end_offset_for_leader(1, 10, 3), (1, 10));
+        assert_eq!(c.end_offset_for_leader(2, 10, 3), (1, 10));
+        // Once epoch 3 has appended, the cache itself answers.
+        assert!(c.assign(3, 10));
+        assert_eq!(c.end_offset_for_leader(3, 15, 3), (3, 15));
+        assert_eq!(c.end_offset_for_leader(1, 15, 3), (1, 10));
     }
 }

@@ -981,6 +981,15 @@ impl PartitionLog {
         inner.epochs.end_offset_for(epoch, inner.log_end_offset)
     }
 
+    /// [`Log::epoch_end_offset`] as the leader at `leader_epoch` answers it
+    /// ([`LeaderEpochCache::end_offset_for_leader`]).
+    pub fn leader_epoch_end_offset(&self, epoch: i32, leader_epoch: i32) -> (i32, i64) {
+        let inner = self.lock();
+        inner
+            .epochs
+            .end_offset_for_leader(epoch, inner.log_end_offset, leader_epoch)
+    }
+
     /// The leader epoch cache entries, oldest first (for replication and diagnostics).
     pub fn leader_epoch_entries(&self) -> Vec<EpochEntry> {
         self.lock().epochs.entries().to_vec()

@@ -54,6 +54,10 @@ pub struct VerifyArgs {
     /// drain.
     #[arg(long, default_value_t = 120.0)]
     pub settle: f64,
+    /// Seconds a producer keeps trying to deliver a record (message.timeout.ms; for a
+    /// transactional producer also transaction.timeout.ms).
+    #[arg(long, default_value_t = 60.0)]
+    pub delivery_timeout: f64,
     /// Producers (each its own client; idempotent, acks=all).
     #[arg(long, default_value_t = 2)]
     pub producers: u32,
@@ -129,6 +133,10 @@ fn plan(args: &VerifyArgs) -> anyhow::Result<workload::Plan> {
     anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
     anyhow::ensure!(args.settle > 0.0, "--settle must be positive");
     anyhow::ensure!(
+        (1.0..=900.0).contains(&args.delivery_timeout),
+        "--delivery-timeout must be within 1..900 seconds"
+    );
+    anyhow::ensure!(
         (0.0..=1.0).contains(&args.abort_rate),
         "--abort-rate must be within 0..1"
     );
@@ -171,6 +179,7 @@ fn plan(args: &VerifyArgs) -> anyhow::Result<workload::Plan> {
         topic_config,
         load: Duration::from_secs_f64(args.duration),
         settle: Duration::from_secs_f64(args.settle),
+        delivery_timeout: Duration::from_secs_f64(args.delivery_timeout),
         producers: args.producers,
         rate: args.rate,
         record_size: args.record_size,

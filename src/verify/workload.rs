@@ -51,6 +51,8 @@ pub struct Plan {
     pub topic_config: Vec<(String, String)>,
     pub load: Duration,
     pub settle: Duration,
+    /// A producer's message.timeout.ms (and a transactional one's transaction.timeout.ms).
+    pub delivery_timeout: Duration,
     pub producers: u32,
     /// Records per second over all producers; 0 = as fast as they go.
     pub rate: u64,
@@ -363,9 +365,14 @@ fn make_producer(
     transactional_id: Option<&str>,
 ) -> anyhow::Result<VerifyProducer> {
     let mut c = client_config(plan);
-    c.set("enable.idempotence", "true").set("acks", "all");
+    let timeout_ms = plan.delivery_timeout.as_millis().to_string();
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("message.timeout.ms", &timeout_ms);
     if let Some(t) = transactional_id {
-        c.set("transactional.id", t);
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        c.set("transactional.id", t)
+            .set("transaction.timeout.ms", &timeout_ms);
     }
     Ok(c.create_with_context(DeliveryCtx { rec: rec.clone() })?)
 }
@@ -481,19 +488,23 @@ fn produce_transactional(
     let mut rng = rand::rngs::StdRng::seed_from_u64(plan.seed ^ u64::from(index));
     let mut pacer = Pacer::new(plan.rate as f64 / plan.producers as f64);
     // A producer session: a fresh producer that has completed init_transactions.
-    let start = || -> Option<(VerifyProducer, u32)> {
+    let start = || -> Result<(VerifyProducer, u32), String> {
+        let mut last = String::from("no attempt");
         while Instant::now() < settle_by {
-            if let Ok(p) = make_producer(plan, rec, Some(&tid)) {
-                if retrying(settle_by, || p.init_transactions(call_timeout)).is_ok() {
-                    return Some((p, rec.new_session()));
-                }
+            match make_producer(plan, rec, Some(&tid)) {
+                Ok(p) => match retrying(settle_by, || p.init_transactions(call_timeout)) {
+                    Ok(()) => return Ok((p, rec.new_session())),
+                    Err(e) => last = format!("init_transactions: {e}"),
+                },
+                Err(e) => last = format!("creating the producer: {e}"),
             }
             thread::sleep(Duration::from_millis(500));
         }
-        None
+        Err(last)
     };
-    let Some((mut p, mut producer)) = start() else {
-        bail!("producer {tid}: init_transactions did not succeed");
+    let (mut p, mut producer) = match start() {
+        Ok(started) => started,
+        Err(e) => bail!("producer {tid} could not start: {e}"),
     };
     let mut seq = 0u64;
     while Instant::now() < until {
@@ -538,10 +549,10 @@ fn produce_transactional(
                 // Fatal (or out of time): a new producer fences this one and resolves its
                 // transaction, whose outcome stays unknown to us.
                 drop(p);
-                let Some(next) = start() else {
-                    bail!("producer {tid}: could not start again after a fatal error");
+                (p, producer) = match start() {
+                    Ok(next) => next,
+                    Err(e) => bail!("producer {tid} could not start again after an error: {e}"),
                 };
-                (p, producer) = next;
                 seq = 0;
             }
         }
@@ -804,8 +815,12 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
                 failed.get_or_insert(e);
             }
         }
-        say("load done; reading back");
         stop_tails.store(true, Ordering::Relaxed);
+        if let Some(e) = failed {
+            stop_group.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        say("load done; reading back");
         let ends = match ends(plan, settle_until) {
             Ok(e) => e,
             Err(e) => {
@@ -820,13 +835,7 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
             let rec = &rec;
             s.spawn(move || final_read(plan, rec, reader, iso, ends, settle_until));
         }
-        match failed {
-            Some(e) => {
-                stop_group.store(true, Ordering::Relaxed);
-                Err(e)
-            }
-            None => Ok(()),
-        }
+        Ok(())
     })?;
     let elapsed = rec.t0.elapsed();
     let s = std::mem::take(&mut *rec.state.lock().unwrap());
