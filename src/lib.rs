@@ -35,6 +35,8 @@ pub struct Running {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     /// The `/metrics` endpoint and its sampler, when `metrics.listen` is set (stops on drop).
     _metrics: Option<metrics::Exporter>,
+    /// Why the broker stopped itself (see [`Running::start`]), if it did.
+    halted: Arc<std::sync::OnceLock<String>>,
 }
 
 impl Running {
@@ -58,12 +60,41 @@ impl Running {
         let server = server::Server::new(listener, broker.clone());
         let (shutdown, rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(server.run(rx));
+        let halted = Arc::new(std::sync::OnceLock::new());
+        if broker.is_cluster() {
+            // A clustered broker whose data dir went offline leaves the cluster, as Kafka's
+            // broker halts when its last log dir fails: staying registered would keep it the
+            // leader of partitions it can no longer serve. Its lease goes with it, so the
+            // controller moves leadership to in-sync replicas; the operator frees the disk and
+            // restarts it, and the logs are recovered from what is on disk.
+            let (broker, shutdown, halted) = (broker.clone(), shutdown.clone(), halted.clone());
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    if broker.log_dir().is_offline() {
+                        let why = format!(
+                            "the data dir is offline ({}): leaving the cluster",
+                            broker.log_dir().reason().unwrap_or_default()
+                        );
+                        tracing::error!("{why}");
+                        let _ = halted.set(why);
+                        let _ = shutdown.send(true);
+                        return;
+                    }
+                }
+            });
+        }
         Ok(Running {
             addr,
             broker,
             shutdown,
             task,
             _metrics: exporter,
+            halted,
         })
     }
 
@@ -107,6 +138,9 @@ impl Running {
     /// Waits until the server stops by itself (it only does on error).
     pub async fn wait(&mut self) -> anyhow::Result<()> {
         (&mut self.task).await??;
+        if let Some(why) = self.halted.get() {
+            anyhow::bail!("broker stopped: {why}");
+        }
         Ok(())
     }
 

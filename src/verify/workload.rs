@@ -439,8 +439,8 @@ fn send(
 }
 
 fn produce_plain(plan: &Plan, rec: &Arc<Recorder>, until: Instant) -> anyhow::Result<()> {
-    let p = make_producer(plan, rec, None)?;
-    let producer = rec.new_session();
+    let mut p = make_producer(plan, rec, None)?;
+    let mut producer = rec.new_session();
     let mut pacer = Pacer::new(plan.rate as f64 / plan.producers as f64);
     let mut seq = 0u64;
     while Instant::now() < until {
@@ -448,6 +448,18 @@ fn produce_plain(plan: &Plan, rec: &Arc<Recorder>, until: Instant) -> anyhow::Re
         let partition = (seq % plan.partitions as u64) as i32;
         let _ = send(&p, plan, rec, RecordId { producer, seq }, partition, None);
         seq += 1;
+        // An idempotent producer that hit a fatal error sends nothing more: its outstanding
+        // records get their reports as it is dropped, and a new producer (a new session, so
+        // the ordering check does not span them) goes on.
+        if seq.is_multiple_of(64) {
+            if let Some((code, why)) = p.client().fatal_error() {
+                tracing::warn!(%code, %why, "producer {producer}: fatal error; starting a new one");
+                let _ = p.flush(plan.settle);
+                p = make_producer(plan, rec, None)?;
+                producer = rec.new_session();
+                seq = 0;
+            }
+        }
     }
     let _ = p.flush(plan.settle);
     Ok(())

@@ -529,3 +529,83 @@ async fn partition_states_are_fenced_by_the_controller_election() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A clustered broker whose data dir goes offline (here a failed fdatasync) leaves the cluster
+/// as Kafka's broker halts when its last log dir fails: `Running::wait` ends with the reason,
+/// its lease goes, and the other replica takes leadership and the writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_whose_data_dir_goes_offline_leaves_and_leadership_moves() {
+    use strand::storage::fault::{self, FaultOp};
+    let etcd = Etcd::start();
+    let mut brokers = Vec::new();
+    for node in ["1", "2"] {
+        let s = [
+            ("node.id", node),
+            ("etcd.endpoints", etcd.endpoint.as_str()),
+            ("etcd.prefix", "/it-offline"),
+            ("default.replication.factor", "2"),
+        ];
+        brokers.push(TestBroker::start_with(&s).await);
+    }
+    let mut c = brokers[0].client().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metadata(&mut c).await.brokers.len() < 2 {
+        assert!(Instant::now() < deadline, "broker 1 never saw broker 2");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(c.create_topic("off", 1, &[]).await.topics[0].error_code, 0);
+    let state = |md: &MetadataResponse| {
+        md.topics
+            .iter()
+            .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "off"))
+            .and_then(|t| t.partitions.first())
+            .map(|p| (p.leader_id.0, p.isr_nodes.len()))
+    };
+    // A leader with both replicas in sync.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        if let Some((l @ 1..=2, 2)) = state(&metadata(&mut c).await) {
+            break l;
+        }
+        assert!(Instant::now() < deadline, "no in-sync leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    drop(c);
+    let (failing, survivor) = ((leader - 1) as usize, (2 - leader) as usize);
+    fault::inject(brokers[failing].dir.path(), FaultOp::Sync, 5);
+    let mut c = brokers[failing].client().await;
+    let r = c
+        .produce("off", 0, batch(&["lost"], 1, Compression::None), -1)
+        .await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 56);
+    drop(c);
+    let running = brokers[failing].running.as_mut().unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(20), running.wait())
+        .await
+        .expect("the broker did not leave the cluster");
+    let err = ended.expect_err("wait() ends with the reason");
+    assert!(err.to_string().contains("data dir is offline"), "{err}");
+    fault::clear(brokers[failing].dir.path());
+
+    // The survivor leads and takes writes.
+    let node = survivor as i32 + 1;
+    let mut c = brokers[survivor].client().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if state(&metadata(&mut c).await).is_some_and(|(l, _)| l == node) {
+            let r = c
+                .produce("off", 0, batch(&["kept"], 1, Compression::None), 1)
+                .await;
+            if r.responses[0].partition_responses[0].error_code == 0 {
+                break;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "leadership never moved to {node}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(c);
+    brokers.remove(survivor).stop().await;
+}
