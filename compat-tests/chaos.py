@@ -468,8 +468,9 @@ class Injector:
                 # A clustered broker whose data dir went offline leaves the cluster (as Kafka's
                 # halts); the operator frees space and starts it again.
                 time.sleep(0.5)
-                if proc.p is not None and proc.p.poll() is not None and "data dir is offline" \
-                        in proc.log.read_text(errors="replace")[-4000:]:
+                since_start = proc.log.read_text(errors="replace").rsplit("=== start", 1)[-1]
+                if proc.p is not None and proc.p.poll() is not None \
+                        and "data dir is offline" in since_start:
                     proc.expected_exit = True
                     proc.start()
             return b, how, f"tmpfs of {c.disk_mb} MiB filled", heal

@@ -51,7 +51,7 @@ STRAND_BIN="$REPO/target/release/strand" .venv/bin/python -m pytest compat-tests
 
 step "chaos: a short fault run against a 3-broker cluster (strand verify)"
 # One seeded run (replay: scripts/chaos.sh --runs 1 --seed 104 ...); every fault kind but
-# disk-full, whose acknowledged-write loss is open (docs/reliability.md).
+# disk-full, whose open finding is in docs/reliability.md.
 bash scripts/chaos.sh --no-build --runs 1 --seed 104 --duration 30 \
   --faults kill,pause,isolate,controller-etcd-cut,split,one-way,etcd-kill,broker-etcd-cut,loss,slow,clock-skew
 
