@@ -27,6 +27,18 @@ def verify(strand_bin, bootstrap: str, *args: str, timeout: float = 300):
     return p.returncode, report, p.stderr
 
 
+def verify_in_background(strand_bin, bootstrap: str, *args: str):
+    """Starts `verify(...)` on a thread; returns (thread, out), out["result"] set when done."""
+    out = {}
+
+    def run():
+        out["result"] = verify(strand_bin, bootstrap, *args)
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, out
+
+
 def violations(report) -> dict:
     return {k: v["count"] for k, v in report["violations"].items() if v["count"]}
 
@@ -63,15 +75,9 @@ def test_records_removed_under_a_run_are_reported_lost(broker, strand_bin):
     """DeleteRecords from another client removes acknowledged records while verify runs: the
     checker must say so (this is how a real loss would look) and exit 1."""
     topic = unique("verify-del")
-    out = {}
-
-    def run():
-        out["result"] = verify(strand_bin, broker.bootstrap, "--topic", topic, "--partitions",
-                               "2", "--duration", "6", "--rate", "1000", "--settle", "60",
-                               "--group-members", "0")
-
-    t = threading.Thread(target=run)
-    t.start()
+    t, out = verify_in_background(strand_bin, broker.bootstrap, "--topic", topic,
+                                  "--partitions", "2", "--duration", "6", "--rate", "1000",
+                                  "--settle", "60", "--group-members", "0")
     a = AdminClient({"bootstrap.servers": broker.bootstrap})
     deadline = time.monotonic() + 30
     high = 0
@@ -108,15 +114,9 @@ def test_a_run_across_broker_kills_and_restarts_loses_nothing(make_cluster, stra
     cluster = make_cluster(3)
     topic = unique("verify-kill")
     create(cluster[0], topic, partitions=3, rf=3, config={"min.insync.replicas": "2"})
-    out = {}
-
-    def run():
-        out["result"] = verify(strand_bin, cluster.bootstrap, "--topic", topic, "--partitions",
-                               "3", "--duration", "20", "--rate", "800", "--settle", "90",
-                               "--delivery-timeout", "60")
-
-    t = threading.Thread(target=run)
-    t.start()
+    t, out = verify_in_background(strand_bin, cluster.bootstrap, "--topic", topic,
+                                  "--partitions", "3", "--duration", "20", "--rate", "800",
+                                  "--settle", "90", "--delivery-timeout", "60")
     time.sleep(4)
     leader = partition_md(cluster[0], topic).leader
     for victim in (leader, leader % 3 + 1):

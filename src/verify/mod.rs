@@ -127,6 +127,18 @@ fn verdict(r: &Report) -> (&'static str, i32) {
     }
 }
 
+/// `KEY=VALUE` arguments of `flag` as pairs.
+fn key_values(args: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+    args.iter()
+        .map(|kv| {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{flag} expects KEY=VALUE, got `{kv}`"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
 fn plan(args: &VerifyArgs) -> anyhow::Result<workload::Plan> {
     anyhow::ensure!(args.partitions > 0, "--partitions must be positive");
     anyhow::ensure!(args.producers > 0, "--producers must be positive");
@@ -144,19 +156,8 @@ fn plan(args: &VerifyArgs) -> anyhow::Result<workload::Plan> {
     let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
     let run = format!("{:x}", now.as_millis() % (1 << 40));
     let mut client = vec![("bootstrap.servers".to_string(), args.bootstrap.clone())];
-    for kv in &args.set {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--set expects KEY=VALUE, got `{kv}`"))?;
-        client.push((k.trim().to_string(), v.trim().to_string()));
-    }
-    let mut topic_config = vec![];
-    for kv in &args.config {
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--config expects KEY=VALUE, got `{kv}`"))?;
-        topic_config.push((k.trim().to_string(), v.trim().to_string()));
-    }
+    client.extend(key_values(&args.set, "--set")?);
+    let topic_config = key_values(&args.config, "--config")?;
     let mut isolations = vec![];
     for i in &args.isolation {
         let iso = if i == "read_committed" {

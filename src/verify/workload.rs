@@ -868,6 +868,18 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
     })
 }
 
+/// Starts a group member on `s`; setting the flag makes it commit, leave and end.
+fn spawn_member<'scope, 'env>(
+    s: &'scope thread::Scope<'scope, 'env>,
+    plan: &'env Plan,
+    rec: &'env Recorder,
+    reader: usize,
+) -> (Arc<AtomicBool>, thread::ScopedJoinHandle<'scope, ()>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    let f = flag.clone();
+    (flag, s.spawn(move || member(plan, rec, reader, &f)))
+}
+
 /// Keeps `group_members` members running, replacing one every `churn`, until the group's
 /// committed offsets reach the ends (once known) or `until`; then records what it reached.
 fn group(
@@ -885,9 +897,7 @@ fn group(
             thread::ScopedJoinHandle<'_, ()>,
         )> = Default::default();
         for _ in 0..plan.group_members {
-            let flag = Arc::new(AtomicBool::new(false));
-            let f = flag.clone();
-            members.push_back((flag, s.spawn(move || member(plan, rec, reader, &f))));
+            members.push_back(spawn_member(s, plan, rec, reader));
         }
         let mut last_churn = Instant::now();
         let drained = || {
@@ -907,9 +917,7 @@ fn group(
                         flag.store(true, Ordering::Relaxed);
                         let _ = h.join();
                     }
-                    let flag = Arc::new(AtomicBool::new(false));
-                    let f = flag.clone();
-                    members.push_back((flag, s.spawn(move || member(plan, rec, reader, &f))));
+                    members.push_back(spawn_member(s, plan, rec, reader));
                 }
             }
         }
