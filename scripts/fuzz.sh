@@ -4,14 +4,15 @@
 #   scripts/fuzz.sh [--seconds N] [--targets request,produce_batches,segment_recovery]
 #                   [--sanitizer none|address] [--no-build]
 #
-# --seconds N  run each target N seconds (default 60; CI uses a few seconds so the targets keep
-#              building and the seams stay exercised)
+# --seconds N  run each target N seconds (default 60)
 # --sanitizer  none (default: ~10x the executions per second; the broker is safe Rust apart from
 #              src/alloc.rs) or address (AddressSanitizer, for unsafe code and C dependencies)
-# Needs the nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz
-# (scripts/install-test-deps.sh installs it). Corpora grow in fuzz/corpus/<target> (not in git);
-# a crash is written to fuzz/artifacts/<target>/ and fails the run: turn it into a regression
-# test (tests/it/fuzz_regressions.rs) before fixing it.
+# Needs the nightly toolchain (libFuzzer's sanitizer flags) and cargo-fuzz: installed here when
+# missing. Not part of the CI suite (scripts/test-all.sh): `cargo test` drives the same seams
+# (src/fuzzing.rs) with seeded mutations (tests/it/fuzz_smoke.rs). Corpora grow in
+# fuzz/corpus/<target> (not in git); a crash is written to fuzz/artifacts/<target>/ and fails
+# the run: turn it into a regression test (tests/it/protocol_errors.rs and the like) before
+# fixing it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,13 +28,21 @@ while (($#)); do
     --targets) TARGETS="$2"; shift ;;
     --sanitizer) SAN="$2"; shift ;;
     --no-build) BUILD=0 ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "fuzz.sh: unknown argument '$1'" >&2; exit 2 ;;
   esac
   shift
 done
 # Leak detection is off: the broker's statics (registry, metrics) are intentionally never freed.
 FUZZ_FLAGS=(--release --debug-assertions -s "$SAN")
+if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  echo "fuzz.sh: installing the nightly toolchain" >&2
+  rustup toolchain install nightly --profile minimal
+fi
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "fuzz.sh: installing cargo-fuzz" >&2
+  cargo install cargo-fuzz --locked
+fi
 if ((BUILD)); then
   cargo +nightly fuzz build "${FUZZ_FLAGS[@]}"
 fi

@@ -46,18 +46,6 @@ else
   echo "warning: rustup not found; assuming cargo fmt/clippy are available" >&2
 fi
 
-# --- Fuzzing: the nightly toolchain (libFuzzer's flags) and cargo-fuzz ------------
-if command -v rustup >/dev/null 2>&1; then
-  if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
-    log "rustup: installing the nightly toolchain (for cargo fuzz)"
-    rustup toolchain install nightly --profile minimal
-  fi
-fi
-if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  log "cargo: installing cargo-fuzz"
-  cargo install cargo-fuzz --locked
-fi
-
 # --- Python venv for compat-tests -------------------------------------------
 VENV="$REPO/.venv"
 REQ="$REPO/compat-tests/requirements.txt"

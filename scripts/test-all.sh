@@ -41,9 +41,6 @@ cargo test
 step "cargo build --release"
 cargo build --release
 
-step "fuzz targets (build + a few seconds each)"
-bash scripts/fuzz.sh --seconds 5
-
 step "compat-tests (pytest)"
 # Not exported: strand reads STRAND_<KEY> variables as settings and rejects
 # unknown ones, so STRAND_BIN must not leak into brokers started by others.

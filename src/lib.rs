@@ -11,6 +11,7 @@ pub mod cli;
 pub mod client;
 pub mod cluster;
 pub mod config;
+pub mod fuzzing;
 pub mod group;
 pub mod handlers;
 pub mod metrics;

@@ -127,23 +127,9 @@ impl Client {
     }
 
     pub fn encode<R: Request>(&mut self, req: &R, version: i16) -> (i32, Bytes) {
-        let key = ApiKey::try_from(R::KEY).unwrap();
         let id = self.next_id;
         self.next_id += 1;
-        let mut header = RequestHeader::default();
-        header.request_api_key = R::KEY;
-        header.request_api_version = version;
-        header.correlation_id = id;
-        header.client_id = Some(StrBytes::from_static_str("strand-it"));
-        let mut body = BytesMut::new();
-        header
-            .encode(&mut body, key.request_header_version(version))
-            .unwrap();
-        req.encode(&mut body, version).unwrap();
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.extend_from_slice(&body);
-        (id, frame.freeze())
+        (id, request_frame(req, version, id))
     }
 
     pub async fn send_raw(&mut self, bytes: &[u8]) {
@@ -185,6 +171,32 @@ impl Client {
             Ok(Ok(0)) | Ok(Err(_))
         )
     }
+}
+
+/// One request as it goes on the wire: length prefix, header (client id `strand-it`), body.
+pub fn request_frame<R: Request>(req: &R, version: i16, correlation_id: i32) -> Bytes {
+    try_request_frame(req, version, correlation_id).unwrap()
+}
+
+/// [`request_frame`], or the encoder's refusal (a field the version cannot carry).
+pub fn try_request_frame<R: Request>(
+    req: &R,
+    version: i16,
+    correlation_id: i32,
+) -> anyhow::Result<Bytes> {
+    let key = ApiKey::try_from(R::KEY).unwrap();
+    let mut header = RequestHeader::default();
+    header.request_api_key = R::KEY;
+    header.request_api_version = version;
+    header.correlation_id = correlation_id;
+    header.client_id = Some(StrBytes::from_static_str("strand-it"));
+    let mut body = BytesMut::new();
+    header.encode(&mut body, key.request_header_version(version))?;
+    req.encode(&mut body, version)?;
+    let mut frame = BytesMut::with_capacity(body.len() + 4);
+    frame.put_i32(body.len() as i32);
+    frame.extend_from_slice(&body);
+    Ok(frame.freeze())
 }
 
 /// Builds one RecordBatch v2 with `values` (keys `k<i>`), timestamps `ts + i`.

@@ -5,6 +5,7 @@ mod admin;
 mod client;
 mod cluster;
 mod durability;
+mod fuzz_smoke;
 mod groups;
 mod idempotence;
 mod lifecycle;
