@@ -129,3 +129,45 @@ def test_a_run_across_broker_kills_and_restarts_loses_nothing(make_cluster, stra
     rc, r, err = out["result"]
     assert_clean(rc, r, err)
     assert r["totals"]["acked"] > 8000, r["totals"]
+
+
+def test_records_acknowledged_above_a_frozen_high_watermark_are_a_stall_not_a_loss(
+        make_cluster, strand_bin):
+    """Chaos run 100's shape: with one follower down, the leader of an RF 3 partition
+    (min.insync.replicas 2) is killed under verify's load. The survivor leads alone, below
+    min.insync.replicas, so its high watermark stays where it was (KIP-966), usually below the
+    last records acknowledged. verify must not call those lost: the final readers' end is past
+    the last acknowledged offset, and not reaching it is a stall (exit 3). Once the followers
+    are back the records are readable, and a second run over the same topic is clean."""
+    cluster = make_cluster(3)
+    topic = unique("verify-frozen")
+    create(cluster[0], topic, partitions=1, rf=3, config={"min.insync.replicas": "2"})
+    md = partition_md(cluster[0], topic)
+    old = by_id(cluster, md.leader)
+    survivor, down = (by_id(cluster, r) for r in md.replicas if r != md.leader)
+    down.kill9()
+    t, out = verify_in_background(strand_bin, survivor.bootstrap, "--topic", topic,
+                                  "--partitions", "1", "--duration", "6", "--rate", "500",
+                                  "--settle", "15", "--delivery-timeout", "8",
+                                  "--group-members", "0")
+    time.sleep(3)
+    old.kill9()
+    t.join(120)
+    rc, r, err = out["result"]
+    assert r is not None, err
+    # Nothing is called lost.
+    assert violations(r) == {}, json.dumps(r["violations"], indent=1)
+    hwm, end = r["high_watermarks"]["0"], r["ends"]["0"]
+    if end > hwm:
+        assert (rc, r["verdict"]) == (3, "incomplete"), err[-2000:]
+        assert {s["reader"] for s in r["stalls"]} == {"final-read_uncommitted",
+                                                     "final-read_committed"}, r["stalls"]
+        assert all((s["reached"], s["end"]) == (hwm, end) for s in r["stalls"]), r["stalls"]
+    else:
+        assert_clean(rc, r, err)
+    down.start()
+    old.start()
+    rc, r, err = verify(strand_bin, cluster.bootstrap, "--topic", topic, "--partitions", "1",
+                        "--duration", "2", "--rate", "500", "--settle", "60",
+                        "--group-members", "0")
+    assert_clean(rc, r, err)

@@ -112,6 +112,7 @@ struct JsonReport<'a> {
     elapsed_s: f64,
     verdict: &'static str,
     ends: &'a std::collections::BTreeMap<i32, i64>,
+    high_watermarks: &'a std::collections::BTreeMap<i32, i64>,
     foreign_records: u64,
     #[serde(flatten)]
     report: &'a Report,
@@ -235,6 +236,7 @@ pub fn run(args: VerifyArgs) -> i32 {
         elapsed_s: observed.elapsed.as_secs_f64(),
         verdict,
         ends: &observed.ends,
+        high_watermarks: &observed.high_watermarks,
         foreign_records: observed.foreign,
         report: &report,
     };
@@ -311,9 +313,19 @@ fn table(plan: &workload::Plan, o: &workload::Observed, r: &Report, verdict: &st
         }
     }
     for st in &r.stalls {
+        let hwm = o
+            .high_watermarks
+            .get(&st.partition)
+            .copied()
+            .unwrap_or(st.end);
+        let above = if st.end > hwm {
+            format!(" (high watermark {hwm}: records acknowledged at or above it are unreadable)")
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             s,
-            "stalled: {} partition {} reached offset {} of {}",
+            "stalled: {} partition {} reached offset {} of {}{above}",
             st.reader, st.partition, st.reached, st.end
         );
     }

@@ -248,7 +248,10 @@ pub struct Observed {
     pub history: History,
     /// Records of other runs (or other writers) the readers skipped.
     pub foreign: u64,
+    /// Where the final reads had to get to (see [`read_ends`]).
     pub ends: BTreeMap<i32, i64>,
+    /// The high watermarks after the load.
+    pub high_watermarks: BTreeMap<i32, i64>,
     pub elapsed: Duration,
 }
 
@@ -609,7 +612,7 @@ fn tail(plan: &Plan, rec: &Recorder, reader: usize, isolation: Isolation, stop: 
 }
 
 /// The high watermark of every partition.
-fn ends(plan: &Plan, until: Instant) -> anyhow::Result<BTreeMap<i32, i64>> {
+fn high_watermarks(plan: &Plan, until: Instant) -> anyhow::Result<BTreeMap<i32, i64>> {
     let c: BaseConsumer =
         consumer_config(plan, "strand-verify-ends", Isolation::ReadUncommitted).create()?;
     let mut out = BTreeMap::new();
@@ -628,6 +631,24 @@ fn ends(plan: &Plan, until: Instant) -> anyhow::Result<BTreeMap<i32, i64>> {
         }
     }
     Ok(out)
+}
+
+/// Where the final reads must get to in each partition: its high watermark, or past the
+/// highest offset acknowledged in it when that is higher. A record acknowledged at or above
+/// the high watermark (a new leader whose ISR is below `min.insync.replicas` keeps the high
+/// watermark where it was, KIP-966) is not lost until shown to be: a reader that cannot reach
+/// it reports a stall, not a loss.
+fn read_ends<'a>(
+    hwms: &BTreeMap<i32, i64>,
+    produced: impl IntoIterator<Item = &'a Produced>,
+) -> BTreeMap<i32, i64> {
+    let mut ends = hwms.clone();
+    for p in produced {
+        if let (Outcome::Acked { offset }, Some(end)) = (&p.outcome, ends.get_mut(&p.partition)) {
+            *end = (*end).max(offset + 1);
+        }
+    }
+    ends
 }
 
 /// Reads every partition from the start to `ends`, or until `until`.
@@ -796,6 +817,7 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
     let group_reader = (plan.group_members > 0)
         .then(|| rec.add_reader("group", ReaderKind::Group, Isolation::ReadCommitted));
     let ends_seen: std::sync::OnceLock<BTreeMap<i32, i64>> = std::sync::OnceLock::new();
+    let hwms_seen: std::sync::OnceLock<BTreeMap<i32, i64>> = std::sync::OnceLock::new();
     thread::scope(|s| -> anyhow::Result<()> {
         for &iso in &plan.isolations {
             let reader = rec.add_reader(&format!("tail-{iso}"), ReaderKind::Tail, iso);
@@ -833,13 +855,15 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
             return Err(e);
         }
         say("load done; reading back");
-        let ends = match ends(plan, settle_until) {
+        let hwms = match high_watermarks(plan, settle_until) {
             Ok(e) => e,
             Err(e) => {
                 stop_group.store(true, Ordering::Relaxed);
                 return Err(e);
             }
         };
+        let ends = read_ends(&hwms, rec.state.lock().unwrap().produced.values());
+        let _ = hwms_seen.set(hwms);
         *group_ends.lock().unwrap() = Some(ends.clone());
         let ends = ends_seen.get_or_init(|| ends);
         for &iso in &plan.isolations {
@@ -864,6 +888,7 @@ pub fn run(plan: &Plan, say: impl Fn(&str) + Sync) -> anyhow::Result<Observed> {
         },
         foreign: s.foreign,
         ends: ends_seen.into_inner().unwrap_or_default(),
+        high_watermarks: hwms_seen.into_inner().unwrap_or_default(),
         elapsed,
     })
 }
@@ -961,5 +986,40 @@ mod tests {
         // A header longer than the record size is kept whole.
         let v = encode("r1", id, None, 4);
         assert_eq!(decode("r1", &v, 4), Ok(Some(id)));
+    }
+
+    #[test]
+    fn the_end_of_a_partition_is_past_its_last_acknowledged_record() {
+        let produced = |partition, seq, outcome| Produced {
+            id: RecordId { producer: 0, seq },
+            partition,
+            txn: None,
+            outcome,
+        };
+        let hwms = BTreeMap::from([(0, 10), (1, 5), (2, 0)]);
+        let history = [
+            // Partition 0: acknowledged below its high watermark.
+            produced(0, 0, Outcome::Acked { offset: 9 }),
+            // Partition 1: the last acknowledged record sits at the (frozen) high watermark.
+            produced(1, 1, Outcome::Acked { offset: 4 }),
+            produced(1, 2, Outcome::Acked { offset: 5 }),
+            produced(
+                1,
+                3,
+                Outcome::Unknown {
+                    error: "timed out".into(),
+                },
+            ),
+            // Partition 2: nothing acknowledged; a refusal moves nothing.
+            produced(2, 4, Outcome::Refused { error: "no".into() }),
+            // A partition the high watermarks do not name is not made up.
+            produced(7, 5, Outcome::Acked { offset: 3 }),
+        ];
+        let ends = read_ends(&hwms, &history);
+        assert_eq!(ends, BTreeMap::from([(0, 10), (1, 6), (2, 0)]));
+        // So a reader stopped at the high watermark of partition 1 stalls there.
+        let (complete, stalled) = split(&ends, &hwms);
+        assert_eq!(complete, BTreeSet::from([0, 2]));
+        assert_eq!(stalled, BTreeMap::from([(1, (5, 6))]));
     }
 }
